@@ -1,0 +1,54 @@
+# Quick start: `make run` serves the bundled models; `make test` runs the whole suite. Both install what is
+# missing first. ONNX Runtime comes from the `onnxruntime` wheel on PyPI (the version `ort` targets), unpacked into
+# the git-ignored .ort/ folder; nothing is downloaded from anywhere but the package registries.
+
+ORT_VERSION   := 1.31.1
+ORT_LIB       := .ort/lib/libonnxruntime.so
+PYTHON        ?= python3
+CARGO         ?= cargo
+CONFIG        ?= config/gateway.toml
+VENV          := .venv
+
+export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
+
+.PHONY: setup run build test lint fmt models clean-ort
+
+setup: $(ORT_LIB)
+
+$(ORT_LIB):
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust first (https://rustup.rs)"; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3 with pip"; exit 1; }
+	@echo "installing ONNX Runtime $(ORT_VERSION) from PyPI into .ort/"
+	rm -rf .ort/wheel
+	# --target never touches the system site-packages, so PEP 668 protection does not apply here.
+	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps \
+		--target .ort/wheel onnxruntime==$(ORT_VERSION)
+	mkdir -p .ort/lib
+	ln -sf ../wheel/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION) $(ORT_LIB)
+	@test -e $(ORT_LIB) || { echo "the wheel did not contain libonnxruntime.so.$(ORT_VERSION)"; exit 1; }
+
+build: setup
+	$(CARGO) build --release --locked -p gateway
+
+run: build
+	./target/release/gateway --config $(CONFIG)
+
+test: setup
+	$(CARGO) test --workspace --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Retrain and re-export the bundled models (needs scikit-learn; installed into a project-local venv).
+models:
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r models/train/requirements.txt
+	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python breast_cancer.py
+	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python diabetes.py
+
+clean-ort:
+	rm -rf .ort

@@ -1,0 +1,261 @@
+//! Open Inference Protocol (KServe v2) over HTTP. Handlers decode, call `Core`, encode; nothing else lives here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Json, Router};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+use crate::api::error::{ApiError, http_status};
+use crate::api::json::{
+    ModelMetadata, ServerMetadata, VersionStateWire, decode_request, encode_response,
+};
+use crate::core::Core;
+use crate::error::GatewayError;
+use crate::metrics::{InFlight, UNKNOWN_MODEL};
+use crate::model::{ModelSlot, ModelVersion, VersionState};
+
+/// Response header naming the version that answered (also in the body as `model_version`).
+pub const VERSION_HEADER: &str = "x-model-version";
+
+/// Admission limits for the inference routes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_concurrent: usize,
+    pub timeout: Duration,
+}
+
+pub fn router(core: Arc<Core>, limits: &Limits) -> Router {
+    let timeout_ms = limits.timeout.as_millis() as u64;
+    // Outermost to innermost: errors from the layers become protocol errors; load_shed refuses at once when the
+    // concurrency limit is reached (a fast 503 beats a queue no one sees); the limit is global across routes so
+    // the two infer paths share it; the timeout bounds the whole request, queue wait included.
+    let admission = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |e: BoxError| async move {
+            let err = if e.is::<tower::timeout::error::Elapsed>() {
+                GatewayError::Timeout(timeout_ms)
+            } else if e.is::<tower::load_shed::error::Overloaded>() {
+                GatewayError::Overloaded("too many requests in progress; retry later".into())
+            } else {
+                GatewayError::Internal(e.to_string())
+            };
+            ApiError(err)
+        }))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent))
+        .timeout(limits.timeout);
+
+    let infer = Router::new()
+        .route("/v2/models/{model}/infer", post(infer_default))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .layer(admission)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes));
+
+    Router::new()
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(serde_json::json!({ "live": true })) }),
+        )
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(version_metadata),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(version_ready),
+        )
+        .merge(infer)
+        // axum's default 404 has no body; clients expect the protocol's error shape everywhere.
+        .fallback(|| async {
+            let msg = "no such endpoint; the Open Inference Protocol routes live under /v2";
+            (
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({ "error": msg })),
+            )
+        })
+        .with_state(core)
+}
+
+async fn server_ready(State(core): State<Arc<Core>>) -> Response {
+    let ready = core.ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(serde_json::json!({ "ready": ready }))).into_response()
+}
+
+async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata {
+        name: "gateway",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: vec![],
+    })
+}
+
+fn metadata(slot: &ModelSlot, v: &ModelVersion) -> ModelMetadata {
+    let versions = slot.versions();
+    ModelMetadata {
+        name: slot.name.to_string(),
+        versions: versions
+            .iter()
+            .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+            .map(|(n, _)| n.to_string())
+            .collect(),
+        platform: "onnxruntime_onnx",
+        inputs: v.manifest.inputs.iter().map(|i| i.spec.clone()).collect(),
+        outputs: v.manifest.outputs.clone(),
+        states: versions
+            .iter()
+            .map(|(n, s)| VersionStateWire {
+                version: n.to_string(),
+                state: s.label(),
+                reason: match s {
+                    VersionState::Failed(r) => Some(r.clone()),
+                    _ => None,
+                },
+            })
+            .collect(),
+    }
+}
+
+async fn model_metadata(
+    State(core): State<Arc<Core>>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelMetadata>, ApiError> {
+    let slot = core.model(&model)?;
+    let v = slot.resolve(None)?;
+    Ok(Json(metadata(&slot, &v)))
+}
+
+async fn version_metadata(
+    State(core): State<Arc<Core>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<ModelMetadata>, ApiError> {
+    let slot = core.model(&model)?;
+    let v = slot.resolve(Some(&version))?;
+    Ok(Json(metadata(&slot, &v)))
+}
+
+async fn model_ready(
+    State(core): State<Arc<Core>>,
+    Path(model): Path<String>,
+) -> Result<Response, ApiError> {
+    let slot = core.model(&model)?;
+    let v = slot.resolve(None)?;
+    Ok(
+        Json(serde_json::json!({ "name": model, "version": &*v.version, "ready": true }))
+            .into_response(),
+    )
+}
+
+async fn version_ready(
+    State(core): State<Arc<Core>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let slot = core.model(&model)?;
+    slot.resolve(Some(&version))?;
+    Ok(
+        Json(serde_json::json!({ "name": model, "version": version, "ready": true }))
+            .into_response(),
+    )
+}
+
+async fn infer_default(
+    State(core): State<Arc<Core>>,
+    Path(model): Path<String>,
+    req: Request,
+) -> Response {
+    infer(core, model, None, req).await
+}
+
+async fn infer_version(
+    State(core): State<Arc<Core>>,
+    Path((model, version)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    infer(core, model, Some(version), req).await
+}
+
+async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Request) -> Response {
+    let start = Instant::now();
+    // Counted from the headers on, so a slow upload is in flight too (and drained on shutdown).
+    let _in_flight = InFlight::new(&core.metrics.in_flight);
+    let slot = match core.model(&model) {
+        Ok(s) => s,
+        Err(e) => return failed(&core, UNKNOWN_MODEL, "", start, e),
+    };
+    // The body is read here rather than by an extractor so the request counts as in flight while it uploads;
+    // `DefaultBodyLimit` still bounds it.
+    let body = match Bytes::from_request(req, &()).await {
+        Ok(b) => b,
+        Err(rejection) => {
+            let e = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                GatewayError::PayloadTooLarge {
+                    limit: core.max_body_bytes,
+                }
+            } else {
+                GatewayError::invalid(format!(
+                    "cannot read the request body: {}",
+                    rejection.body_text()
+                ))
+            };
+            return failed(&core, &slot.name, "", start, e);
+        }
+    };
+    let req = match decode_request(&body) {
+        Ok(r) => r,
+        Err(e) => return failed(&core, &slot.name, "", start, e),
+    };
+    drop(body);
+    match core.infer(&slot, version.as_deref(), req).await {
+        Ok(resp) => {
+            let v = &resp.version;
+            let bytes = encode_response(&resp);
+            v.metrics.http_ok.inc();
+            v.metrics
+                .http_duration
+                .observe(start.elapsed().as_secs_f64());
+            let mut r = (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response();
+            if let Ok(h) = HeaderValue::from_str(&v.version) {
+                r.headers_mut().insert(VERSION_HEADER, h);
+            }
+            r
+        }
+        Err((v, e)) => {
+            let version = v.as_ref().map_or("", |v| &*v.version);
+            failed(&core, &slot.name, version, start, e)
+        }
+    }
+}
+
+fn failed(core: &Core, model: &str, version: &str, start: Instant, e: GatewayError) -> Response {
+    let code = http_status(&e).as_u16();
+    core.metrics.request_failed(model, version, "http", code);
+    core.metrics
+        .observe_failed_duration(model, version, "http", start.elapsed().as_secs_f64());
+    ApiError(e).into_response()
+}

@@ -1,0 +1,224 @@
+//! Open Inference Protocol REST wire types (request, response, metadata) and their conversion to and from the
+//! protocol-neutral core types. Decoding borrows the body and parses each tensor's data straight into its typed
+//! buffer once the datatype is known.
+
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::core::{InferRequest, InferResponse};
+use crate::error::GatewayError;
+use crate::model::manifest::TensorSpec;
+use crate::tensor::json::decode_data;
+use crate::tensor::{DataType, Tensor, TensorData, element_count};
+
+#[derive(Deserialize)]
+struct RequestWire<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(borrow)]
+    inputs: Vec<InputWire<'a>>,
+    #[serde(default)]
+    outputs: Option<Vec<OutputRequestWire>>,
+    #[serde(default, rename = "parameters")]
+    _parameters: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct InputWire<'a> {
+    name: String,
+    shape: Vec<i64>,
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default, rename = "parameters")]
+    _parameters: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct OutputRequestWire {
+    name: String,
+    #[serde(default, rename = "parameters")]
+    _parameters: Option<IgnoredAny>,
+}
+
+/// Decodes an inference request body; errors name the input and what was expected.
+pub fn decode_request(body: &[u8]) -> Result<InferRequest, GatewayError> {
+    if body.is_empty() {
+        return Err(GatewayError::invalid(
+            "request body is empty; expected a JSON inference request",
+        ));
+    }
+    let wire: RequestWire<'_> = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::invalid(format!("invalid inference request: {e}")))?;
+    if wire.inputs.is_empty() {
+        return Err(GatewayError::invalid(
+            "'inputs' is empty; at least one input tensor is required",
+        ));
+    }
+    let mut inputs = Vec::with_capacity(wire.inputs.len());
+    for i in wire.inputs {
+        let name = i.name;
+        let datatype = DataType::parse(&i.datatype).ok_or_else(|| {
+            GatewayError::invalid(format!(
+                "input '{name}': unknown datatype '{}', expected one of {}",
+                i.datatype,
+                DataType::names()
+            ))
+        })?;
+        let expected = element_count(&i.shape).ok_or_else(|| {
+            GatewayError::invalid(format!(
+                "input '{name}': shape {:?} must list non-negative dimensions (requests carry concrete shapes)",
+                i.shape
+            ))
+        })?;
+        let data = decode_data(i.data, datatype, expected)
+            .map_err(|e| GatewayError::invalid(format!("input '{name}': 'data': {e}")))?;
+        if data.len() != expected {
+            return Err(GatewayError::invalid(format!(
+                "input '{name}': shape {:?} needs {expected} values, 'data' has {}",
+                i.shape,
+                data.len()
+            )));
+        }
+        inputs.push(Tensor {
+            name,
+            shape: i.shape,
+            data,
+        });
+    }
+    let outputs = wire
+        .outputs
+        .map(|o| o.into_iter().map(|o| o.name).collect());
+    Ok(InferRequest {
+        id: wire.id,
+        inputs,
+        outputs,
+    })
+}
+
+#[derive(Serialize)]
+struct ResponseWire<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<OutputWire<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputWire<'a> {
+    name: &'a str,
+    datatype: DataType,
+    shape: &'a [i64],
+    data: &'a TensorData,
+}
+
+/// Encodes a response body.
+pub fn encode_response(resp: &InferResponse) -> Vec<u8> {
+    let wire = ResponseWire {
+        model_name: &resp.version.model,
+        model_version: &resp.version.version,
+        id: resp.id.as_deref(),
+        outputs: resp
+            .outputs
+            .iter()
+            .map(|t| OutputWire {
+                name: &t.name,
+                datatype: t.datatype(),
+                shape: &t.shape,
+                data: &t.data,
+            })
+            .collect(),
+    };
+    let cap = 96
+        + resp
+            .outputs
+            .iter()
+            .map(|t| 48 + t.data.len() * 12)
+            .sum::<usize>();
+    let mut buf = Vec::with_capacity(cap);
+    // Serializing plain structs of numbers and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut buf, &wire);
+    buf
+}
+
+#[derive(Serialize)]
+pub struct ServerMetadata {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub extensions: Vec<&'static str>,
+}
+
+/// `GET /v2/models/{m}[/versions/{v}]`. `versions` lists ready versions; `states` (an extension) tells why the
+/// others are not serving.
+#[derive(Serialize)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub states: Vec<VersionStateWire>,
+}
+
+#[derive(Serialize)]
+pub struct VersionStateWire {
+    pub version: String,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> String {
+        decode_request(body.as_bytes())
+            .expect_err("should fail")
+            .to_string()
+    }
+
+    #[test]
+    fn decodes_nested_and_flat_inputs() {
+        let r = decode_request(
+            br#"{"id":"a","inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}],
+                "outputs":[{"name":"label"}],"parameters":{"p":1}}"#,
+        )
+        .expect("decodes");
+        assert_eq!(r.id.as_deref(), Some("a"));
+        assert_eq!(r.inputs[0].data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(r.outputs, Some(vec!["label".to_string()]));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err("{").contains("invalid inference request"));
+        assert!(
+            err(r#"{"inputs":[{"name":"x","datatype":"FP32","data":[1]}]}"#)
+                .contains("missing field `shape`")
+        );
+        assert!(
+            err(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FLOAT","data":[1]}]}"#)
+                .contains("input 'x': unknown datatype 'FLOAT'")
+        );
+        assert!(
+            err(r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#)
+                .contains("shape [2] needs 2 values, 'data' has 1")
+        );
+        assert!(
+            err(r#"{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]}"#)
+                .contains("non-negative")
+        );
+        assert!(
+            err(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#)
+                .contains("input 'x': 'data'")
+        );
+        assert!(err(r#"{"inputs":[]}"#).contains("'inputs' is empty"));
+        assert!(err("").contains("empty"));
+    }
+}

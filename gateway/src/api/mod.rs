@@ -1,0 +1,7 @@
+//! Front ends: the Open Inference Protocol over HTTP, the metrics endpoint, and the one table that maps domain
+//! errors to protocol statuses.
+
+pub mod error;
+pub mod http;
+pub mod json;
+pub mod metrics;

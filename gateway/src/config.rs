@@ -1,0 +1,237 @@
+//! The gateway's configuration: one typed struct read from TOML (`config/gateway.toml`), with CLI overrides for
+//! the common fields, validated as a whole before any port is bound so that every bad field is reported at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub models: ModelsConfig,
+    pub inference: InferenceConfig,
+    pub onnxruntime: OnnxRuntimeConfig,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open Inference Protocol over HTTP (Triton's port).
+    pub http_addr: String,
+    /// Prometheus `/metrics`.
+    pub metrics_addr: String,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Inference requests in progress at once; beyond it requests are shed with 503 instead of queueing in memory.
+    pub max_concurrent_requests: usize,
+    /// Time a request may take end to end before it is answered 504.
+    pub request_timeout_ms: u64,
+    /// On SIGTERM/Ctrl-C, how long in-flight requests get to finish before the process exits anyway.
+    pub shutdown_grace_ms: u64,
+    /// Ready only when every model in the repository has a ready version (Triton's strict readiness). When false,
+    /// ready as soon as the initial load is done and one model is ready.
+    pub strict_readiness: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: "0.0.0.0:8000".into(),
+            metrics_addr: "0.0.0.0:8002".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_concurrent_requests: 2048,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+            strict_readiness: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Model repository: `<repository>/<model>/<version>/{model.onnx, manifest.json}`.
+    pub repository: PathBuf,
+    /// Most rows one request may carry.
+    pub max_batch_rows: usize,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            repository: PathBuf::from("models"),
+            max_batch_rows: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// Dedicated inference threads; 0 means one per CPU.
+    pub threads: usize,
+    /// Calls that may wait for a thread; when full, requests get 503 at once.
+    pub queue_capacity: usize,
+    /// Threads ONNX Runtime may use inside one call (1 suits many small requests).
+    pub intra_op_threads: usize,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            queue_capacity: 1024,
+            intra_op_threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnnxRuntimeConfig {
+    /// Path of `libonnxruntime.so`. When unset: `ORT_DYLIB_PATH`, then `.ort/lib/libonnxruntime.so`.
+    pub library: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `plain` for people, `json` for log pipelines.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `gateway=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: "plain".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// The parts of the config that need parsing, checked and typed.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub inference_threads: usize,
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+    }
+
+    /// Checks every field and returns all problems together.
+    pub fn validate(&self) -> Result<Resolved, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut addr = |field: &str, value: &str| -> SocketAddr {
+            value.parse().unwrap_or_else(|_| {
+                errors.push(format!(
+                    "{field} = '{value}' is not an address like 127.0.0.1:8000"
+                ));
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            })
+        };
+        let http_addr = addr("server.http_addr", &self.server.http_addr);
+        let metrics_addr = addr("server.metrics_addr", &self.server.metrics_addr);
+        if http_addr.port() != 0 && http_addr == metrics_addr {
+            errors.push("server.http_addr and server.metrics_addr must differ".into());
+        }
+        let mut positive = |field: &str, v: u64| {
+            if v == 0 {
+                errors.push(format!("{field} must be greater than 0"));
+            }
+        };
+        positive("server.max_body_bytes", self.server.max_body_bytes as u64);
+        positive(
+            "server.max_concurrent_requests",
+            self.server.max_concurrent_requests as u64,
+        );
+        positive("server.request_timeout_ms", self.server.request_timeout_ms);
+        positive("models.max_batch_rows", self.models.max_batch_rows as u64);
+        positive(
+            "inference.queue_capacity",
+            self.inference.queue_capacity as u64,
+        );
+        positive(
+            "inference.intra_op_threads",
+            self.inference.intra_op_threads as u64,
+        );
+        if self.inference.threads > 256 {
+            errors.push(format!(
+                "inference.threads = {} is more than 256",
+                self.inference.threads
+            ));
+        }
+        if !self.models.repository.is_dir() {
+            errors.push(format!(
+                "models.repository '{}' is not a directory",
+                self.models.repository.display()
+            ));
+        }
+        if !matches!(self.logging.format.as_str(), "plain" | "json") {
+            errors.push(format!(
+                "logging.format = '{}' must be 'plain' or 'json'",
+                self.logging.format
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let threads = match self.inference.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Ok(Resolved {
+            http_addr,
+            metrics_addr,
+            request_timeout: Duration::from_millis(self.server.request_timeout_ms),
+            shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
+            inference_threads: threads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_config_parses_and_validates() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut cfg = Config::from_file(&root.join("config/gateway.toml")).expect("parses");
+        cfg.models.repository = root.join(&cfg.models.repository);
+        let r = cfg.validate().expect("valid");
+        assert_eq!(r.http_addr.port(), 8000);
+        assert_eq!(r.metrics_addr.port(), 8002);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let mut cfg = Config::default();
+        cfg.server.http_addr = "nowhere".into();
+        cfg.server.max_body_bytes = 0;
+        cfg.models.repository = "/does/not/exist".into();
+        cfg.logging.format = "xml".into();
+        let errors = cfg.validate().expect_err("invalid");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].contains("server.http_addr"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = toml::from_str::<Config>("[server]\nhttp_adr = '1'\n").expect_err("typo");
+        assert!(err.to_string().contains("http_adr"), "{err}");
+    }
+}

@@ -1,0 +1,112 @@
+//! The `gateway` binary: parse the command line, load and validate the config, set up logging, and run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use gateway::config::Config;
+
+/// Open Inference Protocol gateway for ONNX models.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(
+        short,
+        long,
+        default_value = "config/gateway.toml",
+        env = "GATEWAY_CONFIG"
+    )]
+    config: PathBuf,
+    /// Overrides server.http_addr.
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Overrides server.metrics_addr.
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// Overrides models.repository.
+    #[arg(long)]
+    model_repository: Option<PathBuf>,
+    /// Overrides inference.threads (0 = one per CPU).
+    #[arg(long)]
+    inference_threads: Option<usize>,
+    /// Overrides logging.format (plain or json).
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::from_file(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(v) = cli.http_addr {
+        config.server.http_addr = v;
+    }
+    if let Some(v) = cli.metrics_addr {
+        config.server.metrics_addr = v;
+    }
+    if let Some(v) = cli.model_repository {
+        config.models.repository = v;
+    }
+    if let Some(v) = cli.inference_threads {
+        config.inference.threads = v;
+    }
+    if let Some(v) = cli.log_format {
+        config.logging.format = v;
+    }
+    if let Err(errors) = config.validate() {
+        eprintln!("error: invalid configuration in {}:", cli.config.display());
+        for e in errors {
+            eprintln!("  - {e}");
+        }
+        return ExitCode::from(2);
+    }
+    if cli.check_config {
+        println!("configuration {} is valid", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    gateway::telemetry::init(&config.logging);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gateway-io")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(gateway::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,181 @@
+//! Prometheus metric families, one registry per gateway instance (tests run several in one process). Hot-path
+//! handles for a version are resolved once, when the version loads, so a request touches atomics only and never
+//! the label map's lock.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Request latency buckets: sub-millisecond resolution where the budget lives, up to the request timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.008, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Label value for requests that name a model the gateway does not have: client-chosen names never become labels.
+pub const UNKNOWN_MODEL: &str = "_unknown";
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    inference_duration: HistogramVec,
+    pub queue_depth: IntGauge,
+    pub queue_rejections: IntCounter,
+    pub in_flight: IntGauge,
+    model_ready: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Per-version handles used on every request.
+#[derive(Clone)]
+pub struct VersionMetrics {
+    pub http_ok: IntCounter,
+    pub http_duration: Histogram,
+    pub inference_duration: Histogram,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static; a failure here is a programming error caught by the first test run.
+    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = must(IntCounterVec::new(
+            Opts::new(
+                "gateway_requests_total",
+                "Inference requests answered, by model, version, protocol and status code.",
+            ),
+            &["model", "version", "protocol", "code"],
+        ));
+        let request_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_request_duration_seconds",
+                "Time from a request's arrival to its response being ready, by model, version and protocol.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model", "version", "protocol"],
+        ));
+        let inference_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_inference_duration_seconds",
+                "Time inside the model backend per call.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model", "version"],
+        ));
+        let queue_depth = must(IntGauge::new(
+            "gateway_inference_queue_depth",
+            "Calls waiting for an inference worker.",
+        ));
+        let queue_rejections = must(IntCounter::new(
+            "gateway_inference_queue_rejections_total",
+            "Calls refused because the inference queue was full.",
+        ));
+        let in_flight = must(IntGauge::new(
+            "gateway_requests_in_flight",
+            "Inference requests received and not yet answered.",
+        ));
+        let model_ready = must(IntGaugeVec::new(
+            Opts::new(
+                "gateway_model_ready",
+                "1 if the version passed its load and golden-example gate, else 0.",
+            ),
+            &["model", "version"],
+        ));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(inference_duration.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(queue_rejections.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(model_ready.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Self {
+            registry,
+            requests,
+            request_duration,
+            inference_duration,
+            queue_depth,
+            queue_rejections,
+            in_flight,
+            model_ready,
+        }
+    }
+
+    pub fn version(&self, model: &str, version: &str) -> VersionMetrics {
+        VersionMetrics {
+            http_ok: self
+                .requests
+                .with_label_values(&[model, version, "http", "200"]),
+            http_duration: self
+                .request_duration
+                .with_label_values(&[model, version, "http"]),
+            inference_duration: self.inference_duration.with_label_values(&[model, version]),
+        }
+    }
+
+    /// Counts a request that did not end in 200 (rare path, so the label lookup is fine here).
+    pub fn request_failed(&self, model: &str, version: &str, protocol: &str, code: u16) {
+        let code = code.to_string();
+        self.requests
+            .with_label_values(&[model, version, protocol, &code])
+            .inc();
+    }
+
+    pub fn observe_failed_duration(&self, model: &str, version: &str, protocol: &str, secs: f64) {
+        self.request_duration
+            .with_label_values(&[model, version, protocol])
+            .observe(secs);
+    }
+
+    pub fn set_ready(&self, model: &str, version: &str, ready: bool) {
+        self.model_ready
+            .with_label_values(&[model, version])
+            .set(i64::from(ready));
+    }
+
+    /// Renders the text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Counts a request as in flight until dropped, so cancelled requests (timeouts, disconnects) are uncounted too.
+pub struct InFlight(IntGauge);
+
+impl InFlight {
+    pub fn new(g: &IntGauge) -> Self {
+        g.inc();
+        Self(g.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,266 @@
+//! The manifest that travels with every model version (`manifest.json` beside `model.onnx`): its signature, the
+//! training baseline the skew checks compare live traffic against, and the golden examples that gate readiness.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::tensor::{DataType, Tensor, element_count, json::decode_data};
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    /// RFC 3339 time the model was trained; model age and staleness derive from it.
+    pub trained_at: String,
+    /// Free-form facts about the training run (algorithm, data, metrics, library versions).
+    #[serde(default)]
+    pub training: serde_json::Value,
+    pub inputs: Vec<InputSpec>,
+    pub outputs: Vec<TensorSpec>,
+    #[serde(default, skip_serializing)]
+    pub golden: Vec<GoldenExample>,
+}
+
+/// A tensor in the model's signature. The first dimension is the batch dimension and is always -1.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// Elements per batch row (product of the non-batch dimensions).
+    pub fn row_len(&self) -> usize {
+        element_count(&self.shape[1..]).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct InputSpec {
+    #[serde(flatten)]
+    pub spec: TensorSpec,
+    /// Training baseline, one entry per element of a row, in row-major order.
+    #[serde(default, skip_serializing)]
+    pub features: Vec<FeatureBaseline>,
+}
+
+/// Training-time statistics of one input feature.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FeatureBaseline {
+    pub name: String,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    #[serde(default)]
+    pub missing_share: f64,
+    /// Interior cut points: k edges make k+1 bins; bin i holds v with edges[i-1] < v <= edges[i].
+    pub bin_edges: Vec<f64>,
+    pub bin_counts: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GoldenExample {
+    pub inputs: Vec<GoldenTensor>,
+    pub outputs: Vec<GoldenTensor>,
+    /// Allowed difference for floating outputs: |got - want| <= tolerance * (1 + |want|).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_tolerance() -> f64 {
+    1e-5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GoldenTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: Box<RawValue>,
+}
+
+impl GoldenTensor {
+    /// Decodes the example with the datatype the signature declares for it.
+    pub fn to_tensor(&self, datatype: DataType) -> Result<Tensor, String> {
+        let n = element_count(&self.shape)
+            .ok_or_else(|| format!("golden tensor '{}' has a bad shape", self.name))?;
+        let data = decode_data(&self.data, datatype, n)
+            .map_err(|e| format!("golden tensor '{}': {e}", self.name))?;
+        if data.len() != n {
+            return Err(format!(
+                "golden tensor '{}' has {} values for shape {:?}",
+                self.name,
+                data.len(),
+                self.shape
+            ));
+        }
+        Ok(Tensor {
+            name: self.name.clone(),
+            shape: self.shape.clone(),
+            data,
+        })
+    }
+}
+
+impl Manifest {
+    /// Reads and checks a manifest; every problem found is reported, not just the first.
+    pub fn load(dir: &Path, model: &str, version: &str) -> Result<Self, String> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| format!("invalid {}: {e}", path.display()))?;
+        let problems = manifest.problems(model, version);
+        if problems.is_empty() {
+            Ok(manifest)
+        } else {
+            Err(format!(
+                "invalid {}: {}",
+                path.display(),
+                problems.join("; ")
+            ))
+        }
+    }
+
+    fn problems(&self, model: &str, version: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.schema_version != 1 {
+            p.push(format!(
+                "schema_version {} is not supported (expected 1)",
+                self.schema_version
+            ));
+        }
+        if self.name != model {
+            p.push(format!(
+                "name '{}' does not match the directory '{model}'",
+                self.name
+            ));
+        }
+        if self.version != version {
+            p.push(format!(
+                "version '{}' does not match the directory '{version}'",
+                self.version
+            ));
+        }
+        if self.inputs.is_empty() {
+            p.push("no inputs declared".into());
+        }
+        if self.outputs.is_empty() {
+            p.push("no outputs declared".into());
+        }
+        let specs = self
+            .inputs
+            .iter()
+            .map(|i| ("input", &i.spec))
+            .chain(self.outputs.iter().map(|o| ("output", o)));
+        let mut seen = std::collections::HashSet::new();
+        for (kind, s) in specs {
+            if !seen.insert((kind, s.name.as_str())) {
+                p.push(format!("{kind} '{}' declared twice", s.name));
+            }
+            if s.shape.first() != Some(&-1) {
+                p.push(format!(
+                    "{kind} '{}': the first dimension must be the batch dimension, -1",
+                    s.name
+                ));
+            }
+            if s.shape.iter().skip(1).any(|&d| d < 1) {
+                p.push(format!(
+                    "{kind} '{}': non-batch dimensions must be fixed and positive",
+                    s.name
+                ));
+            }
+            if !s.datatype.is_supported() {
+                p.push(format!(
+                    "{kind} '{}': datatype {} is not supported",
+                    s.name, s.datatype
+                ));
+            }
+        }
+        for input in &self.inputs {
+            let n = input.spec.row_len();
+            if !input.features.is_empty() && input.features.len() != n {
+                p.push(format!(
+                    "input '{}': {} feature baselines for {n} values per row",
+                    input.spec.name,
+                    input.features.len()
+                ));
+            }
+            for f in &input.features {
+                if f.bin_counts.len() != f.bin_edges.len() + 1 {
+                    p.push(format!(
+                        "feature '{}': bin_counts must have one more entry than bin_edges",
+                        f.name
+                    ));
+                }
+                if f.bin_edges.windows(2).any(|w| w[0] >= w[1]) {
+                    p.push(format!(
+                        "feature '{}': bin_edges must be strictly increasing",
+                        f.name
+                    ));
+                }
+            }
+        }
+        if self.golden.is_empty() {
+            p.push(
+                "no golden examples: a version must prove its outputs before it takes traffic"
+                    .into(),
+            );
+        }
+        p
+    }
+
+    pub fn input(&self, name: &str) -> Option<&TensorSpec> {
+        self.inputs.iter().map(|i| &i.spec).find(|s| s.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
+        self.outputs.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundled(model: &str, version: &str) -> Result<Manifest, String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models")
+            .join(model)
+            .join(version);
+        Manifest::load(&dir, model, version)
+    }
+
+    #[test]
+    fn bundled_manifests_are_valid() {
+        for (m, v) in [
+            ("breast-cancer", "1"),
+            ("breast-cancer", "2"),
+            ("diabetes", "1"),
+        ] {
+            let manifest = bundled(m, v).expect("bundled manifest loads");
+            assert!(!manifest.golden.is_empty());
+        }
+    }
+
+    #[test]
+    fn directory_mismatch_and_bad_shapes_are_all_reported() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/breast-cancer/1");
+        let mut m = Manifest::load(&dir, "breast-cancer", "1").expect("loads");
+        m.inputs[0].spec.shape = vec![1, 30];
+        m.outputs[0].shape = vec![-1, 0];
+        let p = m.problems("other", "9");
+        assert!(p.iter().any(|s| s.contains("directory 'other'")), "{p:?}");
+        assert!(p.iter().any(|s| s.contains("directory '9'")), "{p:?}");
+        assert!(p.iter().any(|s| s.contains("batch dimension")), "{p:?}");
+        assert!(p.iter().any(|s| s.contains("fixed and positive")), "{p:?}");
+    }
+}

@@ -1,0 +1,33 @@
+//! Model versions and everything needed to serve them: the manifest, the repository on disk, the ONNX backend,
+//! the inference thread pool, and the registry of loaded models.
+
+pub mod manifest;
+pub mod onnx;
+pub mod pool;
+pub mod registry;
+pub mod repository;
+pub mod version;
+
+use std::sync::Arc;
+
+pub use registry::{ModelSlot, Registry};
+pub use version::ModelVersion;
+
+/// Where a version is in its life.
+#[derive(Debug, Clone)]
+pub enum VersionState {
+    Loading,
+    Ready(Arc<ModelVersion>),
+    /// Failed to load or failed its golden examples; the reason is shown in metadata and logged.
+    Failed(String),
+}
+
+impl VersionState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Loading => "loading",
+            Self::Ready(_) => "ready",
+            Self::Failed(_) => "failed",
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! In-process ONNX Runtime backend. ONNX Runtime is loaded dynamically from the library the project's setup step
+//! installs (from the `onnxruntime` wheel on PyPI), once per process. Each model version holds one session per
+//! inference worker, because `Session::run` needs exclusive access: a worker locks only its own session, so the
+//! locks are never contended and the sessions never block each other.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{DynValue, TensorElementType, ValueType};
+
+use crate::error::GatewayError;
+use crate::model::manifest::{Manifest, TensorSpec};
+use crate::tensor::{DataType, Tensor, TensorData};
+
+static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// Where to look for the ONNX Runtime shared library, in order: the configured path, `ORT_DYLIB_PATH`, then the
+/// project-local place `make setup` installs it to.
+pub fn locate_library(configured: Option<&Path>) -> PathBuf {
+    if let Some(p) = configured {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(DEFAULT_LIBRARY)
+}
+
+pub const DEFAULT_LIBRARY: &str = ".ort/lib/libonnxruntime.so";
+
+/// Loads ONNX Runtime once for the process. A missing or incompatible library is an error with a hint, not a panic.
+pub fn init_runtime(library: &Path) -> Result<&'static Environment, String> {
+    RUNTIME
+        .get_or_init(|| {
+            if !library.exists() {
+                return Err(format!(
+                    "ONNX Runtime library not found at '{}': run `make setup`, set ORT_DYLIB_PATH, or set \
+                     onnxruntime.library in the config",
+                    library.display()
+                ));
+            }
+            let builder = ort::init_from(library)
+                .map_err(|e| format!("cannot load ONNX Runtime from '{}': {e}", library.display()))?;
+            builder
+                .with_name("gateway")
+                .with_telemetry(false)
+                .build()
+                .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Session options that matter for serving.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Sessions per version, one for each inference worker.
+    pub sessions: usize,
+    /// Threads ONNX Runtime may use inside one call. 1 keeps a call on its worker thread, which is what a
+    /// small-model, many-requests server wants: parallelism comes from the workers.
+    pub intra_op_threads: usize,
+}
+
+/// One loaded model version: its sessions and the signature they were checked against.
+pub struct OnnxModel {
+    sessions: Vec<Mutex<Session>>,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+}
+
+impl std::fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxModel")
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+fn datatype_of(t: TensorElementType) -> Option<DataType> {
+    Some(match t {
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Uint8 => DataType::U8,
+        TensorElementType::Uint16 => DataType::U16,
+        TensorElementType::Uint32 => DataType::U32,
+        TensorElementType::Uint64 => DataType::U64,
+        TensorElementType::Int8 => DataType::I8,
+        TensorElementType::Int16 => DataType::I16,
+        TensorElementType::Int32 => DataType::I32,
+        TensorElementType::Int64 => DataType::I64,
+        TensorElementType::Float16 => DataType::F16,
+        TensorElementType::Float32 => DataType::F32,
+        TensorElementType::Float64 => DataType::F64,
+        TensorElementType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+/// Checks that a manifest tensor agrees with the ONNX graph's: same datatype, same rank, and every dimension the
+/// graph fixes fixed to the same size in the manifest (the manifest may be stricter than the graph, never looser).
+fn check_outlet(kind: &str, spec: &TensorSpec, dtype: &ValueType) -> Result<(), String> {
+    let ValueType::Tensor { ty, shape, .. } = dtype else {
+        return Err(format!(
+            "{kind} '{}' is not a tensor in the ONNX graph (is ZipMap still on?)",
+            spec.name
+        ));
+    };
+    match datatype_of(*ty) {
+        Some(dt) if dt == spec.datatype => {}
+        other => {
+            return Err(format!(
+                "{kind} '{}': manifest says {}, the ONNX graph has {}",
+                spec.name,
+                spec.datatype,
+                other.map_or_else(|| format!("{ty:?}"), |d| d.to_string())
+            ));
+        }
+    }
+    let graph: &[i64] = shape;
+    let compatible = graph.len() == spec.shape.len()
+        && graph
+            .iter()
+            .zip(&spec.shape)
+            .all(|(&g, &m)| g < 0 || g == m);
+    if !compatible {
+        return Err(format!(
+            "{kind} '{}': manifest shape {:?} does not fit the ONNX graph's {:?}",
+            spec.name, spec.shape, graph
+        ));
+    }
+    Ok(())
+}
+
+impl OnnxModel {
+    /// Loads `model.onnx` and checks it against the manifest. Failing here keeps the version out of service.
+    pub fn load(
+        env: &Environment,
+        path: &Path,
+        manifest: &Manifest,
+        opts: &SessionOptions,
+    ) -> Result<Self, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut sessions = Vec::with_capacity(opts.sessions.max(1));
+        for _ in 0..opts.sessions.max(1) {
+            let session = Session::builder(env)
+                .map_err(|e| e.to_string())?
+                .with_optimization_level(GraphOptimizationLevel::All)
+                .map_err(|e| e.to_string())?
+                .with_intra_threads(opts.intra_op_threads.max(1))
+                .map_err(|e| e.to_string())?
+                .with_inter_threads(1)
+                .map_err(|e| e.to_string())?
+                // Spinning threads would burn the cores the HTTP workers need.
+                .with_intra_op_spinning(false)
+                .map_err(|e| e.to_string())?
+                .commit_from_memory(&bytes)
+                .map_err(|e| format!("ONNX Runtime rejected {}: {e}", path.display()))?;
+            sessions.push(session);
+        }
+        let first = &sessions[0];
+        let inputs: Vec<TensorSpec> = manifest.inputs.iter().map(|i| i.spec.clone()).collect();
+        let mut problems = Vec::new();
+        check_names(
+            "input",
+            inputs.iter().map(|s| s.name.as_str()),
+            first.inputs().iter().map(|o| o.name()),
+        )
+        .map_err(|e| problems.push(e))
+        .ok();
+        check_names(
+            "output",
+            manifest.outputs.iter().map(|s| s.name.as_str()),
+            first.outputs().iter().map(|o| o.name()),
+        )
+        .map_err(|e| problems.push(e))
+        .ok();
+        for spec in &inputs {
+            if let Some(o) = first.inputs().iter().find(|o| o.name() == spec.name) {
+                check_outlet("input", spec, o.dtype())
+                    .map_err(|e| problems.push(e))
+                    .ok();
+            }
+        }
+        for spec in &manifest.outputs {
+            if let Some(o) = first.outputs().iter().find(|o| o.name() == spec.name) {
+                check_outlet("output", spec, o.dtype())
+                    .map_err(|e| problems.push(e))
+                    .ok();
+            }
+        }
+        if !problems.is_empty() {
+            return Err(format!(
+                "manifest does not match {}: {}",
+                path.display(),
+                problems.join("; ")
+            ));
+        }
+        Ok(Self {
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            inputs,
+            outputs: manifest.outputs.clone(),
+        })
+    }
+
+    /// Runs one call. `inputs` are in signature order and already validated. Called only on inference threads.
+    pub fn run(&self, worker: usize, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, GatewayError> {
+        let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+        for t in inputs {
+            values.push((t.name, to_value(t.shape, t.data)?));
+        }
+        let slot = &self.sessions[worker % self.sessions.len()];
+        // A poisoned lock only means another call panicked mid-run; the session itself holds no Rust invariants.
+        let mut session = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session
+            .run(values)
+            .map_err(|e| GatewayError::Inference(e.to_string()))?;
+        self.outputs
+            .iter()
+            .map(|spec| {
+                let v = outputs.get(&spec.name).ok_or_else(|| {
+                    GatewayError::Inference(format!("output '{}' missing from the run", spec.name))
+                })?;
+                from_value(&spec.name, spec.datatype, v)
+            })
+            .collect()
+    }
+
+    pub fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+}
+
+fn check_names<'a>(
+    kind: &str,
+    manifest: impl Iterator<Item = &'a str>,
+    graph: impl Iterator<Item = &'a str>,
+) -> Result<(), String> {
+    let mut m: Vec<&str> = manifest.collect();
+    let mut g: Vec<&str> = graph.collect();
+    m.sort_unstable();
+    g.sort_unstable();
+    if m == g {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} names {m:?} in the manifest, {g:?} in the ONNX graph"
+        ))
+    }
+}
+
+fn to_value(shape: Vec<i64>, data: TensorData) -> Result<DynValue, GatewayError> {
+    macro_rules! arm {
+        ($($v:ident),*) => {
+            match data {
+                $(TensorData::$v(d) => ort::value::Tensor::from_array((shape, d)).map(|t| t.into_dyn()),)*
+            }
+        };
+    }
+    arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
+        .map_err(|e| GatewayError::Inference(e.to_string()))
+}
+
+fn from_value(name: &str, datatype: DataType, v: &DynValue) -> Result<Tensor, GatewayError> {
+    macro_rules! arm {
+        ($($v:ident => $t:ty),*) => {
+            match datatype {
+                $(DataType::$v => {
+                    let (shape, data) = v.try_extract_tensor::<$t>().map_err(|e| GatewayError::Inference(e.to_string()))?;
+                    (shape.to_vec(), TensorData::$v(data.to_vec()))
+                })*
+                DataType::F16 | DataType::Bytes => {
+                    return Err(GatewayError::Inference(format!("output '{name}' has unsupported datatype {datatype}")))
+                }
+            }
+        };
+    }
+    let (shape, data) = arm!(Bool => bool, U8 => u8, U16 => u16, U32 => u32, U64 => u64, I8 => i8, I16 => i16,
+        I32 => i32, I64 => i64, F32 => f32, F64 => f64);
+    Ok(Tensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
+}

@@ -1,0 +1,224 @@
+//! A loaded, servable model version: manifest, backend, metric handles, and the checks that turn a decoded request
+//! into backend inputs (signature validation) and that gate readiness (golden examples).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::GatewayError;
+use crate::metrics::VersionMetrics;
+use crate::model::manifest::{Manifest, TensorSpec};
+use crate::model::onnx::OnnxModel;
+use crate::tensor::{Tensor, TensorData};
+
+pub struct ModelVersion {
+    pub model: Arc<str>,
+    pub version: Arc<str>,
+    pub number: u64,
+    pub manifest: Manifest,
+    pub backend: Arc<OnnxModel>,
+    pub metrics: VersionMetrics,
+}
+
+impl std::fmt::Debug for ModelVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ModelVersion({}/{})", self.model, self.version)
+    }
+}
+
+impl ModelVersion {
+    /// Checks request inputs against the signature and returns them in signature order with the batch size.
+    /// Every message names the input and what was expected, because the client has to act on it.
+    pub fn validate_inputs(
+        &self,
+        mut inputs: Vec<Tensor>,
+        max_batch: usize,
+    ) -> Result<(Vec<Tensor>, usize), GatewayError> {
+        let specs = &self.manifest.inputs;
+        for (i, t) in inputs.iter().enumerate() {
+            if self.manifest.input(&t.name).is_none() {
+                return Err(GatewayError::invalid(format!(
+                    "unknown input '{}'; model '{}' expects {}",
+                    t.name,
+                    self.model,
+                    describe(specs.iter().map(|s| &s.spec))
+                )));
+            }
+            if inputs[..i].iter().any(|o| o.name == t.name) {
+                return Err(GatewayError::invalid(format!(
+                    "input '{}' is given more than once",
+                    t.name
+                )));
+            }
+        }
+        let mut ordered = Vec::with_capacity(specs.len());
+        let mut batch = None;
+        for spec in specs.iter().map(|s| &s.spec) {
+            let pos = inputs
+                .iter()
+                .position(|t| t.name == spec.name)
+                .ok_or_else(|| {
+                    GatewayError::invalid(format!(
+                        "missing input '{}'; model '{}' expects {}",
+                        spec.name,
+                        self.model,
+                        describe(specs.iter().map(|s| &s.spec))
+                    ))
+                })?;
+            let t = inputs.swap_remove(pos);
+            check_tensor(spec, &t)?;
+            let rows = t.shape[0] as usize;
+            match batch {
+                None => batch = Some(rows),
+                Some(b) if b != rows => {
+                    return Err(GatewayError::invalid(format!(
+                        "input '{}' has {rows} rows but other inputs have {b}; all inputs share the batch dimension",
+                        spec.name
+                    )));
+                }
+                Some(_) => {}
+            }
+            ordered.push(t);
+        }
+        let batch = batch.unwrap_or(0);
+        if batch > max_batch {
+            return Err(GatewayError::invalid(format!(
+                "batch of {batch} rows exceeds the limit of {max_batch} rows per request"
+            )));
+        }
+        Ok((ordered, batch))
+    }
+
+    /// Fails unless every output name is one the model has.
+    pub fn validate_outputs(&self, requested: &[String]) -> Result<(), GatewayError> {
+        for name in requested {
+            if self.manifest.output(name).is_none() {
+                return Err(GatewayError::invalid(format!(
+                    "unknown output '{name}' in 'outputs'; model '{}' has {}",
+                    self.model,
+                    describe(self.manifest.outputs.iter())
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe<'a>(specs: impl Iterator<Item = &'a TensorSpec>) -> String {
+    specs
+        .map(|s| format!("'{}' {} {:?}", s.name, s.datatype, s.shape))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_tensor(spec: &TensorSpec, t: &Tensor) -> Result<(), GatewayError> {
+    if t.datatype() != spec.datatype {
+        return Err(GatewayError::invalid(format!(
+            "input '{}': datatype {} does not match the model's {}",
+            spec.name,
+            t.datatype(),
+            spec.datatype
+        )));
+    }
+    let fits = t.shape.len() == spec.shape.len()
+        && t.shape
+            .iter()
+            .zip(&spec.shape)
+            .all(|(&got, &want)| want < 0 || got == want);
+    if !fits {
+        return Err(GatewayError::invalid(format!(
+            "input '{}': shape {:?} does not match the model's {:?} (-1 is the batch dimension)",
+            spec.name, t.shape, spec.shape
+        )));
+    }
+    if t.shape[0] < 1 {
+        return Err(GatewayError::invalid(format!(
+            "input '{}': the batch dimension must be at least 1",
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
+/// Runs every golden example through the backend and compares with the expected outputs. A version that fails
+/// never takes traffic: this is QA before serving.
+pub fn check_golden(manifest: &Manifest, backend: &OnnxModel) -> Result<(), String> {
+    for (i, ex) in manifest.golden.iter().enumerate() {
+        let mut inputs = Vec::new();
+        for spec in backend.inputs() {
+            let g = ex
+                .inputs
+                .iter()
+                .find(|g| g.name == spec.name)
+                .ok_or_else(|| format!("golden example {i} lacks input '{}'", spec.name))?;
+            inputs.push(g.to_tensor(spec.datatype)?);
+        }
+        let outputs = backend
+            .run(0, inputs)
+            .map_err(|e| format!("golden example {i}: {e}"))?;
+        for want in &ex.outputs {
+            let spec = manifest.output(&want.name).ok_or_else(|| {
+                format!("golden example {i} names unknown output '{}'", want.name)
+            })?;
+            let want_t = want.to_tensor(spec.datatype)?;
+            let got = outputs
+                .iter()
+                .find(|o| o.name == want.name)
+                .ok_or_else(|| format!("golden example {i}: output '{}' missing", want.name))?;
+            if got.shape != want_t.shape {
+                return Err(format!(
+                    "golden example {i}: output '{}' has shape {:?}, expected {:?}",
+                    want.name, got.shape, want_t.shape
+                ));
+            }
+            compare(&got.data, &want_t.data, ex.tolerance)
+                .map_err(|e| format!("golden example {i}: output '{}' {e}", want.name))?;
+        }
+    }
+    Ok(())
+}
+
+fn compare(got: &TensorData, want: &TensorData, tol: f64) -> Result<(), String> {
+    let exact = !matches!(want, TensorData::F32(_) | TensorData::F64(_));
+    for j in 0..want.len() {
+        let (g, w) = (got.get_f64(j), want.get_f64(j));
+        let ok = if exact {
+            g == w
+        } else {
+            (g - w).abs() <= tol * (1.0 + w.abs())
+        };
+        if !ok {
+            return Err(format!(
+                "element {j} is {g}, expected {w} (tolerance {tol})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Loads one version from its directory: manifest, ONNX session(s) checked against it, golden examples.
+pub fn load_version(
+    env: &ort::environment::Environment,
+    dir: &Path,
+    model: &str,
+    number: u64,
+    opts: &crate::model::onnx::SessionOptions,
+    metrics: VersionMetrics,
+) -> Result<ModelVersion, String> {
+    let version = number.to_string();
+    let manifest = Manifest::load(dir, model, &version)?;
+    let backend = OnnxModel::load(
+        env,
+        &dir.join(crate::model::repository::MODEL_FILE),
+        &manifest,
+        opts,
+    )?;
+    check_golden(&manifest, &backend).map_err(|e| format!("golden examples failed: {e}"))?;
+    Ok(ModelVersion {
+        model: model.into(),
+        version: version.into(),
+        number,
+        manifest,
+        backend: Arc::new(backend),
+        metrics,
+    })
+}

@@ -1,0 +1,112 @@
+//! Test support: start a real gateway on loopback ephemeral ports with real ONNX models, and talk to it over HTTP.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gateway::Gateway;
+use gateway::config::Config;
+use serde_json::Value;
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn bundled_models() -> PathBuf {
+    workspace().join("models")
+}
+
+/// A config serving `repository` on 127.0.0.1:0, with the ONNX Runtime library `make setup` installs.
+pub fn config(repository: &Path) -> Config {
+    let mut c = Config::default();
+    c.server.http_addr = "127.0.0.1:0".into();
+    c.server.metrics_addr = "127.0.0.1:0".into();
+    c.models.repository = repository.to_path_buf();
+    c.inference.threads = 2;
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        c.onnxruntime.library = Some(workspace().join(".ort/lib/libonnxruntime.so"));
+    }
+    c
+}
+
+pub async fn start(config: Config) -> Gateway {
+    let gw = Gateway::start(&config).await.expect("gateway starts");
+    assert!(
+        gw.wait_loaded(Duration::from_secs(30)).await,
+        "models load within 30 s"
+    );
+    gw
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+pub fn url(gw: &Gateway, path: &str) -> String {
+    format!("http://{}{}", gw.http_addr, path)
+}
+
+/// POSTs a body, returns status and parsed JSON (or the raw text as a JSON string if it is not JSON).
+pub async fn post(c: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let r = c.post(url).body(body).send().await.expect("request sent");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
+    let r = c.get(url).send().await.expect("request sent");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub fn manifest(model: &str, version: &str) -> Value {
+    let p = bundled_models()
+        .join(model)
+        .join(version)
+        .join("manifest.json");
+    serde_json::from_str(&std::fs::read_to_string(p).expect("manifest")).expect("json")
+}
+
+/// Copies a bundled version into `dst/<model>/<version>`.
+pub fn copy_version(model: &str, version: &str, dst: &Path, as_version: &str) {
+    let to = dst.join(model).join(as_version);
+    std::fs::create_dir_all(&to).expect("mkdir");
+    for f in ["model.onnx", "manifest.json"] {
+        std::fs::copy(
+            bundled_models().join(model).join(version).join(f),
+            to.join(f),
+        )
+        .expect("copy");
+    }
+    if version != as_version {
+        let p = to.join("manifest.json");
+        let mut m: Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
+        m["version"] = Value::String(as_version.into());
+        std::fs::write(&p, m.to_string()).expect("write");
+    }
+}
+
+/// One request row for breast-cancer: the training means, a valid input.
+pub fn breast_cancer_rows(rows: usize) -> Value {
+    let m = manifest("breast-cancer", "1");
+    let means: Vec<f64> = m["inputs"][0]["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .map(|f| f["mean"].as_f64().expect("mean"))
+        .collect();
+    let data: Vec<f64> = (0..rows).flat_map(|_| means.clone()).collect();
+    serde_json::json!({"inputs": [{"name": "input", "shape": [rows, 30], "datatype": "FP32", "data": data}]})
+}
