@@ -1,1 +1,207 @@
-fn main() {}
+//! The `loadtest` binary: resolve the target, build the workload, run, and write the reports.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use loadtest::client::{Target, http::get_json};
+use loadtest::report::{Report, html, table};
+use loadtest::runner::{Mode, Plan, run};
+use loadtest::workload;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Load generator for Open Inference Protocol servers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one load scenario and write its reports.
+    Run(Box<RunArgs>),
+    /// Print a Markdown table of JSON reports.
+    Table {
+        /// JSON reports written by `run`.
+        reports: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// Model to call.
+    #[arg(long)]
+    model: String,
+    /// Version in the URL path (`/versions/{v}/infer`); default: the server's routing decides.
+    #[arg(long)]
+    model_version: Option<String>,
+    /// Open loop at this many requests per second; without it, closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Connections (= concurrent requests in closed loop).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Warm-up seconds before measuring (not recorded).
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1)]
+    rows: usize,
+    /// Per-request timeout, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Stop after this many requests in the measured phase.
+    #[arg(long)]
+    max_requests: Option<u64>,
+    /// Manifest whose training baseline bounds the random rows (min/max per feature).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// JSON Lines file of rows to send instead of random rows.
+    #[arg(long)]
+    rows_file: Option<PathBuf>,
+    /// Pin every request to this version with the pin header.
+    #[arg(long)]
+    pin_version: Option<String>,
+    /// Name of the version pin header.
+    #[arg(long, default_value = "x-model-version")]
+    pin_header: String,
+    /// Send a routing key drawn from this many distinct keys on every request.
+    #[arg(long)]
+    routing_keys: Option<u64>,
+    /// Name of the routing-key header.
+    #[arg(long, default_value = "x-routing-key")]
+    routing_key_header: String,
+    /// Scenario name, used in reports and file names.
+    #[arg(long, default_value = "run")]
+    scenario: String,
+    /// Directory for `<scenario>.json` and `<scenario>.html`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Runtime threads for the generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Allow a target that is not on this machine's loopback.
+    #[arg(long)]
+    allow_remote: bool,
+    /// Exit non-zero if any request failed.
+    #[arg(long)]
+    fail_on_errors: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Table { reports } => {
+            let mut rs = Vec::new();
+            for p in reports {
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                rs.push(
+                    serde_json::from_str::<Report>(&text)
+                        .with_context(|| format!("{} is not a report", p.display()))?,
+                );
+            }
+            print!("{}", table(&rs));
+            Ok(())
+        }
+        Cmd::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.threads.max(1))
+                .enable_all()
+                .build()?;
+            rt.block_on(run_cmd(*args))
+        }
+    }
+}
+
+async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    let rest = a
+        .url
+        .strip_prefix("http://")
+        .context("--url must start with http://")?;
+    let authority = rest.split('/').next().unwrap_or(rest).to_string();
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolves to nothing"))?;
+    if !addr.ip().is_loopback() && !a.allow_remote {
+        bail!("{addr} is not a loopback address; pass --allow-remote to load another machine");
+    }
+    let target = Target {
+        addr,
+        authority,
+        model: a.model.clone(),
+        version: a.model_version.clone(),
+        pin: a.pin_version.clone().map(|v| (a.pin_header.clone(), v)),
+        routing_key: a.routing_keys.map(|n| (a.routing_key_header.clone(), n)),
+    };
+    let meta_path = match &a.model_version {
+        Some(v) => format!("/v2/models/{}/versions/{v}", a.model),
+        None => format!("/v2/models/{}", a.model),
+    };
+    let meta = get_json(&target, &meta_path)
+        .await
+        .context("cannot read the model metadata")?;
+    let manifest = match &a.manifest {
+        Some(p) => Some(serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    let inputs = workload::inputs_from_metadata(&meta, manifest.as_ref())?;
+    let wl = match &a.rows_file {
+        Some(p) => workload::from_rows_file(&inputs, p, a.rows)?,
+        None => workload::random(&inputs, a.rows, 256, 42),
+    };
+    let plan = Plan {
+        mode: a.rate.map_or(Mode::Closed, |rate| Mode::Open { rate }),
+        connections: a.connections.max(1),
+        duration: Duration::from_secs_f64(a.duration),
+        warmup: Duration::from_secs_f64(a.warmup),
+        timeout: Duration::from_secs_f64(a.timeout),
+        max_requests: a.max_requests,
+    };
+    let progress = (!a.quiet).then(|| {
+        let p = ProgressBar::new(plan.duration.as_secs());
+        p.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len}s {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        p
+    });
+    let result = run(&plan, Arc::new(target), Arc::new(wl), progress.clone()).await?;
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    let report = Report::build(&a.scenario, &a.url, &a.model, &plan, a.rows, &result);
+    print!("{}", report.summary());
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir)?;
+        let json = dir.join(format!("{}.json", a.scenario));
+        std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+        let page = dir.join(format!("{}.html", a.scenario));
+        std::fs::write(&page, html::render(&report))?;
+        println!("reports    {} and {}", json.display(), page.display());
+    }
+    if a.fail_on_errors && report.failed + report.not_sent > 0 {
+        bail!(
+            "{} requests failed and {} were not sent",
+            report.failed,
+            report.not_sent
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Open Inference Protocol over HTTP/1.1 with hyper: one keep-alive connection per worker, no pool in between,
+//! so the connection count is exactly what was asked for.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{Outcome, Request, Target};
+
+pub struct HttpConn {
+    sender: SendRequest<Full<Bytes>>,
+    path: String,
+}
+
+impl HttpConn {
+    pub async fn connect(target: &Target) -> Result<Self, &'static str> {
+        let stream = TcpStream::connect(target.addr)
+            .await
+            .map_err(|_| "connect")?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| "handshake")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self {
+            sender,
+            path: target.infer_path(),
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    pub async fn infer(&mut self, target: &Target, req: Request) -> Outcome {
+        if self.sender.ready().await.is_err() {
+            return Outcome::Failed("connection closed");
+        }
+        let mut b = http::Request::post(self.path.as_str())
+            .header(HOST, target.authority.as_str())
+            .header(CONTENT_TYPE, "application/json");
+        if let Some((name, value)) = &target.pin {
+            b = b.header(name.as_str(), value.as_str());
+        }
+        if let (Some((name, _)), Some(key)) = (&target.routing_key, req.routing_key) {
+            b = b.header(name.as_str(), format!("key-{key}"));
+        }
+        let Ok(request) = b.body(Full::new(req.body)) else {
+            return Outcome::Failed("bad request");
+        };
+        let resp = match self.sender.send_request(request).await {
+            Ok(r) => r,
+            Err(_) => return Outcome::Failed("io"),
+        };
+        let status = resp.status().as_u16();
+        let version = resp
+            .headers()
+            .get("x-model-version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // Read the whole body: the response is not complete, and the connection not reusable, until it is.
+        if resp.into_body().collect().await.is_err() {
+            return Outcome::Failed("io");
+        }
+        if status == 200 {
+            Outcome::Ok { version }
+        } else {
+            Outcome::Status(status)
+        }
+    }
+}
+
+/// One GET returning JSON, for model metadata before the run.
+pub async fn get_json(target: &Target, path: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_str(&get_text(target, path).await?)?)
+}
+
+/// One GET returning the body as text.
+pub async fn get_text(target: &Target, path: &str) -> anyhow::Result<String> {
+    let stream = TcpStream::connect(target.addr).await?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::get(path)
+        .header(HOST, target.authority.as_str())
+        .body(Full::new(Bytes::new()))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        anyhow::bail!("GET {path}: {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}

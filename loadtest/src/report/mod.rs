@@ -1,0 +1,253 @@
+//! Reports: a JSON document with everything measured, a human summary, an HTML page with the pictures, and a
+//! Markdown table across several reports (what `make bench` prints and the README shows).
+
+pub mod html;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runner::{Mode, Plan, RunResult};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Point {
+    /// Seconds since the start of the measured phase.
+    pub t: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub target: String,
+    pub protocol: String,
+    pub model: String,
+    /// "open" or "closed".
+    pub mode: String,
+    pub asked_rate: Option<f64>,
+    pub connections: usize,
+    pub rows_per_request: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub completed: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub not_sent: u64,
+    pub achieved_rps: f64,
+    pub predictions_per_s: f64,
+    /// Latency of answered requests, in milliseconds, from the intended send time.
+    pub latency_ms: Percentiles,
+    pub statuses: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub versions: BTreeMap<String, u64>,
+    pub timeline: Vec<Point>,
+    /// (percentile, milliseconds) pairs for the distribution plot.
+    pub distribution: Vec<(f64, f64)>,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl Report {
+    pub fn build(
+        scenario: &str,
+        target: &str,
+        model: &str,
+        plan: &Plan,
+        rows: usize,
+        r: &RunResult,
+    ) -> Self {
+        let h = &r.stats.hist;
+        let q = |x: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                ms(h.value_at_quantile(x))
+            }
+        };
+        let secs = r.elapsed.as_secs_f64().max(1e-9);
+        let n_secs = plan.duration.as_secs() as usize;
+        let timeline = r
+            .seconds
+            .iter()
+            .take(n_secs.max(1))
+            .enumerate()
+            .map(|(t, s)| Point {
+                t: t as u64,
+                ok: s.hist.len(),
+                errors: s.errors,
+                p50_ms: if s.hist.is_empty() {
+                    0.0
+                } else {
+                    ms(s.hist.value_at_quantile(0.5))
+                },
+                p99_ms: if s.hist.is_empty() {
+                    0.0
+                } else {
+                    ms(s.hist.value_at_quantile(0.99))
+                },
+                max_ms: ms(s.hist.max()),
+            })
+            .collect();
+        let distribution = [
+            0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0,
+        ]
+        .iter()
+        .map(|&p| (p, q(p / 100.0)))
+        .collect();
+        Self {
+            scenario: scenario.to_string(),
+            target: target.to_string(),
+            protocol: "http".into(),
+            model: model.to_string(),
+            mode: match plan.mode {
+                Mode::Open { .. } => "open".into(),
+                Mode::Closed => "closed".into(),
+            },
+            asked_rate: match plan.mode {
+                Mode::Open { rate } => Some(rate),
+                Mode::Closed => None,
+            },
+            connections: plan.connections,
+            rows_per_request: rows,
+            duration_s: plan.duration.as_secs_f64(),
+            warmup_s: plan.warmup.as_secs_f64(),
+            completed: r.stats.completed(),
+            ok: r.stats.ok,
+            failed: r.stats.failed(),
+            not_sent: r.stats.not_sent,
+            achieved_rps: r.stats.completed() as f64 / secs,
+            predictions_per_s: (r.stats.ok * rows as u64) as f64 / secs,
+            latency_ms: Percentiles {
+                p50: q(0.5),
+                p90: q(0.9),
+                p99: q(0.99),
+                p999: q(0.999),
+                max: ms(h.max()),
+                mean: h.mean() / 1000.0,
+            },
+            statuses: r
+                .stats
+                .statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            errors: r
+                .stats
+                .errors
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            versions: r.stats.versions.clone(),
+            timeline,
+            distribution,
+        }
+    }
+
+    /// The summary a person reads at the end of a run.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let asked = self.asked_rate.map_or_else(
+            || "as fast as possible".to_string(),
+            |r| format!("{r:.0} req/s asked"),
+        );
+        let _ = writeln!(
+            s,
+            "scenario   {}  ({} loop, {asked}, {} connections)",
+            self.scenario, self.mode, self.connections
+        );
+        let _ = writeln!(
+            s,
+            "target     {} model {} ({} rows/request)",
+            self.target, self.model, self.rows_per_request
+        );
+        let _ = writeln!(
+            s,
+            "requests   {} completed, {} ok, {} failed, {} not sent, in {:.1} s",
+            self.completed, self.ok, self.failed, self.not_sent, self.duration_s
+        );
+        let _ = writeln!(
+            s,
+            "throughput {:.0} req/s, {:.0} predictions/s",
+            self.achieved_rps, self.predictions_per_s
+        );
+        let l = &self.latency_ms;
+        let _ = writeln!(
+            s,
+            "latency    p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  mean {:.3} ms",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+        );
+        let _ = writeln!(s, "statuses   {}", join(&self.statuses));
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "errors     {}", join(&self.errors));
+        }
+        if !self.versions.is_empty() {
+            let total: u64 = self.versions.values().sum();
+            let parts: Vec<String> = self
+                .versions
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "v{k}: {v} ({:.1} %)",
+                        100.0 * *v as f64 / total.max(1) as f64
+                    )
+                })
+                .collect();
+            let _ = writeln!(s, "versions   {}", parts.join(", "));
+        }
+        s
+    }
+}
+
+fn join(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A Markdown table of several reports.
+pub fn table(reports: &[Report]) -> String {
+    let mut s = String::from(
+        "| scenario | mode | rows/req | asked req/s | achieved req/s | predictions/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in reports {
+        let asked = r.asked_rate.map_or_else(
+            || format!("closed, {} conns", r.connections),
+            |x| format!("{x:.0}"),
+        );
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+            r.scenario,
+            r.mode,
+            r.rows_per_request,
+            asked,
+            r.achieved_rps,
+            r.predictions_per_s,
+            r.latency_ms.p50,
+            r.latency_ms.p99,
+            r.latency_ms.p999,
+            r.latency_ms.max,
+            r.failed + r.not_sent
+        );
+    }
+    s
+}
