@@ -13,6 +13,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub models: ModelsConfig,
     pub inference: InferenceConfig,
+    pub batching: BatchingConfig,
     pub onnxruntime: OnnxRuntimeConfig,
     pub logging: LoggingConfig,
 }
@@ -62,10 +63,7 @@ pub struct ModelsConfig {
 
 impl Default for ModelsConfig {
     fn default() -> Self {
-        Self {
-            repository: PathBuf::from("models"),
-            max_batch_rows: 4096,
-        }
+        Self { repository: PathBuf::from("models"), max_batch_rows: 4096 }
     }
 }
 
@@ -82,11 +80,56 @@ pub struct InferenceConfig {
 
 impl Default for InferenceConfig {
     fn default() -> Self {
+        Self { threads: 0, queue_capacity: 1024, intra_op_threads: 1 }
+    }
+}
+
+/// Dynamic batching: concurrent requests to one version gathered into one ONNX call. Off by default: for small
+/// models it trades a little latency for throughput, which only pays under heavy load.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Batch every model unless overridden below.
+    pub enabled: bool,
+    /// Most rows in one batched call.
+    pub max_batch_rows: usize,
+    /// Longest a request is held back waiting for others, in microseconds (only while all workers are busy).
+    pub max_queue_delay_us: u64,
+    /// Requests that may wait in one version's batching queue; when full, 503.
+    pub queue_capacity: usize,
+    /// Per-model overrides, keyed by model name.
+    pub models: std::collections::BTreeMap<String, BatchingOverride>,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
         Self {
-            threads: 0,
+            enabled: false,
+            max_batch_rows: 64,
+            max_queue_delay_us: 200,
             queue_capacity: 1024,
-            intra_op_threads: 1,
+            models: Default::default(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingOverride {
+    pub enabled: Option<bool>,
+    pub max_batch_rows: Option<usize>,
+    pub max_queue_delay_us: Option<u64>,
+}
+
+impl BatchingConfig {
+    /// The effective policy for one model, or `None` when batching is off for it.
+    pub fn policy(&self, model: &str) -> Option<crate::model::batcher::BatchPolicy> {
+        let o = self.models.get(model).cloned().unwrap_or_default();
+        o.enabled.unwrap_or(self.enabled).then(|| crate::model::batcher::BatchPolicy {
+            max_rows: o.max_batch_rows.unwrap_or(self.max_batch_rows),
+            max_delay: Duration::from_micros(o.max_queue_delay_us.unwrap_or(self.max_queue_delay_us)),
+            queue_capacity: self.queue_capacity,
+        })
     }
 }
 
@@ -108,10 +151,7 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self {
-            format: "plain".into(),
-            level: "info".into(),
-        }
+        Self { format: "plain".into(), level: "info".into() }
     }
 }
 
@@ -127,8 +167,7 @@ pub struct Resolved {
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
     }
 
@@ -137,9 +176,7 @@ impl Config {
         let mut errors = Vec::new();
         let mut addr = |field: &str, value: &str| -> SocketAddr {
             value.parse().unwrap_or_else(|_| {
-                errors.push(format!(
-                    "{field} = '{value}' is not an address like 127.0.0.1:8000"
-                ));
+                errors.push(format!("{field} = '{value}' is not an address like 127.0.0.1:8000"));
                 SocketAddr::from(([0, 0, 0, 0], 0))
             })
         };
@@ -154,37 +191,19 @@ impl Config {
             }
         };
         positive("server.max_body_bytes", self.server.max_body_bytes as u64);
-        positive(
-            "server.max_concurrent_requests",
-            self.server.max_concurrent_requests as u64,
-        );
+        positive("server.max_concurrent_requests", self.server.max_concurrent_requests as u64);
         positive("server.request_timeout_ms", self.server.request_timeout_ms);
         positive("models.max_batch_rows", self.models.max_batch_rows as u64);
-        positive(
-            "inference.queue_capacity",
-            self.inference.queue_capacity as u64,
-        );
-        positive(
-            "inference.intra_op_threads",
-            self.inference.intra_op_threads as u64,
-        );
+        positive("inference.queue_capacity", self.inference.queue_capacity as u64);
+        positive("inference.intra_op_threads", self.inference.intra_op_threads as u64);
         if self.inference.threads > 256 {
-            errors.push(format!(
-                "inference.threads = {} is more than 256",
-                self.inference.threads
-            ));
+            errors.push(format!("inference.threads = {} is more than 256", self.inference.threads));
         }
         if !self.models.repository.is_dir() {
-            errors.push(format!(
-                "models.repository '{}' is not a directory",
-                self.models.repository.display()
-            ));
+            errors.push(format!("models.repository '{}' is not a directory", self.models.repository.display()));
         }
         if !matches!(self.logging.format.as_str(), "plain" | "json") {
-            errors.push(format!(
-                "logging.format = '{}' must be 'plain' or 'json'",
-                self.logging.format
-            ));
+            errors.push(format!("logging.format = '{}' must be 'plain' or 'json'", self.logging.format));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -227,6 +246,17 @@ mod tests {
         let errors = cfg.validate().expect_err("invalid");
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].contains("server.http_addr"));
+    }
+
+    #[test]
+    fn batching_policy_per_model_overrides_the_default() {
+        let cfg: Config = toml::from_str(
+            "[batching]\nenabled = false\nmax_batch_rows = 32\n[batching.models.a]\nenabled = true\nmax_queue_delay_us = 50\n",
+        )
+        .expect("parses");
+        assert!(cfg.batching.policy("b").is_none());
+        let p = cfg.batching.policy("a").expect("on for a");
+        assert_eq!((p.max_rows, p.max_delay), (32, Duration::from_micros(50)));
     }
 
     #[test]

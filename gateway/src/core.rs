@@ -39,9 +39,7 @@ pub struct Core {
 
 impl Core {
     pub fn model(&self, name: &str) -> Result<Arc<ModelSlot>, GatewayError> {
-        self.registry
-            .get(name)
-            .ok_or_else(|| GatewayError::ModelNotFound(name.to_string()))
+        self.registry.get(name).ok_or_else(|| GatewayError::ModelNotFound(name.to_string()))
     }
 
     /// Runs one request on the version `slot` resolves for it.
@@ -53,11 +51,7 @@ impl Core {
     ) -> Result<InferResponse, (Option<Arc<ModelVersion>>, GatewayError)> {
         let v = slot.resolve(version).map_err(|e| (None, e))?;
         match self.run(&v, req).await {
-            Ok((id, outputs)) => Ok(InferResponse {
-                version: v,
-                id,
-                outputs,
-            }),
+            Ok((id, outputs)) => Ok(InferResponse { version: v, id, outputs }),
             Err(e) => Err((Some(v), e)),
         }
     }
@@ -67,33 +61,31 @@ impl Core {
         v: &Arc<ModelVersion>,
         req: InferRequest,
     ) -> Result<(Option<String>, Vec<Tensor>), GatewayError> {
-        let (inputs, _rows) = v.validate_inputs(req.inputs, self.max_batch_rows)?;
+        let (inputs, rows) = v.validate_inputs(req.inputs, self.max_batch_rows)?;
         if let Some(names) = &req.outputs {
             v.validate_outputs(names)?;
         }
-        let rx = self
-            .pool
-            .submit(v.backend.clone(), inputs)
-            .inspect_err(|e| {
-                if matches!(e, GatewayError::Overloaded(_)) {
-                    self.metrics.queue_rejections.inc();
-                }
-            })?;
-        let (result, took) = rx
-            .await
-            .map_err(|_| GatewayError::Internal("the inference worker dropped the call".into()))?;
+        let submitted = match &v.batcher {
+            Some(b) => b.submit(inputs, rows),
+            None => {
+                v.metrics.batch_rows.observe(rows as f64);
+                self.pool.handle().submit(v.backend.clone(), inputs)
+            }
+        };
+        let rx = submitted.inspect_err(|e| {
+            if matches!(e, GatewayError::Overloaded(_)) {
+                self.metrics.queue_rejections.inc();
+            }
+        })?;
+        let (result, took) =
+            rx.await.map_err(|_| GatewayError::Internal("the inference worker dropped the call".into()))?;
         v.metrics.inference_duration.observe(took.as_secs_f64());
         let mut outputs = result?;
         if let Some(names) = req.outputs {
             // Outputs come back in the order the client listed them.
             outputs = names
                 .iter()
-                .filter_map(|n| {
-                    outputs
-                        .iter()
-                        .position(|o| &o.name == n)
-                        .map(|i| outputs.swap_remove(i))
-                })
+                .filter_map(|n| outputs.iter().position(|o| &o.name == n).map(|i| outputs.swap_remove(i)))
                 .collect();
         }
         Ok((req.id, outputs))

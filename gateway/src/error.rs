@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 /// Errors that reach a client. Messages name the field and what was expected, because the client has to fix it.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum GatewayError {
     /// The request body or a tensor in it is malformed or does not match the model's signature.
     #[error("{0}")]
@@ -17,11 +17,7 @@ pub enum GatewayError {
     VersionNotFound { model: String, version: String },
     /// The version exists but cannot serve right now (loading, or failed its load / golden-example gate).
     #[error("version '{version}' of model '{model}' is not ready: {reason}")]
-    NotReady {
-        model: String,
-        version: String,
-        reason: String,
-    },
+    NotReady { model: String, version: String, reason: String },
     /// The body exceeds the configured limit.
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },

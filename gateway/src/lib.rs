@@ -55,9 +55,9 @@ impl Gateway {
     /// Validates the config, loads ONNX Runtime, binds the ports and starts loading the model repository.
     /// Returns once the listeners accept connections; readiness follows when the models are loaded.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let resolved = config.validate().map_err(|errors| {
-            anyhow::anyhow!("invalid configuration:\n  - {}", errors.join("\n  - "))
-        })?;
+        let resolved = config
+            .validate()
+            .map_err(|errors| anyhow::anyhow!("invalid configuration:\n  - {}", errors.join("\n  - ")))?;
         let library = locate_library(config.onnxruntime.library.as_deref());
         let env = init_runtime(&library).map_err(anyhow::Error::msg)?;
         let repository = Repository::open(&config.models.repository).map_err(anyhow::Error::msg)?;
@@ -66,29 +66,29 @@ impl Gateway {
             sessions: resolved.inference_threads,
             intra_op_threads: config.inference.intra_op_threads,
         };
+        let pool = InferencePool::new(resolved.inference_threads, config.inference.queue_capacity)?;
         let core = Arc::new(Core {
-            registry: Registry::new(repository, env, session_options, metrics.clone()),
-            pool: InferencePool::new(resolved.inference_threads, config.inference.queue_capacity)?,
+            registry: Registry::new(
+                repository,
+                env,
+                session_options,
+                pool.handle(),
+                config.batching.clone(),
+                metrics.clone(),
+            ),
+            pool,
             metrics,
             max_batch_rows: config.models.max_batch_rows,
             max_body_bytes: config.server.max_body_bytes,
             strict_readiness: config.server.strict_readiness,
         });
 
-        let http = TcpListener::bind(resolved.http_addr).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {} (server.http_addr): {e}",
-                resolved.http_addr
-            )
-        })?;
+        let http = TcpListener::bind(resolved.http_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.http_addr): {e}", resolved.http_addr))?;
         let metrics_listener = TcpListener::bind(resolved.metrics_addr)
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {} (server.metrics_addr): {e}",
-                    resolved.metrics_addr
-                )
-            })?;
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.metrics_addr): {e}", resolved.metrics_addr))?;
         let http_addr = http.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
         tracing::info!(%http_addr, %metrics_addr, library = %library.display(), "gateway listening");
@@ -122,10 +122,7 @@ impl Gateway {
         let grace = resolved.shutdown_grace;
         let task = tokio::spawn(async move {
             signal(rx).await;
-            tracing::info!(
-                grace_ms = grace.as_millis() as u64,
-                "draining in-flight requests"
-            );
+            tracing::info!(grace_ms = grace.as_millis() as u64, "draining in-flight requests");
             let drained = tokio::time::timeout(grace, async {
                 let _ = (&mut http_task).await;
                 let _ = (&mut metrics_task).await;
@@ -137,13 +134,7 @@ impl Gateway {
                 metrics_task.abort();
             }
         });
-        Ok(Self {
-            http_addr,
-            metrics_addr,
-            core,
-            shutdown,
-            task,
-        })
+        Ok(Self { http_addr, metrics_addr, core, shutdown, task })
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded by the grace period) and returns when done.

@@ -12,12 +12,7 @@ use gateway::config::Config;
 #[command(version, about)]
 struct Cli {
     /// Configuration file (TOML).
-    #[arg(
-        short,
-        long,
-        default_value = "config/gateway.toml",
-        env = "GATEWAY_CONFIG"
-    )]
+    #[arg(short, long, default_value = "config/gateway.toml", env = "GATEWAY_CONFIG")]
     config: PathBuf,
     /// Overrides server.http_addr.
     #[arg(long)]
@@ -75,11 +70,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     gateway::telemetry::init(&config.logging);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("gateway-io")
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway-io").build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

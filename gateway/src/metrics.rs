@@ -3,14 +3,14 @@
 //! the label map's lock.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Request latency buckets: sub-millisecond resolution where the budget lives, up to the request timeout.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.008, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.008, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Label value for requests that name a model the gateway does not have: client-chosen names never become labels.
@@ -22,6 +22,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
     inference_duration: HistogramVec,
+    batch_rows: HistogramVec,
     pub queue_depth: IntGauge,
     pub queue_rejections: IntCounter,
     pub in_flight: IntGauge,
@@ -40,6 +41,7 @@ pub struct VersionMetrics {
     pub http_ok: IntCounter,
     pub http_duration: Histogram,
     pub inference_duration: Histogram,
+    pub batch_rows: Histogram,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -66,36 +68,32 @@ impl Metrics {
             &["model", "version", "protocol"],
         ));
         let inference_duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                "gateway_inference_duration_seconds",
-                "Time inside the model backend per call.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("gateway_inference_duration_seconds", "Time inside the model backend per call.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["model", "version"],
         ));
-        let queue_depth = must(IntGauge::new(
-            "gateway_inference_queue_depth",
-            "Calls waiting for an inference worker.",
+        let batch_rows = must(HistogramVec::new(
+            HistogramOpts::new("gateway_batch_rows", "Rows per backend call (more than a request's when batched).")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
+            &["model", "version"],
         ));
+        let queue_depth =
+            must(IntGauge::new("gateway_inference_queue_depth", "Calls waiting for an inference worker."));
         let queue_rejections = must(IntCounter::new(
             "gateway_inference_queue_rejections_total",
             "Calls refused because the inference queue was full.",
         ));
-        let in_flight = must(IntGauge::new(
-            "gateway_requests_in_flight",
-            "Inference requests received and not yet answered.",
-        ));
+        let in_flight =
+            must(IntGauge::new("gateway_requests_in_flight", "Inference requests received and not yet answered."));
         let model_ready = must(IntGaugeVec::new(
-            Opts::new(
-                "gateway_model_ready",
-                "1 if the version passed its load and golden-example gate, else 0.",
-            ),
+            Opts::new("gateway_model_ready", "1 if the version passed its load and golden-example gate, else 0."),
             &["model", "version"],
         ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(inference_duration.clone()),
+            Box::new(batch_rows.clone()),
             Box::new(queue_depth.clone()),
             Box::new(queue_rejections.clone()),
             Box::new(in_flight.clone()),
@@ -108,6 +106,7 @@ impl Metrics {
             requests,
             request_duration,
             inference_duration,
+            batch_rows,
             queue_depth,
             queue_rejections,
             in_flight,
@@ -117,34 +116,25 @@ impl Metrics {
 
     pub fn version(&self, model: &str, version: &str) -> VersionMetrics {
         VersionMetrics {
-            http_ok: self
-                .requests
-                .with_label_values(&[model, version, "http", "200"]),
-            http_duration: self
-                .request_duration
-                .with_label_values(&[model, version, "http"]),
+            http_ok: self.requests.with_label_values(&[model, version, "http", "200"]),
+            http_duration: self.request_duration.with_label_values(&[model, version, "http"]),
             inference_duration: self.inference_duration.with_label_values(&[model, version]),
+            batch_rows: self.batch_rows.with_label_values(&[model, version]),
         }
     }
 
     /// Counts a request that did not end in 200 (rare path, so the label lookup is fine here).
     pub fn request_failed(&self, model: &str, version: &str, protocol: &str, code: u16) {
         let code = code.to_string();
-        self.requests
-            .with_label_values(&[model, version, protocol, &code])
-            .inc();
+        self.requests.with_label_values(&[model, version, protocol, &code]).inc();
     }
 
     pub fn observe_failed_duration(&self, model: &str, version: &str, protocol: &str, secs: f64) {
-        self.request_duration
-            .with_label_values(&[model, version, protocol])
-            .observe(secs);
+        self.request_duration.with_label_values(&[model, version, protocol]).observe(secs);
     }
 
     pub fn set_ready(&self, model: &str, version: &str, ready: bool) {
-        self.model_ready
-            .with_label_values(&[model, version])
-            .set(i64::from(ready));
+        self.model_ready.with_label_values(&[model, version]).set(i64::from(ready));
     }
 
     /// Renders the text exposition format.

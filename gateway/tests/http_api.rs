@@ -18,42 +18,17 @@ async fn health_metadata_and_readiness_endpoints() {
     let (s, body) = get(&c, &url(&gw, "/v2/models/breast-cancer")).await;
     assert_eq!(s, 200);
     assert_eq!(body["versions"], json!(["1", "2"]));
-    assert_eq!(
-        body["inputs"],
-        json!([{"name": "input", "datatype": "FP32", "shape": [-1, 30]}])
-    );
-    assert_eq!(
-        body["outputs"][0],
-        json!({"name": "label", "datatype": "INT64", "shape": [-1]})
-    );
-    assert_eq!(
-        body["outputs"][1],
-        json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]})
-    );
+    assert_eq!(body["inputs"], json!([{"name": "input", "datatype": "FP32", "shape": [-1, 30]}]));
+    assert_eq!(body["outputs"][0], json!({"name": "label", "datatype": "INT64", "shape": [-1]}));
+    assert_eq!(body["outputs"][1], json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}));
 
     let (s, body) = get(&c, &url(&gw, "/v2/models/diabetes/versions/1")).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        body["inputs"][1],
-        json!({"name": "sex", "datatype": "INT64", "shape": [-1, 1]})
-    );
+    assert_eq!(body["inputs"][1], json!({"name": "sex", "datatype": "INT64", "shape": [-1, 1]}));
 
-    assert_eq!(
-        get(&c, &url(&gw, "/v2/models/breast-cancer/ready")).await.0,
-        200
-    );
-    assert_eq!(
-        get(&c, &url(&gw, "/v2/models/breast-cancer/versions/1/ready"))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        get(&c, &url(&gw, "/v2/models/breast-cancer/versions/9/ready"))
-            .await
-            .0,
-        404
-    );
+    assert_eq!(get(&c, &url(&gw, "/v2/models/breast-cancer/ready")).await.0, 200);
+    assert_eq!(get(&c, &url(&gw, "/v2/models/breast-cancer/versions/1/ready")).await.0, 200);
+    assert_eq!(get(&c, &url(&gw, "/v2/models/breast-cancer/versions/9/ready")).await.0, 404);
     let (s, body) = get(&c, &url(&gw, "/v2/models/nope")).await;
     assert_eq!(s, 404);
     assert_eq!(body["error"], json!("unknown model 'nope'"));
@@ -64,10 +39,7 @@ async fn health_metadata_and_readiness_endpoints() {
 }
 
 fn close(got: &Value, want: &Value, tol: f64) -> bool {
-    let (g, w) = (
-        got.as_array().expect("array"),
-        want.as_array().expect("array"),
-    );
+    let (g, w) = (got.as_array().expect("array"), want.as_array().expect("array"));
     g.len() == w.len()
         && g.iter().zip(w).all(|(a, b)| {
             let (a, b) = (a.as_f64().expect("num"), b.as_f64().expect("num"));
@@ -81,11 +53,7 @@ async fn predictions_match_the_golden_outputs() {
     let gw = start(config(&bundled_models())).await;
     let c = client();
     let mut checked = 0;
-    for (model, version) in [
-        ("breast-cancer", "1"),
-        ("breast-cancer", "2"),
-        ("diabetes", "1"),
-    ] {
+    for (model, version) in [("breast-cancer", "1"), ("breast-cancer", "2"), ("diabetes", "1")] {
         let m = manifest(model, version);
         let specs = m["inputs"].as_array().expect("inputs");
         for ex in m["golden"].as_array().expect("golden") {
@@ -99,29 +67,18 @@ async fn predictions_match_the_golden_outputs() {
                 })
                 .collect();
             let body = json!({"id": format!("g{checked}"), "inputs": inputs});
-            let (s, resp) = post(
-                &c,
-                &url(&gw, &format!("/v2/models/{model}/versions/{version}/infer")),
-                body.to_string(),
-            )
-            .await;
+            let (s, resp) =
+                post(&c, &url(&gw, &format!("/v2/models/{model}/versions/{version}/infer")), body.to_string()).await;
             assert_eq!(s, 200, "{resp}");
             assert_eq!(resp["model_name"], json!(model));
             assert_eq!(resp["model_version"], json!(version));
             assert_eq!(resp["id"], json!(format!("g{checked}")));
             for want in ex["outputs"].as_array().expect("outputs") {
-                let got = resp["outputs"]
-                    .as_array()
-                    .expect("outputs")
-                    .iter()
-                    .find(|o| o["name"] == want["name"]);
+                let got = resp["outputs"].as_array().expect("outputs").iter().find(|o| o["name"] == want["name"]);
                 let got = got.unwrap_or_else(|| panic!("output {} missing", want["name"]));
                 assert_eq!(got["shape"], want["shape"]);
                 let tol = ex["tolerance"].as_f64().expect("tolerance");
-                assert!(
-                    close(&got["data"], &want["data"], tol),
-                    "{model}/{version}: {got} vs {want}"
-                );
+                assert!(close(&got["data"], &want["data"], tol), "{model}/{version}: {got} vs {want}");
             }
             checked += 1;
         }
@@ -137,21 +94,11 @@ async fn default_version_output_selection_and_nested_data() {
     let mut body = breast_cancer_rows(3);
     // Nested rows instead of flat data, and only one output requested.
     let flat = body["inputs"][0]["data"].as_array().expect("data").clone();
-    body["inputs"][0]["data"] =
-        Value::Array(flat.chunks(30).map(|r| Value::Array(r.to_vec())).collect());
+    body["inputs"][0]["data"] = Value::Array(flat.chunks(30).map(|r| Value::Array(r.to_vec())).collect());
     body["outputs"] = json!([{"name": "probabilities"}]);
-    let r = c
-        .post(url(&gw, "/v2/models/breast-cancer/infer"))
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("sent");
+    let r = c.post(url(&gw, "/v2/models/breast-cancer/infer")).body(body.to_string()).send().await.expect("sent");
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["x-model-version"],
-        "2",
-        "highest ready version serves by default"
-    );
+    assert_eq!(r.headers()["x-model-version"], "2", "highest ready version serves by default");
     let resp: Value = r.json().await.expect("json");
     let outputs = resp["outputs"].as_array().expect("outputs");
     assert_eq!(outputs.len(), 1);
@@ -179,11 +126,33 @@ async fn bad_inputs_get_clear_4xx_errors() {
     let cases: Vec<(String, String, u16, &str)> = vec![
         (infer.clone(), "{not json".into(), 400, "invalid inference request"),
         (infer.clone(), "".into(), 400, "body is empty"),
-        (infer.clone(), with(&|b| b["inputs"][0].as_object_mut().expect("obj").remove("datatype").map(drop).unwrap_or(())), 400, "missing field `datatype`"),
-        (infer.clone(), with(&|b| b.as_object_mut().expect("obj").remove("inputs").map(drop).unwrap_or(())), 400, "missing field `inputs`"),
+        (
+            infer.clone(),
+            with(&|b| b["inputs"][0].as_object_mut().expect("obj").remove("datatype").map(drop).unwrap_or(())),
+            400,
+            "missing field `datatype`",
+        ),
+        (
+            infer.clone(),
+            with(&|b| b.as_object_mut().expect("obj").remove("inputs").map(drop).unwrap_or(())),
+            400,
+            "missing field `inputs`",
+        ),
         (infer.clone(), with(&|b| b["inputs"][0]["datatype"] = json!("FLOAT32")), 400, "unknown datatype 'FLOAT32'"),
-        (infer.clone(), with(&|b| b["inputs"][0]["datatype"] = json!("FP64")), 400, "datatype FP64 does not match the model's FP32"),
-        (infer.clone(), with(&|b| { b["inputs"][0]["shape"] = json!([2, 15]); }), 400, "shape [2, 15] does not match the model's [-1, 30]"),
+        (
+            infer.clone(),
+            with(&|b| b["inputs"][0]["datatype"] = json!("FP64")),
+            400,
+            "datatype FP64 does not match the model's FP32",
+        ),
+        (
+            infer.clone(),
+            with(&|b| {
+                b["inputs"][0]["shape"] = json!([2, 15]);
+            }),
+            400,
+            "shape [2, 15] does not match the model's [-1, 30]",
+        ),
         (infer.clone(), with(&|b| b["inputs"][0]["shape"] = json!([2, 30])), 400, "needs 60 values, 'data' has 30"),
         (infer.clone(), with(&|b| b["inputs"][0]["data"][3] = json!("abc")), 400, "input 'input': 'data'"),
         (infer.clone(), with(&|b| b["inputs"][0]["data"][3] = json!(null)), 400, "input 'input': 'data'"),
@@ -196,7 +165,8 @@ async fn bad_inputs_get_clear_4xx_errors() {
         (url(&gw, "/v2/models/breast-cancer/versions/abc/infer"), good.to_string(), 404, "unknown version 'abc'"),
         (
             url(&gw, "/v2/models/diabetes/infer"),
-            json!({"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP64", "data": [1,2,3,4,5,6,7,8,9]}]}).to_string(),
+            json!({"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP64", "data": [1,2,3,4,5,6,7,8,9]}]})
+                .to_string(),
             400,
             "missing input 'sex'",
         ),
@@ -204,7 +174,8 @@ async fn bad_inputs_get_clear_4xx_errors() {
             url(&gw, "/v2/models/diabetes/infer"),
             json!({"inputs": [
                 {"name": "features", "shape": [2, 9], "datatype": "FP64", "data": vec![1.0; 18]},
-                {"name": "sex", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}).to_string(),
+                {"name": "sex", "shape": [1, 1], "datatype": "INT64", "data": [1]}]})
+            .to_string(),
             400,
             "all inputs share the batch dimension",
         ),
@@ -212,16 +183,15 @@ async fn bad_inputs_get_clear_4xx_errors() {
             url(&gw, "/v2/models/diabetes/infer"),
             json!({"inputs": [
                 {"name": "features", "shape": [1, 9], "datatype": "FP64", "data": vec![1.0; 9]},
-                {"name": "sex", "shape": [1, 1], "datatype": "INT64", "data": [1.5]}]}).to_string(),
+                {"name": "sex", "shape": [1, 1], "datatype": "INT64", "data": [1.5]}]})
+            .to_string(),
             400,
             "not a valid INT64",
         ),
     ];
     for (u, body, status, needle) in cases {
         let (s, resp) = post(&c, &u, body).await;
-        let msg = resp["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("JSON error body for {needle}: {resp}"));
+        let msg = resp["error"].as_str().unwrap_or_else(|| panic!("JSON error body for {needle}: {resp}"));
         assert_eq!(s, status, "{needle}: {msg}");
         assert!(msg.contains(needle), "expected '{needle}' in '{msg}'");
     }
@@ -235,48 +205,20 @@ async fn metrics_count_requests_by_model_version_and_code() {
     let gw = start(config(&bundled_models())).await;
     let c = client();
     for _ in 0..3 {
-        let (s, _) = post(
-            &c,
-            &url(&gw, "/v2/models/breast-cancer/versions/1/infer"),
-            breast_cancer_rows(1).to_string(),
-        )
-        .await;
+        let (s, _) =
+            post(&c, &url(&gw, "/v2/models/breast-cancer/versions/1/infer"), breast_cancer_rows(1).to_string()).await;
         assert_eq!(s, 200);
     }
     post(&c, &url(&gw, "/v2/models/breast-cancer/infer"), "{").await;
     post(&c, &url(&gw, "/v2/models/who/infer"), "{").await;
-    let text = c
-        .get(format!("http://{}/metrics", gw.metrics_addr))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text =
+        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
     let has = |line: &str| text.lines().any(|l| l == line);
-    assert!(
-        has(
-            r#"gateway_requests_total{code="200",model="breast-cancer",protocol="http",version="1"} 3"#
-        ),
-        "{text}"
-    );
-    assert!(
-        has(
-            r#"gateway_requests_total{code="400",model="breast-cancer",protocol="http",version=""} 1"#
-        ),
-        "{text}"
-    );
-    assert!(
-        has(r#"gateway_requests_total{code="404",model="_unknown",protocol="http",version=""} 1"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"gateway_model_ready{model="diabetes",version="1"} 1"#),
-        "{text}"
-    );
-    assert!(text.contains(
-        r#"gateway_inference_duration_seconds_count{model="breast-cancer",version="1"} 3"#
-    ));
+    assert!(has(r#"gateway_requests_total{code="200",model="breast-cancer",protocol="http",version="1"} 3"#), "{text}");
+    assert!(has(r#"gateway_requests_total{code="400",model="breast-cancer",protocol="http",version=""} 1"#), "{text}");
+    assert!(has(r#"gateway_requests_total{code="404",model="_unknown",protocol="http",version=""} 1"#), "{text}");
+    assert!(has(r#"gateway_model_ready{model="diabetes",version="1"} 1"#), "{text}");
+    assert!(text.contains(r#"gateway_inference_duration_seconds_count{model="breast-cancer",version="1"} 3"#));
     assert!(text.contains("gateway_request_duration_seconds_bucket"));
     assert!(text.contains("gateway_inference_queue_depth"));
     gw.shutdown().await;

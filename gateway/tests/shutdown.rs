@@ -38,11 +38,7 @@ async fn shutdown_finishes_in_flight_requests() {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert_eq!(
-        gw.core.metrics.in_flight.get() as usize,
-        CLIENTS,
-        "all requests in progress"
-    );
+    assert_eq!(gw.core.metrics.in_flight.get() as usize, CLIENTS, "all requests in progress");
 
     let stopping = tokio::spawn(gw.shutdown());
     // Shutdown has begun once the listener refuses new connections.
@@ -55,24 +51,15 @@ async fn shutdown_finishes_in_flight_requests() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert!(refused, "the listener closes when shutdown begins");
-    assert!(
-        !stopping.is_finished(),
-        "shutdown waits for the requests in progress"
-    );
+    assert!(!stopping.is_finished(), "shutdown waits for the requests in progress");
 
     for mut s in streams {
         s.write_all(rest).await.expect("second half");
         let mut resp = Vec::new();
         s.read_to_end(&mut resp).await.expect("response");
         let text = String::from_utf8_lossy(&resp);
-        assert!(
-            text.starts_with("HTTP/1.1 200"),
-            "in-flight request drained: {text}"
-        );
+        assert!(text.starts_with("HTTP/1.1 200"), "in-flight request drained: {text}");
         assert!(text.contains("\"model_name\":\"breast-cancer\""), "{text}");
     }
-    tokio::time::timeout(Duration::from_secs(10), stopping)
-        .await
-        .expect("shutdown completes")
-        .expect("task");
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("shutdown completes").expect("task");
 }

@@ -106,8 +106,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Table { reports } => {
             let mut rs = Vec::new();
             for p in reports {
-                let text = std::fs::read_to_string(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?;
+                let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
                 rs.push(
                     serde_json::from_str::<Report>(&text)
                         .with_context(|| format!("{} is not a report", p.display()))?,
@@ -117,20 +116,15 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(args.threads.max(1))
-                .enable_all()
-                .build()?;
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()?;
             rt.block_on(run_cmd(*args))
         }
     }
 }
 
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
-    let rest = a
-        .url
-        .strip_prefix("http://")
-        .context("--url must start with http://")?;
+    let rest = a.url.strip_prefix("http://").context("--url must start with http://")?;
     let authority = rest.split('/').next().unwrap_or(rest).to_string();
     let addr = authority
         .to_socket_addrs()
@@ -152,9 +146,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         Some(v) => format!("/v2/models/{}/versions/{v}", a.model),
         None => format!("/v2/models/{}", a.model),
     };
-    let meta = get_json(&target, &meta_path)
-        .await
-        .context("cannot read the model metadata")?;
+    let meta = get_json(&target, &meta_path).await.context("cannot read the model metadata")?;
     let manifest = match &a.manifest {
         Some(p) => Some(serde_json::from_str(
             &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -197,11 +189,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         println!("reports    {} and {}", json.display(), page.display());
     }
     if a.fail_on_errors && report.failed + report.not_sent > 0 {
-        bail!(
-            "{} requests failed and {} were not sent",
-            report.failed,
-            report.not_sent
-        );
+        bail!("{} requests failed and {} were not sent", report.failed, report.not_sent);
     }
     Ok(())
 }

@@ -65,17 +65,11 @@ pub async fn run(
         }
     }
     if !plan.warmup.is_zero() {
-        let warm = Plan {
-            duration: plan.warmup,
-            warmup: Duration::ZERO,
-            ..plan.clone()
-        };
+        let warm = Plan { duration: plan.warmup, warmup: Duration::ZERO, ..plan.clone() };
         if let Some(p) = &progress {
             p.set_message("warming up");
         }
-        conns = phase(&warm, target.clone(), workload.clone(), None, conns)
-            .await?
-            .1;
+        conns = phase(&warm, target.clone(), workload.clone(), None, conns).await?.1;
     }
     Ok(phase(plan, target, workload, progress, conns).await?.0)
 }
@@ -125,14 +119,8 @@ async fn phase(
     let mut workers = tokio::task::JoinSet::new();
     let n = conns.len();
     for (id, conn) in conns.into_iter().enumerate() {
-        let (target, workload, timeline, live, rx, sent) = (
-            target.clone(),
-            workload.clone(),
-            timeline.clone(),
-            live.clone(),
-            rx.clone(),
-            sent.clone(),
-        );
+        let (target, workload, timeline, live, rx, sent) =
+            (target.clone(), workload.clone(), timeline.clone(), live.clone(), rx.clone(), sent.clone());
         let (mode, timeout) = (plan.mode, plan.timeout);
         workers.spawn(async move {
             let mut w = Worker {
@@ -176,14 +164,8 @@ async fn phase(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let t = Instant::now().saturating_duration_since(start);
                 p.set_position(t.as_secs().min(p.length().unwrap_or(0)));
-                let (d, f) = (
-                    live.done.load(Ordering::Relaxed),
-                    live.failed.load(Ordering::Relaxed),
-                );
-                p.set_message(format!(
-                    "{d} requests, {f} failed, {:.0} req/s",
-                    d as f64 / t.as_secs_f64().max(1e-3)
-                ));
+                let (d, f) = (live.done.load(Ordering::Relaxed), live.failed.load(Ordering::Relaxed));
+                p.set_message(format!("{d} requests, {f} failed, {:.0} req/s", d as f64 / t.as_secs_f64().max(1e-3)));
             }
         })
     });
@@ -201,22 +183,14 @@ async fn phase(
     if let Some(t) = ticker {
         t.abort();
     }
-    let timeline =
-        Arc::try_unwrap(timeline).map_err(|_| anyhow::anyhow!("timeline still shared"))?;
+    let timeline = Arc::try_unwrap(timeline).map_err(|_| anyhow::anyhow!("timeline still shared"))?;
     let elapsed = match plan.mode {
         Mode::Open { .. } => plan.duration,
-        Mode::Closed => Instant::now()
-            .saturating_duration_since(start)
-            .min(plan.duration.max(Duration::from_millis(1))),
+        Mode::Closed => {
+            Instant::now().saturating_duration_since(start).min(plan.duration.max(Duration::from_millis(1)))
+        }
     };
-    Ok((
-        RunResult {
-            stats,
-            seconds: timeline.into_seconds(),
-            elapsed,
-        },
-        conns,
-    ))
+    Ok((RunResult { stats, seconds: timeline.into_seconds(), elapsed }, conns))
 }
 
 struct Worker {
@@ -231,26 +205,16 @@ struct Worker {
 }
 
 impl Worker {
-    async fn one(
-        &mut self,
-        intended: Instant,
-        timeout: Duration,
-        timeline: &Timeline,
-        live: &Live,
-    ) {
+    async fn one(&mut self, intended: Instant, timeout: Duration, timeline: &Timeline, live: &Live) {
         let req = Request {
             body: self.workload.body(self.id + self.k * self.n),
-            routing_key: self
-                .target
-                .routing_key
-                .as_ref()
-                .map(|(_, n)| self.rng.u64(0..(*n).max(1))),
+            routing_key: self.target.routing_key.as_ref().map(|(_, n)| self.rng.u64(0..(*n).max(1))),
         };
         self.k += 1;
         let outcome = match self.conn.as_mut() {
-            Some(c) => tokio::time::timeout(timeout, c.infer(&self.target, req))
-                .await
-                .unwrap_or(Outcome::Failed("timeout")),
+            Some(c) => {
+                tokio::time::timeout(timeout, c.infer(&self.target, req)).await.unwrap_or(Outcome::Failed("timeout"))
+            }
             None => Outcome::Failed("connect"),
         };
         let latency = Instant::now().saturating_duration_since(intended);

@@ -11,8 +11,7 @@ use crate::client::Outcome;
 
 /// Latencies are recorded in microseconds, up to a minute, at 3 significant digits (0.1 % precision).
 pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3)
-        .unwrap_or_else(|e| panic!("static histogram bounds: {e}"))
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|e| panic!("static histogram bounds: {e}"))
 }
 
 #[derive(Debug, Clone)]
@@ -109,14 +108,10 @@ impl Timeline {
     pub fn new(start: Instant, duration: Duration) -> Self {
         let n = duration.as_secs() as usize + 2;
         let sec = Second {
-            hist: Histogram::new_with_bounds(1, 60_000_000, 2)
-                .unwrap_or_else(|e| panic!("static bounds: {e}")),
+            hist: Histogram::new_with_bounds(1, 60_000_000, 2).unwrap_or_else(|e| panic!("static bounds: {e}")),
             errors: 0,
         };
-        Self {
-            start,
-            secs: (0..n).map(|_| Mutex::new(sec.clone())).collect(),
-        }
+        Self { start, secs: (0..n).map(|_| Mutex::new(sec.clone())).collect() }
     }
 
     pub fn record(&self, intended: Instant, latency: Duration, ok: bool) {
@@ -132,10 +127,7 @@ impl Timeline {
     }
 
     pub fn into_seconds(self) -> Vec<Second> {
-        self.secs
-            .into_iter()
-            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-            .collect()
+        self.secs.into_iter().map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner())).collect()
     }
 }
 
@@ -148,12 +140,7 @@ mod tests {
         let mut s = WorkerStats::default();
         // 1..=1000 µs, once each: p50 is 500 µs, p99 990 µs, max 1000 µs.
         for us in 1..=1000u64 {
-            s.record(
-                Duration::from_micros(us),
-                &Outcome::Ok {
-                    version: Some("1".into()),
-                },
-            );
+            s.record(Duration::from_micros(us), &Outcome::Ok { version: Some("1".into()) });
         }
         let p = |q: f64| s.hist.value_at_quantile(q);
         assert!((499..=501).contains(&p(0.5)), "{}", p(0.5));
@@ -166,18 +153,8 @@ mod tests {
     fn merge_adds_counts_and_errors_are_not_latencies() {
         let mut a = WorkerStats::default();
         let mut b = WorkerStats::default();
-        a.record(
-            Duration::from_millis(1),
-            &Outcome::Ok {
-                version: Some("1".into()),
-            },
-        );
-        b.record(
-            Duration::from_millis(2),
-            &Outcome::Ok {
-                version: Some("2".into()),
-            },
-        );
+        a.record(Duration::from_millis(1), &Outcome::Ok { version: Some("1".into()) });
+        b.record(Duration::from_millis(2), &Outcome::Ok { version: Some("2".into()) });
         b.record(Duration::from_millis(3), &Outcome::Status(503));
         b.record(Duration::from_millis(4), &Outcome::Failed("io"));
         a.merge(&b);
@@ -192,30 +169,10 @@ mod tests {
     fn timeline_buckets_by_intended_second() {
         let start = Instant::now();
         let t = Timeline::new(start, Duration::from_secs(3));
-        t.record(
-            start + Duration::from_millis(100),
-            Duration::from_micros(50),
-            true,
-        );
-        t.record(
-            start + Duration::from_millis(2500),
-            Duration::from_micros(70),
-            true,
-        );
-        t.record(
-            start + Duration::from_millis(2600),
-            Duration::from_micros(70),
-            false,
-        );
+        t.record(start + Duration::from_millis(100), Duration::from_micros(50), true);
+        t.record(start + Duration::from_millis(2500), Duration::from_micros(70), true);
+        t.record(start + Duration::from_millis(2600), Duration::from_micros(70), false);
         let s = t.into_seconds();
-        assert_eq!(
-            (
-                s[0].hist.len(),
-                s[1].hist.len(),
-                s[2].hist.len(),
-                s[2].errors
-            ),
-            (1, 0, 1, 1)
-        );
+        assert_eq!((s[0].hist.len(), s[1].hist.len(), s[2].hist.len(), s[2].errors), (1, 0, 1, 1));
     }
 }

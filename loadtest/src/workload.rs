@@ -32,29 +32,14 @@ impl Workload {
 
 /// Reads the signature from `GET /v2/models/{m}` metadata, and ranges from a manifest's training baseline when
 /// one is given (values drawn inside [min, max] of each feature); otherwise values are drawn in [0, 1).
-pub fn inputs_from_metadata(
-    meta: &Value,
-    manifest: Option<&Value>,
-) -> anyhow::Result<Vec<InputGen>> {
-    let inputs = meta["inputs"]
-        .as_array()
-        .context("model metadata has no 'inputs'")?;
+pub fn inputs_from_metadata(meta: &Value, manifest: Option<&Value>) -> anyhow::Result<Vec<InputGen>> {
+    let inputs = meta["inputs"].as_array().context("model metadata has no 'inputs'")?;
     let mut out = Vec::new();
     for i in inputs {
-        let name = i["name"]
-            .as_str()
-            .context("input without a name")?
-            .to_string();
-        let datatype = i["datatype"]
-            .as_str()
-            .context("input without a datatype")?
-            .to_string();
-        let shape: Vec<i64> = i["shape"]
-            .as_array()
-            .context("input without a shape")?
-            .iter()
-            .filter_map(Value::as_i64)
-            .collect();
+        let name = i["name"].as_str().context("input without a name")?.to_string();
+        let datatype = i["datatype"].as_str().context("input without a datatype")?.to_string();
+        let shape: Vec<i64> =
+            i["shape"].as_array().context("input without a shape")?.iter().filter_map(Value::as_i64).collect();
         let row_shape: Vec<i64> = shape.iter().skip(1).map(|&d| d.max(1)).collect();
         let n: i64 = row_shape.iter().product();
         let baseline = manifest
@@ -69,12 +54,7 @@ pub fn inputs_from_metadata(
                     .unwrap_or((0.0, 1.0))
             })
             .collect();
-        out.push(InputGen {
-            name,
-            datatype,
-            row_shape,
-            ranges,
-        });
+        out.push(InputGen { name, datatype, row_shape, ranges });
     }
     if out.is_empty() {
         bail!("the model declares no inputs");
@@ -101,10 +81,7 @@ pub fn random(inputs: &[InputGen], rows: usize, variants: usize, seed: u64) -> W
                 .map(|g| {
                     let data: Vec<Value> = (0..rows)
                         .flat_map(|_| {
-                            g.ranges
-                                .iter()
-                                .map(|&(lo, hi)| value(&g.datatype, lo, hi, &mut rng))
-                                .collect::<Vec<_>>()
+                            g.ranges.iter().map(|&(lo, hi)| value(&g.datatype, lo, hi, &mut rng)).collect::<Vec<_>>()
                         })
                         .collect();
                     let mut shape = vec![rows as i64];
@@ -115,33 +92,20 @@ pub fn random(inputs: &[InputGen], rows: usize, variants: usize, seed: u64) -> W
             Bytes::from(json!({ "inputs": tensors }).to_string())
         })
         .collect();
-    Workload {
-        bodies,
-        rows_per_request: rows,
-    }
+    Workload { bodies, rows_per_request: rows }
 }
 
 /// Builds bodies from a JSON Lines file: each line is an object mapping input names to one row of values (or,
 /// for a single-input model, just the row as an array). Consecutive lines are grouped `rows` at a time.
 pub fn from_rows_file(inputs: &[InputGen], path: &Path, rows: usize) -> anyhow::Result<Workload> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = Vec::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
         lines.push(v);
     }
     if lines.len() < rows {
-        bail!(
-            "{} has {} rows, fewer than the {rows} rows per request",
-            path.display(),
-            lines.len()
-        );
+        bail!("{} has {} rows, fewer than the {rows} rows per request", path.display(), lines.len());
     }
     let bodies = lines
         .chunks_exact(rows)
@@ -152,11 +116,7 @@ pub fn from_rows_file(inputs: &[InputGen], path: &Path, rows: usize) -> anyhow::
                     let data: Vec<Value> = chunk
                         .iter()
                         .flat_map(|l| {
-                            let row = if inputs.len() == 1 && l.is_array() {
-                                l
-                            } else {
-                                &l[&g.name]
-                            };
+                            let row = if inputs.len() == 1 && l.is_array() { l } else { &l[&g.name] };
                             row.as_array().cloned().unwrap_or_default()
                         })
                         .collect();
@@ -168,10 +128,7 @@ pub fn from_rows_file(inputs: &[InputGen], path: &Path, rows: usize) -> anyhow::
             Bytes::from(json!({ "inputs": tensors }).to_string())
         })
         .collect();
-    Ok(Workload {
-        bodies,
-        rows_per_request: rows,
-    })
+    Ok(Workload { bodies, rows_per_request: rows })
 }
 
 #[cfg(test)]
@@ -196,11 +153,7 @@ mod tests {
             let xs = v["inputs"][0]["data"].as_array().expect("data");
             for (i, x) in xs.iter().enumerate() {
                 let x = x.as_f64().expect("num");
-                let (lo, hi) = if i % 2 == 0 {
-                    (10.0, 11.0)
-                } else {
-                    (-5.0, -4.0)
-                };
+                let (lo, hi) = if i % 2 == 0 { (10.0, 11.0) } else { (-5.0, -4.0) };
                 assert!((lo..=hi).contains(&x), "{x} outside [{lo}, {hi}]");
             }
             for k in v["inputs"][1]["data"].as_array().expect("data") {

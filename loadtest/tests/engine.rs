@@ -26,9 +26,7 @@ async fn server(delay: Duration, stall_at: u64, stall: Duration) -> SocketAddr {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     addr
@@ -46,10 +44,7 @@ fn target(addr: SocketAddr) -> Arc<Target> {
 }
 
 fn workload() -> Arc<Workload> {
-    Arc::new(Workload {
-        bodies: vec![Bytes::from_static(b"{}")],
-        rows_per_request: 1,
-    })
+    Arc::new(Workload { bodies: vec![Bytes::from_static(b"{}")], rows_per_request: 1 })
 }
 
 async fn go(addr: SocketAddr, mode: Mode, connections: usize, secs: f64) -> RunResult {
@@ -61,9 +56,7 @@ async fn go(addr: SocketAddr, mode: Mode, connections: usize, secs: f64) -> RunR
         timeout: Duration::from_secs(5),
         max_requests: None,
     };
-    run(&plan, target(addr), workload(), None)
-        .await
-        .expect("run")
+    run(&plan, target(addr), workload(), None).await.expect("run")
 }
 
 fn ms(r: &RunResult, q: f64) -> f64 {

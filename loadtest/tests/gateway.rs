@@ -33,22 +33,16 @@ async fn report_counts_add_up_against_the_real_gateway() {
         pin: None,
         routing_key: None,
     });
-    let meta = get_json(&target, "/v2/models/breast-cancer")
-        .await
-        .expect("metadata");
+    let meta = get_json(&target, "/v2/models/breast-cancer").await.expect("metadata");
     let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("models/breast-cancer/1/manifest.json"))
-            .expect("manifest"),
+        &std::fs::read_to_string(root.join("models/breast-cancer/1/manifest.json")).expect("manifest"),
     )
     .expect("json");
     let inputs = workload::inputs_from_metadata(&meta, Some(&manifest)).expect("inputs");
     let wl = Arc::new(workload::random(&inputs, 2, 16, 1));
 
     let mut total_ok = 0;
-    for (name, mode) in [
-        ("closed", Mode::Closed),
-        ("open", Mode::Open { rate: 500.0 }),
-    ] {
+    for (name, mode) in [("closed", Mode::Closed), ("open", Mode::Open { rate: 500.0 })] {
         let plan = Plan {
             mode,
             connections: 4,
@@ -57,22 +51,16 @@ async fn report_counts_add_up_against_the_real_gateway() {
             timeout: Duration::from_secs(5),
             max_requests: Some(5000),
         };
-        let r = run(&plan, target.clone(), wl.clone(), None)
-            .await
-            .expect("run");
+        let r = run(&plan, target.clone(), wl.clone(), None).await.expect("run");
         let report = Report::build(name, "test", "breast-cancer", &plan, 2, &r);
         assert!(report.ok > 0);
         assert_eq!(report.failed, 0, "{}", report.summary());
         assert_eq!(report.completed, report.ok + report.failed);
         assert_eq!(report.statuses.values().sum::<u64>(), report.completed);
         assert_eq!(report.versions.values().sum::<u64>(), report.ok);
-        assert_eq!(
-            report.timeline.iter().map(|p| p.ok + p.errors).sum::<u64>(),
-            report.completed
-        );
+        assert_eq!(report.timeline.iter().map(|p| p.ok + p.errors).sum::<u64>(), report.completed);
         assert!(
-            (report.predictions_per_s - report.achieved_rps * 2.0).abs()
-                < 1e-6 * report.predictions_per_s.max(1.0)
+            (report.predictions_per_s - report.achieved_rps * 2.0).abs() < 1e-6 * report.predictions_per_s.max(1.0)
         );
         if name == "open" {
             assert_eq!(report.completed, 500);
@@ -90,24 +78,13 @@ async fn report_counts_add_up_against_the_real_gateway() {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
-    assert!(
-        served >= total_ok,
-        "gateway served {served}, load tester saw {total_ok} ok"
-    );
+    assert!(served >= total_ok, "gateway served {served}, load tester saw {total_ok} ok");
     gw.shutdown().await;
 }
 
 async fn reqwest_free_scrape(addr: std::net::SocketAddr) -> String {
-    let t = Target {
-        addr,
-        authority: addr.to_string(),
-        model: String::new(),
-        version: None,
-        pin: None,
-        routing_key: None,
-    };
+    let t =
+        Target { addr, authority: addr.to_string(), model: String::new(), version: None, pin: None, routing_key: None };
     // /metrics is text, not JSON: fetch it through the same hyper client the tool uses.
-    loadtest::client::http::get_text(&t, "/metrics")
-        .await
-        .expect("scrape")
+    loadtest::client::http::get_text(&t, "/metrics").await.expect("scrape")
 }

@@ -11,9 +11,7 @@ use crate::error::GatewayError;
 pub fn http_status(e: &GatewayError) -> StatusCode {
     match e {
         GatewayError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-        GatewayError::ModelNotFound(_) | GatewayError::VersionNotFound { .. } => {
-            StatusCode::NOT_FOUND
-        }
+        GatewayError::ModelNotFound(_) | GatewayError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
         GatewayError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         GatewayError::Overloaded(_) | GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -35,28 +33,15 @@ impl From<GatewayError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = http_status(&self.0);
-        if status.is_server_error()
-            && !matches!(
-                self.0,
-                GatewayError::Overloaded(_) | GatewayError::NotReady { .. }
-            )
-        {
+        if status.is_server_error() && !matches!(self.0, GatewayError::Overloaded(_) | GatewayError::NotReady { .. }) {
             tracing::error!(error = %self.0, "request failed on the server side");
         } else {
             tracing::debug!(error = %self.0, status = status.as_u16(), "request refused");
         }
-        let retry = matches!(
-            self.0,
-            GatewayError::Overloaded(_) | GatewayError::ShuttingDown
-        );
-        let mut resp = (
-            status,
-            Json(serde_json::json!({ "error": self.0.to_string() })),
-        )
-            .into_response();
+        let retry = matches!(self.0, GatewayError::Overloaded(_) | GatewayError::ShuttingDown);
+        let mut resp = (status, Json(serde_json::json!({ "error": self.0.to_string() }))).into_response();
         if retry {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
@@ -68,25 +53,10 @@ mod tests {
 
     #[test]
     fn client_mistakes_are_4xx_and_overload_is_503() {
-        assert_eq!(
-            http_status(&GatewayError::invalid("x")),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            http_status(&GatewayError::ModelNotFound("m".into())),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            http_status(&GatewayError::PayloadTooLarge { limit: 1 }),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        assert_eq!(
-            http_status(&GatewayError::Overloaded("q".into())),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            http_status(&GatewayError::Timeout(5)),
-            StatusCode::GATEWAY_TIMEOUT
-        );
+        assert_eq!(http_status(&GatewayError::invalid("x")), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status(&GatewayError::ModelNotFound("m".into())), StatusCode::NOT_FOUND);
+        assert_eq!(http_status(&GatewayError::PayloadTooLarge { limit: 1 }), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(http_status(&GatewayError::Overloaded("q".into())), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(http_status(&GatewayError::Timeout(5)), StatusCode::GATEWAY_TIMEOUT);
     }
 }

@@ -14,9 +14,7 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::api::error::{ApiError, http_status};
-use crate::api::json::{
-    ModelMetadata, ServerMetadata, VersionStateWire, decode_request, encode_response,
-};
+use crate::api::json::{ModelMetadata, ServerMetadata, VersionStateWire, decode_request, encode_response};
 use crate::core::Core;
 use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
@@ -55,58 +53,35 @@ pub fn router(core: Arc<Core>, limits: &Limits) -> Router {
 
     let infer = Router::new()
         .route("/v2/models/{model}/infer", post(infer_default))
-        .route(
-            "/v2/models/{model}/versions/{version}/infer",
-            post(infer_version),
-        )
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
         .layer(admission)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes));
 
     Router::new()
-        .route(
-            "/v2/health/live",
-            get(|| async { Json(serde_json::json!({ "live": true })) }),
-        )
+        .route("/v2/health/live", get(|| async { Json(serde_json::json!({ "live": true })) }))
         .route("/v2/health/ready", get(server_ready))
         .route("/v2", get(server_metadata))
         .route("/v2/models/{model}", get(model_metadata))
-        .route(
-            "/v2/models/{model}/versions/{version}",
-            get(version_metadata),
-        )
+        .route("/v2/models/{model}/versions/{version}", get(version_metadata))
         .route("/v2/models/{model}/ready", get(model_ready))
-        .route(
-            "/v2/models/{model}/versions/{version}/ready",
-            get(version_ready),
-        )
+        .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
         .merge(infer)
         // axum's default 404 has no body; clients expect the protocol's error shape everywhere.
         .fallback(|| async {
             let msg = "no such endpoint; the Open Inference Protocol routes live under /v2";
-            (
-                StatusCode::NOT_FOUND,
-                Json(serde_json::json!({ "error": msg })),
-            )
+            (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": msg })))
         })
         .with_state(core)
 }
 
 async fn server_ready(State(core): State<Arc<Core>>) -> Response {
     let ready = core.ready();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(serde_json::json!({ "ready": ready }))).into_response()
 }
 
 async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata {
-        name: "gateway",
-        version: env!("CARGO_PKG_VERSION"),
-        extensions: vec![],
-    })
+    Json(ServerMetadata { name: "gateway", version: env!("CARGO_PKG_VERSION"), extensions: vec![] })
 }
 
 fn metadata(slot: &ModelSlot, v: &ModelVersion) -> ModelMetadata {
@@ -153,16 +128,10 @@ async fn version_metadata(
     Ok(Json(metadata(&slot, &v)))
 }
 
-async fn model_ready(
-    State(core): State<Arc<Core>>,
-    Path(model): Path<String>,
-) -> Result<Response, ApiError> {
+async fn model_ready(State(core): State<Arc<Core>>, Path(model): Path<String>) -> Result<Response, ApiError> {
     let slot = core.model(&model)?;
     let v = slot.resolve(None)?;
-    Ok(
-        Json(serde_json::json!({ "name": model, "version": &*v.version, "ready": true }))
-            .into_response(),
-    )
+    Ok(Json(serde_json::json!({ "name": model, "version": &*v.version, "ready": true })).into_response())
 }
 
 async fn version_ready(
@@ -171,17 +140,10 @@ async fn version_ready(
 ) -> Result<Response, ApiError> {
     let slot = core.model(&model)?;
     slot.resolve(Some(&version))?;
-    Ok(
-        Json(serde_json::json!({ "name": model, "version": version, "ready": true }))
-            .into_response(),
-    )
+    Ok(Json(serde_json::json!({ "name": model, "version": version, "ready": true })).into_response())
 }
 
-async fn infer_default(
-    State(core): State<Arc<Core>>,
-    Path(model): Path<String>,
-    req: Request,
-) -> Response {
+async fn infer_default(State(core): State<Arc<Core>>, Path(model): Path<String>, req: Request) -> Response {
     infer(core, model, None, req).await
 }
 
@@ -207,14 +169,9 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
         Ok(b) => b,
         Err(rejection) => {
             let e = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                GatewayError::PayloadTooLarge {
-                    limit: core.max_body_bytes,
-                }
+                GatewayError::PayloadTooLarge { limit: core.max_body_bytes }
             } else {
-                GatewayError::invalid(format!(
-                    "cannot read the request body: {}",
-                    rejection.body_text()
-                ))
+                GatewayError::invalid(format!("cannot read the request body: {}", rejection.body_text()))
             };
             return failed(&core, &slot.name, "", start, e);
         }
@@ -229,17 +186,8 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
             let v = &resp.version;
             let bytes = encode_response(&resp);
             v.metrics.http_ok.inc();
-            v.metrics
-                .http_duration
-                .observe(start.elapsed().as_secs_f64());
-            let mut r = (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                bytes,
-            )
-                .into_response();
+            v.metrics.http_duration.observe(start.elapsed().as_secs_f64());
+            let mut r = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response();
             if let Ok(h) = HeaderValue::from_str(&v.version) {
                 r.headers_mut().insert(VERSION_HEADER, h);
             }
@@ -255,7 +203,6 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
 fn failed(core: &Core, model: &str, version: &str, start: Instant, e: GatewayError) -> Response {
     let code = http_status(&e).as_u16();
     core.metrics.request_failed(model, version, "http", code);
-    core.metrics
-        .observe_failed_duration(model, version, "http", start.elapsed().as_secs_f64());
+    core.metrics.observe_failed_duration(model, version, "http", start.elapsed().as_secs_f64());
     ApiError(e).into_response()
 }

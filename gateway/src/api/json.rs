@@ -48,16 +48,12 @@ struct OutputRequestWire {
 /// Decodes an inference request body; errors name the input and what was expected.
 pub fn decode_request(body: &[u8]) -> Result<InferRequest, GatewayError> {
     if body.is_empty() {
-        return Err(GatewayError::invalid(
-            "request body is empty; expected a JSON inference request",
-        ));
+        return Err(GatewayError::invalid("request body is empty; expected a JSON inference request"));
     }
-    let wire: RequestWire<'_> = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::invalid(format!("invalid inference request: {e}")))?;
+    let wire: RequestWire<'_> =
+        serde_json::from_slice(body).map_err(|e| GatewayError::invalid(format!("invalid inference request: {e}")))?;
     if wire.inputs.is_empty() {
-        return Err(GatewayError::invalid(
-            "'inputs' is empty; at least one input tensor is required",
-        ));
+        return Err(GatewayError::invalid("'inputs' is empty; at least one input tensor is required"));
     }
     let mut inputs = Vec::with_capacity(wire.inputs.len());
     for i in wire.inputs {
@@ -84,20 +80,10 @@ pub fn decode_request(body: &[u8]) -> Result<InferRequest, GatewayError> {
                 data.len()
             )));
         }
-        inputs.push(Tensor {
-            name,
-            shape: i.shape,
-            data,
-        });
+        inputs.push(Tensor { name, shape: i.shape, data });
     }
-    let outputs = wire
-        .outputs
-        .map(|o| o.into_iter().map(|o| o.name).collect());
-    Ok(InferRequest {
-        id: wire.id,
-        inputs,
-        outputs,
-    })
+    let outputs = wire.outputs.map(|o| o.into_iter().map(|o| o.name).collect());
+    Ok(InferRequest { id: wire.id, inputs, outputs })
 }
 
 #[derive(Serialize)]
@@ -126,20 +112,10 @@ pub fn encode_response(resp: &InferResponse) -> Vec<u8> {
         outputs: resp
             .outputs
             .iter()
-            .map(|t| OutputWire {
-                name: &t.name,
-                datatype: t.datatype(),
-                shape: &t.shape,
-                data: &t.data,
-            })
+            .map(|t| OutputWire { name: &t.name, datatype: t.datatype(), shape: &t.shape, data: &t.data })
             .collect(),
     };
-    let cap = 96
-        + resp
-            .outputs
-            .iter()
-            .map(|t| 48 + t.data.len() * 12)
-            .sum::<usize>();
+    let cap = 96 + resp.outputs.iter().map(|t| 48 + t.data.len() * 12).sum::<usize>();
     let mut buf = Vec::with_capacity(cap);
     // Serializing plain structs of numbers and strings into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut buf, &wire);
@@ -178,9 +154,7 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> String {
-        decode_request(body.as_bytes())
-            .expect_err("should fail")
-            .to_string()
+        decode_request(body.as_bytes()).expect_err("should fail").to_string()
     }
 
     #[test]
@@ -198,10 +172,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert!(err("{").contains("invalid inference request"));
-        assert!(
-            err(r#"{"inputs":[{"name":"x","datatype":"FP32","data":[1]}]}"#)
-                .contains("missing field `shape`")
-        );
+        assert!(err(r#"{"inputs":[{"name":"x","datatype":"FP32","data":[1]}]}"#).contains("missing field `shape`"));
         assert!(
             err(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FLOAT","data":[1]}]}"#)
                 .contains("input 'x': unknown datatype 'FLOAT'")
@@ -210,10 +181,7 @@ mod tests {
             err(r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#)
                 .contains("shape [2] needs 2 values, 'data' has 1")
         );
-        assert!(
-            err(r#"{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]}"#)
-                .contains("non-negative")
-        );
+        assert!(err(r#"{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]}"#).contains("non-negative"));
         assert!(
             err(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#)
                 .contains("input 'x': 'data'")

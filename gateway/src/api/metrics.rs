@@ -11,19 +11,11 @@ use axum::routing::get;
 use crate::core::Core;
 
 pub fn router(core: Arc<Core>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(core)
+    Router::new().route("/metrics", get(metrics)).with_state(core)
 }
 
 async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {
     // Gauges that mirror live state are read at scrape time, keeping the request path free of them.
     core.metrics.queue_depth.set(core.pool.depth() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        core.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], core.metrics.render())
 }

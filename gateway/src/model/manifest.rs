@@ -90,23 +90,12 @@ pub struct GoldenTensor {
 impl GoldenTensor {
     /// Decodes the example with the datatype the signature declares for it.
     pub fn to_tensor(&self, datatype: DataType) -> Result<Tensor, String> {
-        let n = element_count(&self.shape)
-            .ok_or_else(|| format!("golden tensor '{}' has a bad shape", self.name))?;
-        let data = decode_data(&self.data, datatype, n)
-            .map_err(|e| format!("golden tensor '{}': {e}", self.name))?;
+        let n = element_count(&self.shape).ok_or_else(|| format!("golden tensor '{}' has a bad shape", self.name))?;
+        let data = decode_data(&self.data, datatype, n).map_err(|e| format!("golden tensor '{}': {e}", self.name))?;
         if data.len() != n {
-            return Err(format!(
-                "golden tensor '{}' has {} values for shape {:?}",
-                self.name,
-                data.len(),
-                self.shape
-            ));
+            return Err(format!("golden tensor '{}' has {} values for shape {:?}", self.name, data.len(), self.shape));
         }
-        Ok(Tensor {
-            name: self.name.clone(),
-            shape: self.shape.clone(),
-            data,
-        })
+        Ok(Tensor { name: self.name.clone(), shape: self.shape.clone(), data })
     }
 }
 
@@ -114,41 +103,26 @@ impl Manifest {
     /// Reads and checks a manifest; every problem found is reported, not just the first.
     pub fn load(dir: &Path, model: &str, version: &str) -> Result<Self, String> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| format!("invalid {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("invalid {}: {e}", path.display()))?;
         let problems = manifest.problems(model, version);
         if problems.is_empty() {
             Ok(manifest)
         } else {
-            Err(format!(
-                "invalid {}: {}",
-                path.display(),
-                problems.join("; ")
-            ))
+            Err(format!("invalid {}: {}", path.display(), problems.join("; ")))
         }
     }
 
     fn problems(&self, model: &str, version: &str) -> Vec<String> {
         let mut p = Vec::new();
         if self.schema_version != 1 {
-            p.push(format!(
-                "schema_version {} is not supported (expected 1)",
-                self.schema_version
-            ));
+            p.push(format!("schema_version {} is not supported (expected 1)", self.schema_version));
         }
         if self.name != model {
-            p.push(format!(
-                "name '{}' does not match the directory '{model}'",
-                self.name
-            ));
+            p.push(format!("name '{}' does not match the directory '{model}'", self.name));
         }
         if self.version != version {
-            p.push(format!(
-                "version '{}' does not match the directory '{version}'",
-                self.version
-            ));
+            p.push(format!("version '{}' does not match the directory '{version}'", self.version));
         }
         if self.inputs.is_empty() {
             p.push("no inputs declared".into());
@@ -156,33 +130,20 @@ impl Manifest {
         if self.outputs.is_empty() {
             p.push("no outputs declared".into());
         }
-        let specs = self
-            .inputs
-            .iter()
-            .map(|i| ("input", &i.spec))
-            .chain(self.outputs.iter().map(|o| ("output", o)));
+        let specs = self.inputs.iter().map(|i| ("input", &i.spec)).chain(self.outputs.iter().map(|o| ("output", o)));
         let mut seen = std::collections::HashSet::new();
         for (kind, s) in specs {
             if !seen.insert((kind, s.name.as_str())) {
                 p.push(format!("{kind} '{}' declared twice", s.name));
             }
             if s.shape.first() != Some(&-1) {
-                p.push(format!(
-                    "{kind} '{}': the first dimension must be the batch dimension, -1",
-                    s.name
-                ));
+                p.push(format!("{kind} '{}': the first dimension must be the batch dimension, -1", s.name));
             }
             if s.shape.iter().skip(1).any(|&d| d < 1) {
-                p.push(format!(
-                    "{kind} '{}': non-batch dimensions must be fixed and positive",
-                    s.name
-                ));
+                p.push(format!("{kind} '{}': non-batch dimensions must be fixed and positive", s.name));
             }
             if !s.datatype.is_supported() {
-                p.push(format!(
-                    "{kind} '{}': datatype {} is not supported",
-                    s.name, s.datatype
-                ));
+                p.push(format!("{kind} '{}': datatype {} is not supported", s.name, s.datatype));
             }
         }
         for input in &self.inputs {
@@ -196,24 +157,15 @@ impl Manifest {
             }
             for f in &input.features {
                 if f.bin_counts.len() != f.bin_edges.len() + 1 {
-                    p.push(format!(
-                        "feature '{}': bin_counts must have one more entry than bin_edges",
-                        f.name
-                    ));
+                    p.push(format!("feature '{}': bin_counts must have one more entry than bin_edges", f.name));
                 }
                 if f.bin_edges.windows(2).any(|w| w[0] >= w[1]) {
-                    p.push(format!(
-                        "feature '{}': bin_edges must be strictly increasing",
-                        f.name
-                    ));
+                    p.push(format!("feature '{}': bin_edges must be strictly increasing", f.name));
                 }
             }
         }
         if self.golden.is_empty() {
-            p.push(
-                "no golden examples: a version must prove its outputs before it takes traffic"
-                    .into(),
-            );
+            p.push("no golden examples: a version must prove its outputs before it takes traffic".into());
         }
         p
     }
@@ -232,20 +184,13 @@ mod tests {
     use super::*;
 
     fn bundled(model: &str, version: &str) -> Result<Manifest, String> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../models")
-            .join(model)
-            .join(version);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(model).join(version);
         Manifest::load(&dir, model, version)
     }
 
     #[test]
     fn bundled_manifests_are_valid() {
-        for (m, v) in [
-            ("breast-cancer", "1"),
-            ("breast-cancer", "2"),
-            ("diabetes", "1"),
-        ] {
+        for (m, v) in [("breast-cancer", "1"), ("breast-cancer", "2"), ("diabetes", "1")] {
             let manifest = bundled(m, v).expect("bundled manifest loads");
             assert!(!manifest.golden.is_empty());
         }

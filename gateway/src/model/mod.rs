@@ -1,6 +1,7 @@
 //! Model versions and everything needed to serve them: the manifest, the repository on disk, the ONNX backend,
 //! the inference thread pool, and the registry of loaded models.
 
+pub mod batcher;
 pub mod manifest;
 pub mod onnx;
 pub mod pool;

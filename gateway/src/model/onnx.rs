@@ -73,9 +73,7 @@ pub struct OnnxModel {
 
 impl std::fmt::Debug for OnnxModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxModel")
-            .field("sessions", &self.sessions.len())
-            .finish()
+        f.debug_struct("OnnxModel").field("sessions", &self.sessions.len()).finish()
     }
 }
 
@@ -102,10 +100,7 @@ fn datatype_of(t: TensorElementType) -> Option<DataType> {
 /// graph fixes fixed to the same size in the manifest (the manifest may be stricter than the graph, never looser).
 fn check_outlet(kind: &str, spec: &TensorSpec, dtype: &ValueType) -> Result<(), String> {
     let ValueType::Tensor { ty, shape, .. } = dtype else {
-        return Err(format!(
-            "{kind} '{}' is not a tensor in the ONNX graph (is ZipMap still on?)",
-            spec.name
-        ));
+        return Err(format!("{kind} '{}' is not a tensor in the ONNX graph (is ZipMap still on?)", spec.name));
     };
     match datatype_of(*ty) {
         Some(dt) if dt == spec.datatype => {}
@@ -119,11 +114,7 @@ fn check_outlet(kind: &str, spec: &TensorSpec, dtype: &ValueType) -> Result<(), 
         }
     }
     let graph: &[i64] = shape;
-    let compatible = graph.len() == spec.shape.len()
-        && graph
-            .iter()
-            .zip(&spec.shape)
-            .all(|(&g, &m)| g < 0 || g == m);
+    let compatible = graph.len() == spec.shape.len() && graph.iter().zip(&spec.shape).all(|(&g, &m)| g < 0 || g == m);
     if !compatible {
         return Err(format!(
             "{kind} '{}': manifest shape {:?} does not fit the ONNX graph's {:?}",
@@ -135,14 +126,8 @@ fn check_outlet(kind: &str, spec: &TensorSpec, dtype: &ValueType) -> Result<(), 
 
 impl OnnxModel {
     /// Loads `model.onnx` and checks it against the manifest. Failing here keeps the version out of service.
-    pub fn load(
-        env: &Environment,
-        path: &Path,
-        manifest: &Manifest,
-        opts: &SessionOptions,
-    ) -> Result<Self, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    pub fn load(env: &Environment, path: &Path, manifest: &Manifest, opts: &SessionOptions) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut sessions = Vec::with_capacity(opts.sessions.max(1));
         for _ in 0..opts.sessions.max(1) {
             let session = Session::builder(env)
@@ -163,13 +148,9 @@ impl OnnxModel {
         let first = &sessions[0];
         let inputs: Vec<TensorSpec> = manifest.inputs.iter().map(|i| i.spec.clone()).collect();
         let mut problems = Vec::new();
-        check_names(
-            "input",
-            inputs.iter().map(|s| s.name.as_str()),
-            first.inputs().iter().map(|o| o.name()),
-        )
-        .map_err(|e| problems.push(e))
-        .ok();
+        check_names("input", inputs.iter().map(|s| s.name.as_str()), first.inputs().iter().map(|o| o.name()))
+            .map_err(|e| problems.push(e))
+            .ok();
         check_names(
             "output",
             manifest.outputs.iter().map(|s| s.name.as_str()),
@@ -179,30 +160,18 @@ impl OnnxModel {
         .ok();
         for spec in &inputs {
             if let Some(o) = first.inputs().iter().find(|o| o.name() == spec.name) {
-                check_outlet("input", spec, o.dtype())
-                    .map_err(|e| problems.push(e))
-                    .ok();
+                check_outlet("input", spec, o.dtype()).map_err(|e| problems.push(e)).ok();
             }
         }
         for spec in &manifest.outputs {
             if let Some(o) = first.outputs().iter().find(|o| o.name() == spec.name) {
-                check_outlet("output", spec, o.dtype())
-                    .map_err(|e| problems.push(e))
-                    .ok();
+                check_outlet("output", spec, o.dtype()).map_err(|e| problems.push(e)).ok();
             }
         }
         if !problems.is_empty() {
-            return Err(format!(
-                "manifest does not match {}: {}",
-                path.display(),
-                problems.join("; ")
-            ));
+            return Err(format!("manifest does not match {}: {}", path.display(), problems.join("; ")));
         }
-        Ok(Self {
-            sessions: sessions.into_iter().map(Mutex::new).collect(),
-            inputs,
-            outputs: manifest.outputs.clone(),
-        })
+        Ok(Self { sessions: sessions.into_iter().map(Mutex::new).collect(), inputs, outputs: manifest.outputs.clone() })
     }
 
     /// Runs one call. `inputs` are in signature order and already validated. Called only on inference threads.
@@ -214,15 +183,13 @@ impl OnnxModel {
         let slot = &self.sessions[worker % self.sessions.len()];
         // A poisoned lock only means another call panicked mid-run; the session itself holds no Rust invariants.
         let mut session = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session
-            .run(values)
-            .map_err(|e| GatewayError::Inference(e.to_string()))?;
+        let outputs = session.run(values).map_err(|e| GatewayError::Inference(e.to_string()))?;
         self.outputs
             .iter()
             .map(|spec| {
-                let v = outputs.get(&spec.name).ok_or_else(|| {
-                    GatewayError::Inference(format!("output '{}' missing from the run", spec.name))
-                })?;
+                let v = outputs
+                    .get(&spec.name)
+                    .ok_or_else(|| GatewayError::Inference(format!("output '{}' missing from the run", spec.name)))?;
                 from_value(&spec.name, spec.datatype, v)
             })
             .collect()
@@ -242,13 +209,7 @@ fn check_names<'a>(
     let mut g: Vec<&str> = graph.collect();
     m.sort_unstable();
     g.sort_unstable();
-    if m == g {
-        Ok(())
-    } else {
-        Err(format!(
-            "{kind} names {m:?} in the manifest, {g:?} in the ONNX graph"
-        ))
-    }
+    if m == g { Ok(()) } else { Err(format!("{kind} names {m:?} in the manifest, {g:?} in the ONNX graph")) }
 }
 
 fn to_value(shape: Vec<i64>, data: TensorData) -> Result<DynValue, GatewayError> {
@@ -259,8 +220,7 @@ fn to_value(shape: Vec<i64>, data: TensorData) -> Result<DynValue, GatewayError>
             }
         };
     }
-    arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
-        .map_err(|e| GatewayError::Inference(e.to_string()))
+    arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64).map_err(|e| GatewayError::Inference(e.to_string()))
 }
 
 fn from_value(name: &str, datatype: DataType, v: &DynValue) -> Result<Tensor, GatewayError> {
@@ -279,9 +239,5 @@ fn from_value(name: &str, datatype: DataType, v: &DynValue) -> Result<Tensor, Ga
     }
     let (shape, data) = arm!(Bool => bool, U8 => u8, U16 => u16, U32 => u32, U64 => u64, I8 => i8, I16 => i16,
         I32 => i32, I64 => i64, F32 => f32, F64 => f64);
-    Ok(Tensor {
-        name: name.to_string(),
-        shape,
-        data,
-    })
+    Ok(Tensor { name: name.to_string(), shape, data })
 }

@@ -4,6 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,73 +15,158 @@ use crate::error::GatewayError;
 use crate::model::onnx::OnnxModel;
 use crate::tensor::Tensor;
 
-/// What a worker sends back: the outputs, and how long the call itself took (queue wait excluded).
+/// What a caller gets back: the outputs, and how long the call itself took (queue wait excluded).
 pub type JobResult = (Result<Vec<Tensor>, GatewayError>, Duration);
 
-struct Job {
-    model: Arc<OnnxModel>,
-    inputs: Vec<Tensor>,
-    reply: oneshot::Sender<JobResult>,
+/// Where a call's outputs go: one caller, or several whose rows were batched into one call (in order).
+pub enum Reply {
+    One(oneshot::Sender<JobResult>),
+    Batch(Vec<(usize, oneshot::Sender<JobResult>)>),
+}
+
+impl Reply {
+    fn abandoned(&self) -> bool {
+        match self {
+            Reply::One(tx) => tx.is_closed(),
+            Reply::Batch(v) => v.iter().all(|(_, tx)| tx.is_closed()),
+        }
+    }
+
+    /// Sends the result, splitting a batch's outputs back into each caller's rows.
+    pub fn send(self, result: Result<Vec<Tensor>, GatewayError>, took: Duration) {
+        match self {
+            Reply::One(tx) => {
+                let _ = tx.send((result, took));
+            }
+            Reply::Batch(callers) => match result {
+                Ok(outputs) => {
+                    let total: usize = callers.iter().map(|(r, _)| r).sum();
+                    if let Some(bad) = outputs.iter().find(|o| o.shape.first() != Some(&(total as i64))) {
+                        let msg = format!(
+                            "output '{}' of a batched call has shape {:?}, not {total} rows",
+                            bad.name, bad.shape
+                        );
+                        for (_, tx) in callers {
+                            let _ = tx.send((Err(GatewayError::Inference(msg.clone())), took));
+                        }
+                        return;
+                    }
+                    let mut start = 0;
+                    for (rows, tx) in callers {
+                        let part = outputs
+                            .iter()
+                            .map(|o| {
+                                let row_len = o.shape[1..].iter().product::<i64>() as usize;
+                                let mut shape = o.shape.clone();
+                                shape[0] = rows as i64;
+                                Tensor { name: o.name.clone(), shape, data: o.data.slice_rows(start, rows, row_len) }
+                            })
+                            .collect();
+                        start += rows;
+                        let _ = tx.send((Ok(part), took));
+                    }
+                }
+                Err(e) => {
+                    for (_, tx) in callers {
+                        let _ = tx.send((Err(e.clone()), took));
+                    }
+                }
+            },
+        }
+    }
+}
+
+pub struct Job {
+    pub model: Arc<OnnxModel>,
+    pub inputs: Vec<Tensor>,
+    pub reply: Reply,
+}
+
+/// A cloneable way to queue calls; batchers hold one.
+#[derive(Clone)]
+pub struct PoolHandle {
+    tx: Sender<Job>,
+    capacity: usize,
+    threads: usize,
+    busy: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for PoolHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolHandle").field("threads", &self.threads).finish()
+    }
+}
+
+impl PoolHandle {
+    /// Queues a call; fails fast when the queue is full, in which case the job's callers are told why too.
+    pub fn try_submit(&self, job: Job) -> Result<(), GatewayError> {
+        let (job, e) = match self.tx.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(job)) => {
+                let msg = format!("inference queue is full ({} calls waiting); retry later", self.capacity);
+                (job, GatewayError::Overloaded(msg))
+            }
+            Err(TrySendError::Disconnected(job)) => (job, GatewayError::ShuttingDown),
+        };
+        job.reply.send(Err(e.clone()), Duration::ZERO);
+        Err(e)
+    }
+
+    /// Queues one unbatched call.
+    pub fn submit(
+        &self,
+        model: Arc<OnnxModel>,
+        inputs: Vec<Tensor>,
+    ) -> Result<oneshot::Receiver<JobResult>, GatewayError> {
+        let (tx, rx) = oneshot::channel();
+        self.try_submit(Job { model, inputs, reply: Reply::One(tx) })?;
+        Ok(rx)
+    }
+
+    /// True when every worker is running a call or calls are waiting: the moment when holding a request back to
+    /// batch it costs nothing, because it would wait for a worker anyway.
+    pub fn saturated(&self) -> bool {
+        !self.tx.is_empty() || self.busy.load(Ordering::Relaxed) >= self.threads
+    }
+
+    /// Calls waiting for a worker, for the queue-depth gauge.
+    pub fn depth(&self) -> usize {
+        self.tx.len()
+    }
 }
 
 pub struct InferencePool {
-    tx: Option<Sender<Job>>,
-    capacity: usize,
+    handle: Option<PoolHandle>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for InferencePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InferencePool")
-            .field("threads", &self.threads.len())
-            .field("capacity", &self.capacity)
-            .finish()
+        f.debug_struct("InferencePool").field("threads", &self.threads.len()).finish()
     }
 }
 
 impl InferencePool {
     pub fn new(threads: usize, capacity: usize) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
-        let threads = (0..threads.max(1))
+        let busy = Arc::new(AtomicUsize::new(0));
+        let n = threads.max(1);
+        let threads = (0..n)
             .map(|i| {
-                let rx: Receiver<Job> = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("infer-{i}"))
-                    .spawn(move || worker(i, rx))
+                let (rx, busy): (Receiver<Job>, _) = (rx.clone(), busy.clone());
+                std::thread::Builder::new().name(format!("infer-{i}")).spawn(move || worker(i, rx, busy))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Self {
-            tx: Some(tx),
-            capacity,
-            threads,
-        })
+        Ok(Self { handle: Some(PoolHandle { tx, capacity, threads: n, busy }), threads })
     }
 
-    /// Queues one call; fails fast when the queue is full.
-    pub fn submit(
-        &self,
-        model: Arc<OnnxModel>,
-        inputs: Vec<Tensor>,
-    ) -> Result<oneshot::Receiver<JobResult>, GatewayError> {
-        let (reply, rx) = oneshot::channel();
-        let tx = self.tx.as_ref().ok_or(GatewayError::ShuttingDown)?;
-        match tx.try_send(Job {
-            model,
-            inputs,
-            reply,
-        }) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(GatewayError::Overloaded(format!(
-                "inference queue is full ({} calls waiting); retry later",
-                self.capacity
-            ))),
-            Err(TrySendError::Disconnected(_)) => Err(GatewayError::ShuttingDown),
-        }
+    pub fn handle(&self) -> PoolHandle {
+        // Only `Drop` takes the handle out.
+        self.handle.clone().unwrap_or_else(|| unreachable!("pool handle used after drop"))
     }
 
-    /// Calls waiting for a worker, for the queue-depth gauge.
     pub fn depth(&self) -> usize {
-        self.tx.as_ref().map_or(0, |t| t.len())
+        self.handle.as_ref().map_or(0, PoolHandle::depth)
     }
 
     pub fn threads(&self) -> usize {
@@ -90,26 +176,28 @@ impl InferencePool {
 
 impl Drop for InferencePool {
     fn drop(&mut self) {
-        // Closing the queue lets workers finish what is queued and exit.
-        self.tx.take();
+        // Closing the queue lets workers finish what is queued and exit once every other handle (batchers) is gone.
+        self.handle.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
-fn worker(index: usize, rx: Receiver<Job>) {
+fn worker(index: usize, rx: Receiver<Job>, busy: Arc<AtomicUsize>) {
     while let Ok(job) = rx.recv() {
-        if job.reply.is_closed() {
-            // The client went away (timeout, disconnect) while the call waited: skip the work.
+        if job.reply.abandoned() {
+            // Every caller went away (timeout, disconnect) while the call waited: skip the work.
             continue;
         }
+        busy.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| job.model.run(index, job.inputs)))
-                .unwrap_or_else(|_| {
-                    Err(GatewayError::Internal("inference worker panicked".into()))
-                });
-        let _ = job.reply.send((result, start.elapsed()));
+        let model = job.model;
+        let inputs = job.inputs;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| model.run(index, inputs)))
+            .unwrap_or_else(|_| Err(GatewayError::Internal("inference worker panicked".into())));
+        let took = start.elapsed();
+        busy.fetch_sub(1, Ordering::Relaxed);
+        job.reply.send(result, took);
     }
 }

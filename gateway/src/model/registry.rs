@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use ort::environment::Environment;
 
+use crate::config::BatchingConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::model::VersionState;
 use crate::model::onnx::SessionOptions;
+use crate::model::pool::PoolHandle;
 use crate::model::repository::{Repository, parse_version};
-use crate::model::version::{ModelVersion, load_version};
+use crate::model::version::{LoadContext, ModelVersion, load_version};
 use crate::routing::Routing;
 
 pub struct ModelSlot {
@@ -31,11 +33,7 @@ impl std::fmt::Debug for ModelSlot {
 
 impl ModelSlot {
     fn new(name: &str) -> Self {
-        Self {
-            name: name.into(),
-            versions: ArcSwap::from_pointee(BTreeMap::new()),
-            routing: Default::default(),
-        }
+        Self { name: name.into(), versions: ArcSwap::from_pointee(BTreeMap::new()), routing: Default::default() }
     }
 
     pub fn versions(&self) -> Arc<BTreeMap<u64, VersionState>> {
@@ -52,28 +50,19 @@ impl ModelSlot {
             m.insert(number, state.clone());
             m
         });
-        self.routing
-            .store(Arc::new(Routing::latest(&self.versions.load())));
+        self.routing.store(Arc::new(Routing::latest(&self.versions.load())));
     }
 
     /// The version that serves a request: the named one, or the routing table's choice.
     pub fn resolve(&self, version: Option<&str>) -> Result<Arc<ModelVersion>, GatewayError> {
         let Some(v) = version else {
-            return self
-                .routing
-                .load()
-                .stable
-                .clone()
-                .ok_or_else(|| GatewayError::NotReady {
-                    model: self.name.to_string(),
-                    version: "default".into(),
-                    reason: "no version of this model is ready".into(),
-                });
+            return self.routing.load().stable.clone().ok_or_else(|| GatewayError::NotReady {
+                model: self.name.to_string(),
+                version: "default".into(),
+                reason: "no version of this model is ready".into(),
+            });
         };
-        let not_found = || GatewayError::VersionNotFound {
-            model: self.name.to_string(),
-            version: v.to_string(),
-        };
+        let not_found = || GatewayError::VersionNotFound { model: self.name.to_string(), version: v.to_string() };
         let n = parse_version(v).ok_or_else(not_found)?;
         match self.versions.load().get(&n) {
             None => Err(not_found()),
@@ -101,15 +90,15 @@ pub struct Registry {
     repository: Repository,
     env: &'static Environment,
     session_options: SessionOptions,
+    pool: PoolHandle,
+    batching: BatchingConfig,
     metrics: Metrics,
     loaded: AtomicBool,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("repository", &self.repository)
-            .finish()
+        f.debug_struct("Registry").field("repository", &self.repository).finish()
     }
 }
 
@@ -118,6 +107,8 @@ impl Registry {
         repository: Repository,
         env: &'static Environment,
         session_options: SessionOptions,
+        pool: PoolHandle,
+        batching: BatchingConfig,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -125,6 +116,8 @@ impl Registry {
             repository,
             env,
             session_options,
+            pool,
+            batching,
             metrics,
             loaded: AtomicBool::new(false),
         }
@@ -186,27 +179,19 @@ impl Registry {
         let slot = self.slot(model);
         let version = number.to_string();
         let started = std::time::Instant::now();
-        let result = self
-            .repository
-            .version_dir(model, &version)
-            .and_then(|dir| {
-                load_version(
-                    self.env,
-                    &dir,
-                    model,
-                    number,
-                    &self.session_options,
-                    self.metrics.version(model, &version),
-                )
-            });
+        let result = self.repository.version_dir(model, &version).and_then(|dir| {
+            let ctx = LoadContext {
+                env: self.env,
+                session_options: &self.session_options,
+                pool: &self.pool,
+                batching: self.batching.policy(model),
+                metrics: self.metrics.version(model, &version),
+            };
+            load_version(ctx, &dir, model, number)
+        });
         let state = match result {
             Ok(v) => {
-                tracing::info!(
-                    model,
-                    version,
-                    ms = started.elapsed().as_millis() as u64,
-                    "version ready"
-                );
+                tracing::info!(model, version, ms = started.elapsed().as_millis() as u64, "version ready");
                 VersionState::Ready(Arc::new(v))
             }
             Err(reason) => {
@@ -214,8 +199,7 @@ impl Registry {
                 VersionState::Failed(reason)
             }
         };
-        self.metrics
-            .set_ready(model, &version, matches!(state, VersionState::Ready(_)));
+        self.metrics.set_ready(model, &version, matches!(state, VersionState::Ready(_)));
         slot.set_state(number, state);
     }
 }

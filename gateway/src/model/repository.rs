@@ -21,17 +21,10 @@ pub struct Scan {
 
 impl Repository {
     pub fn open(root: &Path) -> Result<Self, String> {
-        let root = root.canonicalize().map_err(|e| {
-            format!(
-                "model repository '{}' is not accessible: {e}",
-                root.display()
-            )
-        })?;
+        let root =
+            root.canonicalize().map_err(|e| format!("model repository '{}' is not accessible: {e}", root.display()))?;
         if !root.is_dir() {
-            return Err(format!(
-                "model repository '{}' is not a directory",
-                root.display()
-            ));
+            return Err(format!("model repository '{}' is not a directory", root.display()));
         }
         Ok(Self { root })
     }
@@ -43,8 +36,7 @@ impl Repository {
     /// Lists model directories and their numeric version directories, sorted.
     pub fn scan(&self) -> Result<Scan, String> {
         let mut scan = Scan::default();
-        let entries = std::fs::read_dir(&self.root)
-            .map_err(|e| format!("cannot list {}: {e}", self.root.display()))?;
+        let entries = std::fs::read_dir(&self.root).map_err(|e| format!("cannot list {}: {e}", self.root.display()))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || !entry.path().is_dir() {
@@ -62,9 +54,7 @@ impl Repository {
                 }
                 match parse_version(&vname) {
                     Some(n) => versions.push(n),
-                    None => scan.skipped.push(format!(
-                        "{name}/{vname}: version directories are positive integers"
-                    )),
+                    None => scan.skipped.push(format!("{name}/{vname}: version directories are positive integers")),
                 }
             }
             // Directories without any version (like `train/`) are not models.
@@ -86,34 +76,24 @@ impl Repository {
     pub fn version_dir(&self, model: &str, version: &str) -> Result<PathBuf, String> {
         check_name("model", model)?;
         check_name("version", version)?;
-        parse_version(version)
-            .ok_or_else(|| format!("version '{version}' is not a positive integer"))?;
+        parse_version(version).ok_or_else(|| format!("version '{version}' is not a positive integer"))?;
         self.inside(&self.root.join(model).join(version))
     }
 
     fn inside(&self, path: &Path) -> Result<PathBuf, String> {
-        let real = path.canonicalize().map_err(|_| {
-            format!(
-                "'{}' does not exist in the model repository",
-                rel(path, &self.root)
-            )
-        })?;
+        let real = path
+            .canonicalize()
+            .map_err(|_| format!("'{}' does not exist in the model repository", rel(path, &self.root)))?;
         if real.starts_with(&self.root) {
             Ok(real)
         } else {
-            Err(format!(
-                "'{}' leads outside the model repository",
-                rel(path, &self.root)
-            ))
+            Err(format!("'{}' leads outside the model repository", rel(path, &self.root)))
         }
     }
 }
 
 fn rel(path: &Path, root: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
 }
 
 pub fn parse_version(s: &str) -> Option<u64> {
@@ -128,9 +108,7 @@ fn check_name(kind: &str, name: &str) -> Result<(), String> {
     let mut comps = Path::new(name).components();
     let plain = matches!(comps.next(), Some(Component::Normal(_))) && comps.next().is_none();
     if name.is_empty() || !plain || name.contains(['/', '\\', '\0']) {
-        return Err(format!(
-            "{kind} name '{name}' must be a single directory name inside the model repository"
-        ));
+        return Err(format!("{kind} name '{name}' must be a single directory name inside the model repository"));
     }
     Ok(())
 }
@@ -154,18 +132,10 @@ mod tests {
         let outside = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(tmp.path().join("m/1")).expect("mkdir");
         std::fs::create_dir_all(outside.path().join("2")).expect("mkdir");
-        std::os::unix::fs::symlink(outside.path().join("2"), tmp.path().join("m/2"))
-            .expect("symlink");
+        std::os::unix::fs::symlink(outside.path().join("2"), tmp.path().join("m/2")).expect("symlink");
         let repo = Repository::open(tmp.path()).expect("open");
         assert!(repo.version_dir("m", "1").is_ok());
-        for (m, v) in [
-            ("..", "1"),
-            ("m", ".."),
-            ("/etc", "1"),
-            ("m/../m", "1"),
-            ("m", "1/.."),
-            ("", "1"),
-        ] {
+        for (m, v) in [("..", "1"), ("m", ".."), ("/etc", "1"), ("m/../m", "1"), ("m", "1/.."), ("", "1")] {
             assert!(repo.version_dir(m, v).is_err(), "{m}/{v}");
         }
         let err = repo.version_dir("m", "2").expect_err("symlink out");
@@ -180,17 +150,8 @@ mod tests {
         for d in ["a/1", "a/10", "a/2", "a/latest", "b/3", "train"] {
             std::fs::create_dir_all(tmp.path().join(d)).expect("mkdir");
         }
-        let scan = Repository::open(tmp.path())
-            .expect("open")
-            .scan()
-            .expect("scan");
-        assert_eq!(
-            scan.models,
-            vec![
-                ("a".to_string(), vec![1, 2, 10]),
-                ("b".to_string(), vec![3])
-            ]
-        );
+        let scan = Repository::open(tmp.path()).expect("open").scan().expect("scan");
+        assert_eq!(scan.models, vec![("a".to_string(), vec![1, 2, 10]), ("b".to_string(), vec![3])]);
         assert_eq!(scan.skipped.len(), 1, "{:?}", scan.skipped);
     }
 }

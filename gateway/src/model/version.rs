@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use crate::error::GatewayError;
 use crate::metrics::VersionMetrics;
+use crate::model::batcher::{BatchPolicy, Batcher};
 use crate::model::manifest::{Manifest, TensorSpec};
 use crate::model::onnx::OnnxModel;
+use crate::model::pool::PoolHandle;
 use crate::tensor::{Tensor, TensorData};
 
 pub struct ModelVersion {
@@ -16,6 +18,8 @@ pub struct ModelVersion {
     pub number: u64,
     pub manifest: Manifest,
     pub backend: Arc<OnnxModel>,
+    /// Present when dynamic batching is on for this model.
+    pub batcher: Option<Batcher>,
     pub metrics: VersionMetrics,
 }
 
@@ -44,26 +48,20 @@ impl ModelVersion {
                 )));
             }
             if inputs[..i].iter().any(|o| o.name == t.name) {
-                return Err(GatewayError::invalid(format!(
-                    "input '{}' is given more than once",
-                    t.name
-                )));
+                return Err(GatewayError::invalid(format!("input '{}' is given more than once", t.name)));
             }
         }
         let mut ordered = Vec::with_capacity(specs.len());
         let mut batch = None;
         for spec in specs.iter().map(|s| &s.spec) {
-            let pos = inputs
-                .iter()
-                .position(|t| t.name == spec.name)
-                .ok_or_else(|| {
-                    GatewayError::invalid(format!(
-                        "missing input '{}'; model '{}' expects {}",
-                        spec.name,
-                        self.model,
-                        describe(specs.iter().map(|s| &s.spec))
-                    ))
-                })?;
+            let pos = inputs.iter().position(|t| t.name == spec.name).ok_or_else(|| {
+                GatewayError::invalid(format!(
+                    "missing input '{}'; model '{}' expects {}",
+                    spec.name,
+                    self.model,
+                    describe(specs.iter().map(|s| &s.spec))
+                ))
+            })?;
             let t = inputs.swap_remove(pos);
             check_tensor(spec, &t)?;
             let rows = t.shape[0] as usize;
@@ -104,10 +102,7 @@ impl ModelVersion {
 }
 
 fn describe<'a>(specs: impl Iterator<Item = &'a TensorSpec>) -> String {
-    specs
-        .map(|s| format!("'{}' {} {:?}", s.name, s.datatype, s.shape))
-        .collect::<Vec<_>>()
-        .join(", ")
+    specs.map(|s| format!("'{}' {} {:?}", s.name, s.datatype, s.shape)).collect::<Vec<_>>().join(", ")
 }
 
 fn check_tensor(spec: &TensorSpec, t: &Tensor) -> Result<(), GatewayError> {
@@ -120,10 +115,7 @@ fn check_tensor(spec: &TensorSpec, t: &Tensor) -> Result<(), GatewayError> {
         )));
     }
     let fits = t.shape.len() == spec.shape.len()
-        && t.shape
-            .iter()
-            .zip(&spec.shape)
-            .all(|(&got, &want)| want < 0 || got == want);
+        && t.shape.iter().zip(&spec.shape).all(|(&got, &want)| want < 0 || got == want);
     if !fits {
         return Err(GatewayError::invalid(format!(
             "input '{}': shape {:?} does not match the model's {:?} (-1 is the batch dimension)",
@@ -131,10 +123,7 @@ fn check_tensor(spec: &TensorSpec, t: &Tensor) -> Result<(), GatewayError> {
         )));
     }
     if t.shape[0] < 1 {
-        return Err(GatewayError::invalid(format!(
-            "input '{}': the batch dimension must be at least 1",
-            spec.name
-        )));
+        return Err(GatewayError::invalid(format!("input '{}': the batch dimension must be at least 1", spec.name)));
     }
     Ok(())
 }
@@ -152,13 +141,11 @@ pub fn check_golden(manifest: &Manifest, backend: &OnnxModel) -> Result<(), Stri
                 .ok_or_else(|| format!("golden example {i} lacks input '{}'", spec.name))?;
             inputs.push(g.to_tensor(spec.datatype)?);
         }
-        let outputs = backend
-            .run(0, inputs)
-            .map_err(|e| format!("golden example {i}: {e}"))?;
+        let outputs = backend.run(0, inputs).map_err(|e| format!("golden example {i}: {e}"))?;
         for want in &ex.outputs {
-            let spec = manifest.output(&want.name).ok_or_else(|| {
-                format!("golden example {i} names unknown output '{}'", want.name)
-            })?;
+            let spec = manifest
+                .output(&want.name)
+                .ok_or_else(|| format!("golden example {i} names unknown output '{}'", want.name))?;
             let want_t = want.to_tensor(spec.datatype)?;
             let got = outputs
                 .iter()
@@ -181,44 +168,48 @@ fn compare(got: &TensorData, want: &TensorData, tol: f64) -> Result<(), String> 
     let exact = !matches!(want, TensorData::F32(_) | TensorData::F64(_));
     for j in 0..want.len() {
         let (g, w) = (got.get_f64(j), want.get_f64(j));
-        let ok = if exact {
-            g == w
-        } else {
-            (g - w).abs() <= tol * (1.0 + w.abs())
-        };
+        let ok = if exact { g == w } else { (g - w).abs() <= tol * (1.0 + w.abs()) };
         if !ok {
-            return Err(format!(
-                "element {j} is {g}, expected {w} (tolerance {tol})"
-            ));
+            return Err(format!("element {j} is {g}, expected {w} (tolerance {tol})"));
         }
     }
     Ok(())
 }
 
-/// Loads one version from its directory: manifest, ONNX session(s) checked against it, golden examples.
-pub fn load_version(
-    env: &ort::environment::Environment,
-    dir: &Path,
-    model: &str,
-    number: u64,
-    opts: &crate::model::onnx::SessionOptions,
-    metrics: VersionMetrics,
-) -> Result<ModelVersion, String> {
+/// What loading a version needs besides its directory.
+pub struct LoadContext<'a> {
+    pub env: &'a ort::environment::Environment,
+    pub session_options: &'a crate::model::onnx::SessionOptions,
+    pub pool: &'a PoolHandle,
+    pub batching: Option<BatchPolicy>,
+    pub metrics: VersionMetrics,
+}
+
+/// Loads one version from its directory: manifest, ONNX session(s) checked against it, golden examples, and its
+/// batcher when batching is on.
+pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) -> Result<ModelVersion, String> {
     let version = number.to_string();
     let manifest = Manifest::load(dir, model, &version)?;
-    let backend = OnnxModel::load(
-        env,
-        &dir.join(crate::model::repository::MODEL_FILE),
-        &manifest,
-        opts,
-    )?;
+    let onnx = dir.join(crate::model::repository::MODEL_FILE);
+    let backend = Arc::new(OnnxModel::load(ctx.env, &onnx, &manifest, ctx.session_options)?);
     check_golden(&manifest, &backend).map_err(|e| format!("golden examples failed: {e}"))?;
+    let batcher = match ctx.batching {
+        Some(policy) => {
+            let name = format!("{model}-{version}");
+            let rows = ctx.metrics.batch_rows.clone();
+            let b = Batcher::spawn(&name, backend.clone(), ctx.pool.clone(), policy, rows)
+                .map_err(|e| format!("cannot start the batching thread: {e}"))?;
+            Some(b)
+        }
+        None => None,
+    };
     Ok(ModelVersion {
         model: model.into(),
         version: version.into(),
         number,
         manifest,
-        backend: Arc::new(backend),
-        metrics,
+        backend,
+        batcher,
+        metrics: ctx.metrics,
     })
 }

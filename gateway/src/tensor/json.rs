@@ -33,8 +33,7 @@ macro_rules! int_scalar {
             }
             fn from_f64(v: f64) -> Option<Self> {
                 // 3.0 is an integer written as a float; 3.5 is not. Range is checked by the cast back.
-                (v.fract() == 0.0 && v >= <$t>::MIN as f64 && v <= <$t>::MAX as f64)
-                    .then(|| v as $t)
+                (v.fract() == 0.0 && v >= <$t>::MIN as f64 && v <= <$t>::MAX as f64).then(|| v as $t)
             }
         }
     };
@@ -93,14 +92,9 @@ struct Flatten<'a, T> {
 
 impl<T: JsonScalar> Flatten<'_, T> {
     fn push<E: de::Error>(self, v: Option<T>, shown: &dyn fmt::Display) -> Result<(), E> {
-        let v = v.ok_or_else(|| {
-            E::custom(format_args!("value {shown} is not a valid {}", T::DATATYPE))
-        })?;
+        let v = v.ok_or_else(|| E::custom(format_args!("value {shown} is not a valid {}", T::DATATYPE)))?;
         if self.out.len() >= self.limit {
-            return Err(E::custom(format_args!(
-                "data has more elements than the shape's {}",
-                self.limit
-            )));
+            return Err(E::custom(format_args!("data has more elements than the shape's {}", self.limit)));
         }
         self.out.push(v);
         Ok(())
@@ -123,11 +117,7 @@ impl<'de, T: JsonScalar> Visitor<'de> for Flatten<'_, T> {
             DataType::F32 | DataType::F64 => "numbers",
             _ => "integers",
         };
-        write!(
-            f,
-            "an array of {what} for datatype {} (flat or nested)",
-            T::DATATYPE
-        )
+        write!(f, "an array of {what} for datatype {} (flat or nested)", T::DATATYPE)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
@@ -144,14 +134,7 @@ impl<'de, T: JsonScalar> Visitor<'de> for Flatten<'_, T> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let (out, limit) = (self.out, self.limit);
-        while seq
-            .next_element_seed(Flatten {
-                out: &mut *out,
-                limit,
-                _t: PhantomData,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(Flatten { out: &mut *out, limit, _t: PhantomData })?.is_some() {}
         Ok(())
     }
 }
@@ -160,23 +143,13 @@ fn decode_typed<T: JsonScalar>(raw: &str, expected: usize) -> Result<Vec<T>, Str
     // Never trust the shape for the allocation size beyond what the body could possibly hold.
     let mut out = Vec::with_capacity(expected.min(raw.len() / 2 + 1));
     let mut de = serde_json::Deserializer::from_str(raw);
-    Flatten {
-        out: &mut out,
-        limit: expected,
-        _t: PhantomData,
-    }
-    .deserialize(&mut de)
-    .map_err(|e| e.to_string())?;
+    Flatten { out: &mut out, limit: expected, _t: PhantomData }.deserialize(&mut de).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
 /// Decodes `raw` (the JSON text of a `data` member) as `datatype`, accepting at most `expected` elements.
 /// The caller checks the exact count against the shape, so the message can name both.
-pub fn decode_data(
-    raw: &RawValue,
-    datatype: DataType,
-    expected: usize,
-) -> Result<TensorData, String> {
+pub fn decode_data(raw: &RawValue, datatype: DataType, expected: usize) -> Result<TensorData, String> {
     let raw = raw.get();
     Ok(match datatype {
         DataType::Bool => TensorData::Bool(decode_typed(raw, expected)?),
@@ -191,9 +164,7 @@ pub fn decode_data(
         DataType::F32 => TensorData::F32(decode_typed(raw, expected)?),
         DataType::F64 => TensorData::F64(decode_typed(raw, expected)?),
         DataType::F16 | DataType::Bytes => {
-            return Err(format!(
-                "datatype {datatype} is not supported by this gateway"
-            ));
+            return Err(format!("datatype {datatype} is not supported by this gateway"));
         }
     })
 }
@@ -216,18 +187,12 @@ mod tests {
 
     #[test]
     fn integers_are_range_checked() {
-        assert_eq!(
-            decode_data(&raw("[255, 0]"), DataType::U8, 2),
-            Ok(TensorData::U8(vec![255, 0]))
-        );
+        assert_eq!(decode_data(&raw("[255, 0]"), DataType::U8, 2), Ok(TensorData::U8(vec![255, 0])));
         let err = decode_data(&raw("[256]"), DataType::U8, 1).expect_err("out of range");
         assert!(err.contains("256") && err.contains("UINT8"), "{err}");
         let err = decode_data(&raw("[1.5]"), DataType::I64, 1).expect_err("fraction");
         assert!(err.contains("INT64"), "{err}");
-        assert_eq!(
-            decode_data(&raw("[-3.0]"), DataType::I64, 1),
-            Ok(TensorData::I64(vec![-3]))
-        );
+        assert_eq!(decode_data(&raw("[-3.0]"), DataType::I64, 1), Ok(TensorData::I64(vec![-3])));
     }
 
     #[test]
@@ -238,10 +203,7 @@ mod tests {
         assert!(err.contains("more elements than the shape's 2"), "{err}");
         let err = decode_data(&raw("[true]"), DataType::F32, 1).expect_err("bool as float");
         assert!(err.contains("FP32"), "{err}");
-        assert_eq!(
-            decode_data(&raw("[true, false]"), DataType::Bool, 2),
-            Ok(TensorData::Bool(vec![true, false]))
-        );
+        assert_eq!(decode_data(&raw("[true, false]"), DataType::Bool, 2), Ok(TensorData::Bool(vec![true, false])));
     }
 
     #[test]
@@ -253,9 +215,6 @@ mod tests {
     #[test]
     fn a_scalar_where_an_array_belongs_counts_as_one_element() {
         // The protocol always sends arrays, but a bare number is unambiguous and harmless.
-        assert_eq!(
-            decode_data(&raw("7"), DataType::I32, 1),
-            Ok(TensorData::I32(vec![7]))
-        );
+        assert_eq!(decode_data(&raw("7"), DataType::I32, 1), Ok(TensorData::I32(vec![7])));
     }
 }

@@ -71,11 +71,7 @@ impl DataType {
     }
 
     pub fn names() -> String {
-        Self::ALL
-            .iter()
-            .map(|d| d.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        Self::ALL.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -95,10 +91,7 @@ impl<'de> serde::Deserialize<'de> for DataType {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Self::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown datatype '{s}', expected one of {}",
-                DataType::names()
-            ))
+            serde::de::Error::custom(format!("unknown datatype '{s}', expected one of {}", DataType::names()))
         })
     }
 }
@@ -195,13 +188,7 @@ impl Tensor {
 
 /// Number of elements a concrete shape holds, or `None` on a negative dimension or overflow.
 pub fn element_count(shape: &[i64]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| {
-        if d < 0 {
-            None
-        } else {
-            acc.checked_mul(usize::try_from(d).ok()?)
-        }
-    })
+    shape.iter().try_fold(1usize, |acc, &d| if d < 0 { None } else { acc.checked_mul(usize::try_from(d).ok()?) })
 }
 
 #[cfg(test)]

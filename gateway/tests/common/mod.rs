@@ -31,18 +31,12 @@ pub fn config(repository: &Path) -> Config {
 
 pub async fn start(config: Config) -> Gateway {
     let gw = Gateway::start(&config).await.expect("gateway starts");
-    assert!(
-        gw.wait_loaded(Duration::from_secs(30)).await,
-        "models load within 30 s"
-    );
+    assert!(gw.wait_loaded(Duration::from_secs(30)).await, "models load within 30 s");
     gw
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
 }
 
 pub fn url(gw: &Gateway, path: &str) -> String {
@@ -54,27 +48,18 @@ pub async fn post(c: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>
     let r = c.post(url).body(body).send().await.expect("request sent");
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 pub async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
     let r = c.get(url).send().await.expect("request sent");
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 pub fn manifest(model: &str, version: &str) -> Value {
-    let p = bundled_models()
-        .join(model)
-        .join(version)
-        .join("manifest.json");
+    let p = bundled_models().join(model).join(version).join("manifest.json");
     serde_json::from_str(&std::fs::read_to_string(p).expect("manifest")).expect("json")
 }
 
@@ -83,16 +68,11 @@ pub fn copy_version(model: &str, version: &str, dst: &Path, as_version: &str) {
     let to = dst.join(model).join(as_version);
     std::fs::create_dir_all(&to).expect("mkdir");
     for f in ["model.onnx", "manifest.json"] {
-        std::fs::copy(
-            bundled_models().join(model).join(version).join(f),
-            to.join(f),
-        )
-        .expect("copy");
+        std::fs::copy(bundled_models().join(model).join(version).join(f), to.join(f)).expect("copy");
     }
     if version != as_version {
         let p = to.join("manifest.json");
-        let mut m: Value =
-            serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
+        let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
         m["version"] = Value::String(as_version.into());
         std::fs::write(&p, m.to_string()).expect("write");
     }

@@ -17,20 +17,13 @@ pub struct HttpConn {
 
 impl HttpConn {
     pub async fn connect(target: &Target) -> Result<Self, &'static str> {
-        let stream = TcpStream::connect(target.addr)
-            .await
-            .map_err(|_| "connect")?;
+        let stream = TcpStream::connect(target.addr).await.map_err(|_| "connect")?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| "handshake")?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|_| "handshake")?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Self {
-            sender,
-            path: target.infer_path(),
-        })
+        Ok(Self { sender, path: target.infer_path() })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -58,20 +51,12 @@ impl HttpConn {
             Err(_) => return Outcome::Failed("io"),
         };
         let status = resp.status().as_u16();
-        let version = resp
-            .headers()
-            .get("x-model-version")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let version = resp.headers().get("x-model-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
         // Read the whole body: the response is not complete, and the connection not reusable, until it is.
         if resp.into_body().collect().await.is_err() {
             return Outcome::Failed("io");
         }
-        if status == 200 {
-            Outcome::Ok { version }
-        } else {
-            Outcome::Status(status)
-        }
+        if status == 200 { Outcome::Ok { version } } else { Outcome::Status(status) }
     }
 }
 
@@ -87,9 +72,7 @@ pub async fn get_text(target: &Target, path: &str) -> anyhow::Result<String> {
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = http::Request::get(path)
-        .header(HOST, target.authority.as_str())
-        .body(Full::new(Bytes::new()))?;
+    let req = http::Request::get(path).header(HOST, target.authority.as_str()).body(Full::new(Bytes::new()))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();

@@ -65,21 +65,10 @@ fn ms(us: u64) -> f64 {
 }
 
 impl Report {
-    pub fn build(
-        scenario: &str,
-        target: &str,
-        model: &str,
-        plan: &Plan,
-        rows: usize,
-        r: &RunResult,
-    ) -> Self {
+    pub fn build(scenario: &str, target: &str, model: &str, plan: &Plan, rows: usize, r: &RunResult) -> Self {
         let h = &r.stats.hist;
         let q = |x: f64| {
-            if h.is_empty() {
-                0.0
-            } else {
-                ms(h.value_at_quantile(x))
-            }
+            if h.is_empty() { 0.0 } else { ms(h.value_at_quantile(x)) }
         };
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         let n_secs = plan.duration.as_secs() as usize;
@@ -92,25 +81,15 @@ impl Report {
                 t: t as u64,
                 ok: s.hist.len(),
                 errors: s.errors,
-                p50_ms: if s.hist.is_empty() {
-                    0.0
-                } else {
-                    ms(s.hist.value_at_quantile(0.5))
-                },
-                p99_ms: if s.hist.is_empty() {
-                    0.0
-                } else {
-                    ms(s.hist.value_at_quantile(0.99))
-                },
+                p50_ms: if s.hist.is_empty() { 0.0 } else { ms(s.hist.value_at_quantile(0.5)) },
+                p99_ms: if s.hist.is_empty() { 0.0 } else { ms(s.hist.value_at_quantile(0.99)) },
                 max_ms: ms(s.hist.max()),
             })
             .collect();
-        let distribution = [
-            0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0,
-        ]
-        .iter()
-        .map(|&p| (p, q(p / 100.0)))
-        .collect();
+        let distribution = [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0]
+            .iter()
+            .map(|&p| (p, q(p / 100.0)))
+            .collect();
         Self {
             scenario: scenario.to_string(),
             target: target.to_string(),
@@ -142,18 +121,8 @@ impl Report {
                 max: ms(h.max()),
                 mean: h.mean() / 1000.0,
             },
-            statuses: r
-                .stats
-                .statuses
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
-            errors: r
-                .stats
-                .errors
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
+            statuses: r.stats.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            errors: r.stats.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             versions: r.stats.versions.clone(),
             timeline,
             distribution,
@@ -163,30 +132,20 @@ impl Report {
     /// The summary a person reads at the end of a run.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let asked = self.asked_rate.map_or_else(
-            || "as fast as possible".to_string(),
-            |r| format!("{r:.0} req/s asked"),
-        );
+        let asked =
+            self.asked_rate.map_or_else(|| "as fast as possible".to_string(), |r| format!("{r:.0} req/s asked"));
         let _ = writeln!(
             s,
             "scenario   {}  ({} loop, {asked}, {} connections)",
             self.scenario, self.mode, self.connections
         );
-        let _ = writeln!(
-            s,
-            "target     {} model {} ({} rows/request)",
-            self.target, self.model, self.rows_per_request
-        );
+        let _ = writeln!(s, "target     {} model {} ({} rows/request)", self.target, self.model, self.rows_per_request);
         let _ = writeln!(
             s,
             "requests   {} completed, {} ok, {} failed, {} not sent, in {:.1} s",
             self.completed, self.ok, self.failed, self.not_sent, self.duration_s
         );
-        let _ = writeln!(
-            s,
-            "throughput {:.0} req/s, {:.0} predictions/s",
-            self.achieved_rps, self.predictions_per_s
-        );
+        let _ = writeln!(s, "throughput {:.0} req/s, {:.0} predictions/s", self.achieved_rps, self.predictions_per_s);
         let l = &self.latency_ms;
         let _ = writeln!(
             s,
@@ -202,12 +161,7 @@ impl Report {
             let parts: Vec<String> = self
                 .versions
                 .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "v{k}: {v} ({:.1} %)",
-                        100.0 * *v as f64 / total.max(1) as f64
-                    )
-                })
+                .map(|(k, v)| format!("v{k}: {v} ({:.1} %)", 100.0 * *v as f64 / total.max(1) as f64))
                 .collect();
             let _ = writeln!(s, "versions   {}", parts.join(", "));
         }
@@ -216,10 +170,7 @@ impl Report {
 }
 
 fn join(m: &BTreeMap<String, u64>) -> String {
-    m.iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A Markdown table of several reports.
@@ -229,10 +180,7 @@ pub fn table(reports: &[Report]) -> String {
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in reports {
-        let asked = r.asked_rate.map_or_else(
-            || format!("closed, {} conns", r.connections),
-            |x| format!("{x:.0}"),
-        );
+        let asked = r.asked_rate.map_or_else(|| format!("closed, {} conns", r.connections), |x| format!("{x:.0}"));
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",

@@ -1,0 +1,127 @@
+//! Dynamic batching per model version. Concurrent requests are gathered into one ONNX call (up to `max_rows` rows
+//! or `max_delay`), and the outputs are split back per request by the worker that ran the call.
+//!
+//! Holding a request back only pays when it would wait anyway: the batcher dispatches at once while an inference
+//! worker is idle, and gathers (up to `max_delay`) only while every worker is busy. So batching costs no latency
+//! at low load and buys throughput at high load.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use prometheus::Histogram;
+use tokio::sync::oneshot;
+
+use crate::error::GatewayError;
+use crate::model::onnx::OnnxModel;
+use crate::model::pool::{Job, JobResult, PoolHandle, Reply};
+use crate::tensor::Tensor;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    pub max_rows: usize,
+    pub max_delay: Duration,
+    pub queue_capacity: usize,
+}
+
+struct Pending {
+    inputs: Vec<Tensor>,
+    rows: usize,
+    reply: oneshot::Sender<JobResult>,
+}
+
+/// The front of one version's batching thread. Dropping it stops the thread.
+pub struct Batcher {
+    tx: Sender<Pending>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Batcher")
+    }
+}
+
+impl Batcher {
+    pub fn spawn(
+        name: &str,
+        model: Arc<OnnxModel>,
+        pool: PoolHandle,
+        policy: BatchPolicy,
+        rows_hist: Histogram,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded(policy.queue_capacity.max(1));
+        std::thread::Builder::new()
+            .name(format!("batch-{name}"))
+            .spawn(move || gather(rx, model, pool, policy, rows_hist))?;
+        Ok(Self { tx, capacity: policy.queue_capacity })
+    }
+
+    pub fn submit(&self, inputs: Vec<Tensor>, rows: usize) -> Result<oneshot::Receiver<JobResult>, GatewayError> {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Pending { inputs, rows, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(GatewayError::Overloaded(format!(
+                "batching queue is full ({} requests waiting); retry later",
+                self.capacity
+            ))),
+            Err(TrySendError::Disconnected(_)) => Err(GatewayError::ShuttingDown),
+        }
+    }
+}
+
+fn gather(rx: Receiver<Pending>, model: Arc<OnnxModel>, pool: PoolHandle, policy: BatchPolicy, rows_hist: Histogram) {
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv() {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let mut rows = first.rows;
+        let mut batch = vec![first];
+        let deadline = Instant::now() + policy.max_delay;
+        while rows < policy.max_rows {
+            // Take what is already waiting; wait for more only while the workers are all busy.
+            let next = match rx.try_recv() {
+                Ok(p) => Some(p),
+                Err(_) if pool.saturated() => rx.recv_deadline(deadline).ok(),
+                Err(_) => None,
+            };
+            let Some(p) = next else { break };
+            if rows + p.rows > policy.max_rows {
+                carry = Some(p);
+                break;
+            }
+            rows += p.rows;
+            batch.push(p);
+        }
+        rows_hist.observe(rows as f64);
+        dispatch(&model, &pool, batch);
+    }
+}
+
+fn dispatch(model: &Arc<OnnxModel>, pool: &PoolHandle, mut batch: Vec<Pending>) {
+    let job = if batch.len() == 1 {
+        let p = batch.pop().unwrap_or_else(|| unreachable!("one element"));
+        Job { model: model.clone(), inputs: p.inputs, reply: Reply::One(p.reply) }
+    } else {
+        let mut iter = batch.into_iter();
+        let Some(first) = iter.next() else { return };
+        let mut inputs = first.inputs;
+        let mut callers = vec![(first.rows, first.reply)];
+        for p in iter {
+            // Inputs were validated against the same signature, so names, order and datatypes line up.
+            for (acc, t) in inputs.iter_mut().zip(&p.inputs) {
+                acc.data.extend_from(&t.data);
+                acc.shape[0] += t.shape[0];
+            }
+            callers.push((p.rows, p.reply));
+        }
+        Job { model: model.clone(), inputs, reply: Reply::Batch(callers) }
+    };
+    // A refused job has already told its callers why.
+    let _ = pool.try_submit(job);
+}
