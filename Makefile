@@ -11,7 +11,7 @@ VENV          := .venv
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: setup run build test lint fmt models clean-ort
+.PHONY: setup run build test lint fmt models bench clean-ort
 
 setup: $(ORT_LIB)
 
@@ -35,6 +35,10 @@ run: build
 
 test: setup
 	$(CARGO) test --workspace --locked
+
+# The standard load scenarios against the release build; reports under bench-results/ (BENCH_DURATION=60 default).
+bench: setup
+	loadtest/bench.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

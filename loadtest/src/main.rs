@@ -66,6 +66,10 @@ struct RunArgs {
     /// Manifest whose training baseline bounds the random rows (min/max per feature).
     #[arg(long)]
     manifest: Option<PathBuf>,
+    /// The model's inputs as `name:DATATYPE:dim[xdim...]` (batch dimension left out), instead of reading the
+    /// server's model metadata; for servers without the metadata endpoint.
+    #[arg(long)]
+    signature: Vec<String>,
     /// JSON Lines file of rows to send instead of random rows.
     #[arg(long)]
     rows_file: Option<PathBuf>,
@@ -146,7 +150,11 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         Some(v) => format!("/v2/models/{}/versions/{v}", a.model),
         None => format!("/v2/models/{}", a.model),
     };
-    let meta = get_json(&target, &meta_path).await.context("cannot read the model metadata")?;
+    let meta = if a.signature.is_empty() {
+        get_json(&target, &meta_path).await.context("cannot read the model metadata")?
+    } else {
+        signature_metadata(&a.signature)?
+    };
     let manifest = match &a.manifest {
         Some(p) => Some(serde_json::from_str(
             &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -192,4 +200,21 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         bail!("{} requests failed and {} were not sent", report.failed, report.not_sent);
     }
     Ok(())
+}
+
+/// Model metadata built from `--signature name:DATATYPE:30x2` arguments.
+fn signature_metadata(specs: &[String]) -> anyhow::Result<serde_json::Value> {
+    let mut inputs = Vec::new();
+    for s in specs {
+        let mut parts = s.split(':');
+        let (Some(name), Some(dt), Some(dims), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            bail!("--signature {s}: expected name:DATATYPE:dims");
+        };
+        let mut shape = vec![-1i64];
+        for d in dims.split('x') {
+            shape.push(d.parse().with_context(|| format!("--signature {s}: bad dimension '{d}'"))?);
+        }
+        inputs.push(serde_json::json!({"name": name, "datatype": dt, "shape": shape}));
+    }
+    Ok(serde_json::json!({ "inputs": inputs }))
 }

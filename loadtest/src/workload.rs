@@ -62,12 +62,30 @@ pub fn inputs_from_metadata(meta: &Value, manifest: Option<&Value>) -> anyhow::R
     Ok(out)
 }
 
+/// One tensor, written in the order tritonclient uses (datatype before data), which servers can parse in one pass.
+/// (A `serde_json::Value` map would sort the keys and put `data` first.)
+fn tensor(g: &InputGen, rows: usize, data: &[Value]) -> String {
+    let mut shape = vec![rows as i64];
+    shape.extend(&g.row_shape);
+    format!(
+        r#"{{"name":{},"shape":{},"datatype":{},"data":{}}}"#,
+        Value::from(g.name.as_str()),
+        Value::from(shape),
+        Value::from(g.datatype.as_str()),
+        Value::from(data.to_vec())
+    )
+}
+
+fn body(tensors: &[String]) -> Bytes {
+    Bytes::from(format!(r#"{{"inputs":[{}]}}"#, tensors.join(",")))
+}
+
 fn value(datatype: &str, lo: f64, hi: f64, rng: &mut fastrand::Rng) -> Value {
     let x = lo + (hi - lo) * rng.f64();
     match datatype {
         "FP32" | "FP64" => json!(x),
         "BOOL" => json!(x >= (lo + hi) / 2.0),
-        _ => json!(x.round()),
+        _ => json!(x.round() as i64),
     }
 }
 
@@ -76,7 +94,7 @@ pub fn random(inputs: &[InputGen], rows: usize, variants: usize, seed: u64) -> W
     let mut rng = fastrand::Rng::with_seed(seed);
     let bodies = (0..variants.max(1))
         .map(|_| {
-            let tensors: Vec<Value> = inputs
+            let tensors: Vec<String> = inputs
                 .iter()
                 .map(|g| {
                     let data: Vec<Value> = (0..rows)
@@ -84,12 +102,10 @@ pub fn random(inputs: &[InputGen], rows: usize, variants: usize, seed: u64) -> W
                             g.ranges.iter().map(|&(lo, hi)| value(&g.datatype, lo, hi, &mut rng)).collect::<Vec<_>>()
                         })
                         .collect();
-                    let mut shape = vec![rows as i64];
-                    shape.extend(&g.row_shape);
-                    json!({"name": g.name, "shape": shape, "datatype": g.datatype, "data": data})
+                    tensor(g, rows, &data)
                 })
                 .collect();
-            Bytes::from(json!({ "inputs": tensors }).to_string())
+            body(&tensors)
         })
         .collect();
     Workload { bodies, rows_per_request: rows }
@@ -110,7 +126,7 @@ pub fn from_rows_file(inputs: &[InputGen], path: &Path, rows: usize) -> anyhow::
     let bodies = lines
         .chunks_exact(rows)
         .map(|chunk| {
-            let tensors: Vec<Value> = inputs
+            let tensors: Vec<String> = inputs
                 .iter()
                 .map(|g| {
                     let data: Vec<Value> = chunk
@@ -120,12 +136,10 @@ pub fn from_rows_file(inputs: &[InputGen], path: &Path, rows: usize) -> anyhow::
                             row.as_array().cloned().unwrap_or_default()
                         })
                         .collect();
-                    let mut shape = vec![rows as i64];
-                    shape.extend(&g.row_shape);
-                    json!({"name": g.name, "shape": shape, "datatype": g.datatype, "data": data})
+                    tensor(g, rows, &data)
                 })
                 .collect();
-            Bytes::from(json!({ "inputs": tensors }).to_string())
+            body(&tensors)
         })
         .collect();
     Ok(Workload { bodies, rows_per_request: rows })
@@ -157,9 +171,19 @@ mod tests {
                 assert!((lo..=hi).contains(&x), "{x} outside [{lo}, {hi}]");
             }
             for k in v["inputs"][1]["data"].as_array().expect("data") {
-                assert!(k == &json!(1.0) || k == &json!(2.0), "{k}");
+                assert!(k == &json!(1) || k == &json!(2), "{k}");
             }
         }
+    }
+
+    #[test]
+    fn tensors_are_written_in_tritonclient_order() {
+        let inputs = inputs_from_metadata(&meta(), None).expect("inputs");
+        let w = random(&inputs, 1, 1, 1);
+        let text = std::str::from_utf8(&w.bodies[0]).expect("utf8");
+        let (n, s, d, data) =
+            (text.find("\"name\""), text.find("\"shape\""), text.find("\"datatype\""), text.find("\"data\""));
+        assert!(n < s && s < d && d < data, "{text}");
     }
 
     #[test]

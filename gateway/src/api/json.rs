@@ -4,14 +4,14 @@
 
 use std::borrow::Cow;
 
-use serde::de::IgnoredAny;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::core::{InferRequest, InferResponse};
 use crate::error::GatewayError;
 use crate::model::manifest::TensorSpec;
-use crate::tensor::json::decode_data;
+use crate::tensor::json::{DataSeed, decode_data};
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
 #[derive(Deserialize)]
@@ -26,16 +26,71 @@ struct RequestWire<'a> {
     _parameters: Option<IgnoredAny>,
 }
 
-#[derive(Deserialize)]
+/// One input tensor. Its data is parsed in the same pass as the body when `datatype` (and ideally `shape`) come
+/// before `data`, as tritonclient writes them; otherwise the raw text is kept and parsed once the datatype is known.
 struct InputWire<'a> {
     name: String,
     shape: Vec<i64>,
-    #[serde(borrow)]
-    datatype: Cow<'a, str>,
-    #[serde(borrow)]
-    data: &'a RawValue,
-    #[serde(default, rename = "parameters")]
-    _parameters: Option<IgnoredAny>,
+    datatype: String,
+    data: DataField<'a>,
+}
+
+enum DataField<'a> {
+    Raw(&'a RawValue),
+    Parsed(TensorData),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for InputWire<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(InputVisitor(std::marker::PhantomData))
+    }
+}
+
+struct InputVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for InputVisitor<'a> {
+    type Value = InputWire<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an input tensor object with name, shape, datatype and data")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut name, mut shape, mut datatype, mut data) = (None::<String>, None::<Vec<i64>>, None::<String>, None);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "name" if name.is_none() => name = Some(map.next_value()?),
+                "shape" if shape.is_none() => shape = Some(map.next_value()?),
+                "datatype" if datatype.is_none() => datatype = Some(map.next_value()?),
+                "data" if data.is_none() => {
+                    let known = datatype.as_deref().and_then(DataType::parse).filter(|d| d.is_supported());
+                    data = Some(match known {
+                        Some(dt) => {
+                            let limit = shape.as_deref().and_then(element_count).unwrap_or(usize::MAX);
+                            DataField::Parsed(map.next_value_seed(DataSeed {
+                                datatype: dt,
+                                limit,
+                                input: name.as_deref(),
+                            })?)
+                        }
+                        None => DataField::Raw(map.next_value()?),
+                    });
+                }
+                "name" | "shape" | "datatype" | "data" => {
+                    return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(InputWire {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+            data: data.ok_or_else(|| de::Error::missing_field("data"))?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -71,8 +126,11 @@ pub fn decode_request(body: &[u8]) -> Result<InferRequest, GatewayError> {
                 i.shape
             ))
         })?;
-        let data = decode_data(i.data, datatype, expected)
-            .map_err(|e| GatewayError::invalid(format!("input '{name}': 'data': {e}")))?;
+        let data = match i.data {
+            DataField::Parsed(d) => d,
+            DataField::Raw(raw) => decode_data(raw, datatype, expected)
+                .map_err(|e| GatewayError::invalid(format!("input '{name}': 'data': {e}")))?,
+        };
         if data.len() != expected {
             return Err(GatewayError::invalid(format!(
                 "input '{name}': shape {:?} needs {expected} values, 'data' has {}",
@@ -105,17 +163,21 @@ struct OutputWire<'a> {
 
 /// Encodes a response body.
 pub fn encode_response(resp: &InferResponse) -> Vec<u8> {
+    encode_outputs(&resp.version.model, &resp.version.version, resp.id.as_deref(), &resp.outputs)
+}
+
+/// Encodes a response from its parts.
+pub fn encode_outputs(model: &str, version: &str, id: Option<&str>, outputs: &[Tensor]) -> Vec<u8> {
     let wire = ResponseWire {
-        model_name: &resp.version.model,
-        model_version: &resp.version.version,
-        id: resp.id.as_deref(),
-        outputs: resp
-            .outputs
+        model_name: model,
+        model_version: version,
+        id,
+        outputs: outputs
             .iter()
             .map(|t| OutputWire { name: &t.name, datatype: t.datatype(), shape: &t.shape, data: &t.data })
             .collect(),
     };
-    let cap = 96 + resp.outputs.iter().map(|t| 48 + t.data.len() * 12).sum::<usize>();
+    let cap = 96 + outputs.iter().map(|t| 48 + t.data.len() * 12).sum::<usize>();
     let mut buf = Vec::with_capacity(cap);
     // Serializing plain structs of numbers and strings into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut buf, &wire);
@@ -187,6 +249,11 @@ mod tests {
                 .contains("input 'x': 'data'")
         );
         assert!(err(r#"{"inputs":[]}"#).contains("'inputs' is empty"));
+        // Datatype before data: parsed in the same pass, and the message still names the input.
+        let e = err(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[300]}]}"#);
+        assert!(e.contains("input 'x': 'data': value 300 is not a valid UINT8"), "{e}");
+        let e = err(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1],"data":[2]}]}"#);
+        assert!(e.contains("duplicate field `data`"), "{e}");
         assert!(err("").contains("empty"));
     }
 }

@@ -1,0 +1,54 @@
+//! The hot-path codec: decoding v2 JSON requests and encoding responses, at 1 and 64 rows, with the tensor keys in
+//! the order tritonclient writes them (datatype before data) and in alphabetical order (data first, as a
+//! `serde_json::Value` map serializes).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gateway::api::json::{decode_request, encode_outputs};
+use gateway::tensor::{Tensor, TensorData};
+
+fn body(rows: usize, datatype_first: bool) -> Vec<u8> {
+    let data: Vec<String> = (0..rows * 30).map(|i| format!("{:.4}", 10.0 + (i % 97) as f64 * 1.37)).collect();
+    let data = data.join(",");
+    let t = if datatype_first {
+        format!(r#"{{"name":"input","shape":[{rows},30],"datatype":"FP32","data":[{data}]}}"#)
+    } else {
+        format!(r#"{{"data":[{data}],"datatype":"FP32","name":"input","shape":[{rows},30]}}"#)
+    };
+    format!(r#"{{"id":"42","inputs":[{t}]}}"#).into_bytes()
+}
+
+fn outputs(rows: usize) -> Vec<Tensor> {
+    vec![
+        Tensor {
+            name: "label".into(),
+            shape: vec![rows as i64],
+            data: TensorData::I64((0..rows as i64).map(|i| i % 2).collect()),
+        },
+        Tensor {
+            name: "probabilities".into(),
+            shape: vec![rows as i64, 2],
+            data: TensorData::F32((0..rows * 2).map(|i| (i as f32 * 0.137).fract()).collect()),
+        },
+    ]
+}
+
+fn codec(c: &mut Criterion) {
+    for rows in [1usize, 64] {
+        let mut g = c.benchmark_group(format!("codec/{rows}row"));
+        g.throughput(Throughput::Elements(rows as u64));
+        for (label, first) in [("decode_datatype_first", true), ("decode_data_first", false)] {
+            let b = body(rows, first);
+            g.bench_function(label, |bench| {
+                bench.iter(|| decode_request(std::hint::black_box(&b)).map(|r| r.inputs.len()))
+            });
+        }
+        let outs = outputs(rows);
+        g.bench_function("encode", |bench| {
+            bench.iter(|| encode_outputs("breast-cancer", "2", Some("42"), std::hint::black_box(&outs)).len())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, codec);
+criterion_main!(benches);

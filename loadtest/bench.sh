@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# `make bench`: start the gateway on the bundled models (loopback only), run the standard scenarios with the
+# load tester, write every report under bench-results/<timestamp>/, and print the summary table.
+#
+#   BENCH_DURATION  measured seconds per scenario (default 60; the budget figures use 60)
+#   BENCH_WARMUP    warm-up seconds per scenario (default 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-60}
+WARMUP=${BENCH_WARMUP:-5}
+MODEL=breast-cancer
+MANIFEST=models/breast-cancer/2/manifest.json
+HTTP=127.0.0.1:18000
+BARE=127.0.0.1:18100
+OUT=bench-results/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+
+cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
+GW=./target/release/gateway
+LT=./target/release/loadtest
+
+pid=""
+stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; fi; pid=""; }
+trap stop EXIT
+
+wait_ready() {
+  for _ in $(seq 1 300); do
+    curl -fs "http://$1$2" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server on $1 did not become ready" >&2
+  exit 1
+}
+
+start_gateway() {
+  "$GW" --config "$1" --http-addr "$HTTP" --metrics-addr 127.0.0.1:18002 --log-format json >"$OUT/gateway-$2.log" 2>&1 &
+  pid=$!
+  wait_ready "$HTTP" /v2/health/ready
+}
+
+run() { # name, extra loadtest args...
+  local name=$1; shift
+  echo "== $name"
+  "$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration "$DURATION" --warmup "$WARMUP" \
+    --quiet --scenario "$name" --out "$OUT" "$@"
+}
+
+start_gateway config/gateway.toml default
+run 1-open-8333rps-1row --rate 8333 --connections 32
+run 2-closed-64conn-1row --connections 64 --threads 2
+# 64 rows per request on each model: v1 (logistic regression) costs ONNX Runtime little, so it shows the gateway's
+# own per-prediction overhead; v2 (100 boosted trees) is bound by the model itself.
+run 3a-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1
+run 3b-closed-64rows-v2 --connections 16 --rows 64 --threads 2 --model-version 2
+stop
+
+start_gateway config/bench-features.toml features
+run 4-open-8333rps-all-features --rate 8333 --connections 32
+run 5-closed-64conn-batching --connections 64 --threads 2
+stop
+
+# The same load against a bare axum + ONNX Runtime server, measured in the same run.
+./target/release/examples/bare_server "$BARE" models/breast-cancer/2/model.onnx >"$OUT/bare.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/${BARE%:*}/${BARE#*:}") 2>/dev/null && break; sleep 0.1; done
+"$LT" run --url "http://$BARE" --model "$MODEL" --duration "$DURATION" --warmup "$WARMUP" --quiet \
+  --scenario 6-bare-axum-ort-closed-64conn --out "$OUT" --connections 64 --threads 2 \
+  --signature input:FP32:30 --manifest "$MANIFEST"
+stop
+
+echo
+echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(date -u +%Y-%m-%d)"
+echo
+"$LT" table "$OUT"/*.json | tee "$OUT/table.md"
+echo
+echo "reports in $OUT"
