@@ -14,6 +14,9 @@ pub struct Config {
     pub models: ModelsConfig,
     pub inference: InferenceConfig,
     pub batching: BatchingConfig,
+    pub routing: RoutingConfig,
+    pub admin: AdminConfig,
+    pub state: StateConfig,
     pub onnxruntime: OnnxRuntimeConfig,
     pub logging: LoggingConfig,
 }
@@ -59,11 +62,78 @@ pub struct ModelsConfig {
     pub repository: PathBuf,
     /// Most rows one request may carry.
     pub max_batch_rows: usize,
+    /// How often to look for new version directories, in milliseconds; 0 turns watching off.
+    pub watch_interval_ms: u64,
+    /// Make a newly appeared version stable at once. Off: it loads and waits for an operator (or a rollout) to
+    /// give it traffic as a canary.
+    pub serve_new_versions: bool,
 }
 
 impl Default for ModelsConfig {
     fn default() -> Self {
-        Self { repository: PathBuf::from("models"), max_batch_rows: 4096 }
+        Self {
+            repository: PathBuf::from("models"),
+            max_batch_rows: 4096,
+            watch_interval_ms: 2000,
+            serve_new_versions: false,
+        }
+    }
+}
+
+/// Request headers that steer version choice.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Header naming the version that must answer (after a version in the URL).
+    pub pin_header: String,
+    /// Header whose value is hashed for sticky canary assignment (e.g. a user id).
+    pub key_header: String,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self { pin_header: "x-model-version".into(), key_header: "x-routing-key".into() }
+    }
+}
+
+/// The admin API: its own listener, loopback by default, every call authenticated with a bearer token.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub addr: String,
+    /// Environment variable holding the token (read when no token file is set).
+    pub token_env: String,
+    /// File holding the token (surrounding whitespace ignored); takes precedence over the environment.
+    pub token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never reaches Debug output: only where it comes from.
+        f.debug_struct("AdminConfig")
+            .field("addr", &self.addr)
+            .field("token_env", &self.token_env)
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { addr: "127.0.0.1:8003".into(), token_env: "GATEWAY_ADMIN_TOKEN".into(), token_file: None }
+    }
+}
+
+/// Where routing and the event journal are kept across restarts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("state") }
     }
 }
 
@@ -160,6 +230,7 @@ impl Default for LoggingConfig {
 pub struct Resolved {
     pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub inference_threads: usize,
@@ -182,8 +253,27 @@ impl Config {
         };
         let http_addr = addr("server.http_addr", &self.server.http_addr);
         let metrics_addr = addr("server.metrics_addr", &self.server.metrics_addr);
-        if http_addr.port() != 0 && http_addr == metrics_addr {
-            errors.push("server.http_addr and server.metrics_addr must differ".into());
+        let admin_addr = addr("admin.addr", &self.admin.addr);
+        let mut bound: Vec<(&str, SocketAddr)> = Vec::new();
+        for (field, a) in
+            [("server.http_addr", http_addr), ("server.metrics_addr", metrics_addr), ("admin.addr", admin_addr)]
+        {
+            if let Some((other, _)) = bound.iter().find(|(_, b)| a.port() != 0 && *b == a) {
+                errors.push(format!("{field} and {other} must differ"));
+            }
+            bound.push((field, a));
+        }
+        for (field, h) in
+            [("routing.pin_header", &self.routing.pin_header), ("routing.key_header", &self.routing.key_header)]
+        {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                errors.push(format!("{field} = '{h}' is not a valid header name"));
+            }
+        }
+        if let Some(f) = &self.admin.token_file
+            && !f.is_file()
+        {
+            errors.push(format!("admin.token_file '{}' is not a readable file", f.display()));
         }
         let mut positive = |field: &str, v: u64| {
             if v == 0 {
@@ -215,6 +305,7 @@ impl Config {
         Ok(Resolved {
             http_addr,
             metrics_addr,
+            admin_addr,
             request_timeout: Duration::from_millis(self.server.request_timeout_ms),
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             inference_threads: threads,

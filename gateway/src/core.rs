@@ -7,6 +7,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::model::pool::InferencePool;
 use crate::model::{ModelSlot, ModelVersion, Registry};
+use crate::routing::RouteHint;
 use crate::tensor::Tensor;
 
 /// A decoded inference request, independent of the wire format.
@@ -29,12 +30,14 @@ pub struct InferResponse {
 /// Shared state of a running gateway.
 #[derive(Debug)]
 pub struct Core {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub pool: InferencePool,
     pub metrics: Metrics,
     pub max_batch_rows: usize,
     pub max_body_bytes: usize,
     pub strict_readiness: bool,
+    /// Names of the pin and routing-key headers.
+    pub routing: crate::config::RoutingConfig,
 }
 
 impl Core {
@@ -42,14 +45,14 @@ impl Core {
         self.registry.get(name).ok_or_else(|| GatewayError::ModelNotFound(name.to_string()))
     }
 
-    /// Runs one request on the version `slot` resolves for it.
+    /// Runs one request on the version `slot` routes it to.
     pub async fn infer(
         &self,
         slot: &ModelSlot,
-        version: Option<&str>,
+        hint: RouteHint<'_>,
         req: InferRequest,
     ) -> Result<InferResponse, (Option<Arc<ModelVersion>>, GatewayError)> {
-        let v = slot.resolve(version).map_err(|e| (None, e))?;
+        let v = slot.resolve(hint).map_err(|e| (None, e))?;
         match self.run(&v, req).await {
             Ok((id, outputs)) => Ok(InferResponse { version: v, id, outputs }),
             Err(e) => Err((Some(v), e)),

@@ -18,6 +18,15 @@ pub enum GatewayError {
     /// The version exists but cannot serve right now (loading, or failed its load / golden-example gate).
     #[error("version '{version}' of model '{model}' is not ready: {reason}")]
     NotReady { model: String, version: String, reason: String },
+    /// The request conflicts with the model's current state (promote without a canary, unload the stable, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// A version failed to load or failed its golden examples.
+    #[error("version failed to load: {0}")]
+    LoadFailed(String),
+    /// Missing or wrong credentials for the admin API.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The body exceeds the configured limit.
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },

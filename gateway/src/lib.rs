@@ -5,9 +5,12 @@
 //! - [`tensor`]: protocol-neutral tensors and typed JSON decoding of tensor data.
 //! - [`model`]: manifests, the model repository, the ONNX Runtime backend, the inference thread pool, and the
 //!   registry of loaded versions.
-//! - [`routing`]: the per-model routing table that picks the version answering a request.
+//! - [`routing`]: the per-model routing table (stable, canary and weight) that picks the version answering a
+//!   request: URL version, pin header, sticky routing key, or a random draw.
+//! - [`state`]: routing and the event journal, written atomically and restored at start.
 //! - [`core`]: the request path shared by every front end (resolve, validate, infer, select outputs).
-//! - [`api`]: the HTTP front end, the metrics endpoint, and the error-to-status table.
+//! - [`api`]: the HTTP front end, the admin API, the metrics endpoint, and the error-to-status table.
+//! - [`cli`]: the `gateway admin ...` client.
 //! - [`metrics`]: Prometheus metric families.
 //! - [`telemetry`]: logging setup.
 //!
@@ -15,12 +18,14 @@
 //! handling and a bounded drain on shutdown.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod routing;
+pub mod state;
 pub mod telemetry;
 pub mod tensor;
 
@@ -33,22 +38,30 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::admin::AdminToken;
 use crate::config::Config;
 use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::model::Registry;
 use crate::model::onnx::{SessionOptions, init_runtime, locate_library};
 use crate::model::pool::InferencePool;
+use crate::model::registry::RegistryParts;
 use crate::model::repository::Repository;
+use crate::state::StateStore;
 
 /// A gateway whose listeners are bound and serving.
 #[derive(Debug)]
 pub struct Gateway {
     pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub core: Arc<Core>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+}
+
+async fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({field}): {e}"))
 }
 
 impl Gateway {
@@ -61,41 +74,47 @@ impl Gateway {
         let library = locate_library(config.onnxruntime.library.as_deref());
         let env = init_runtime(&library).map_err(anyhow::Error::msg)?;
         let repository = Repository::open(&config.models.repository).map_err(anyhow::Error::msg)?;
+        let store = StateStore::open(&config.state.dir)
+            .map_err(|e| anyhow::anyhow!("cannot use state.dir {}: {e}", config.state.dir.display()))?;
+        let token = AdminToken::from_config(&config.admin).map_err(anyhow::Error::msg)?;
+        if !token.is_set() {
+            tracing::warn!(?token, "no admin token configured: the admin API will refuse every call");
+        }
         let metrics = Metrics::new();
         let session_options = SessionOptions {
             sessions: resolved.inference_threads,
             intra_op_threads: config.inference.intra_op_threads,
         };
         let pool = InferencePool::new(resolved.inference_threads, config.inference.queue_capacity)?;
+        let registry = Arc::new(Registry::new(RegistryParts {
+            repository,
+            env,
+            session_options,
+            pool: pool.handle(),
+            batching: config.batching.clone(),
+            metrics: metrics.clone(),
+            store,
+        }));
         let core = Arc::new(Core {
-            registry: Registry::new(
-                repository,
-                env,
-                session_options,
-                pool.handle(),
-                config.batching.clone(),
-                metrics.clone(),
-            ),
+            registry,
             pool,
             metrics,
             max_batch_rows: config.models.max_batch_rows,
             max_body_bytes: config.server.max_body_bytes,
             strict_readiness: config.server.strict_readiness,
+            routing: config.routing.clone(),
         });
 
-        let http = TcpListener::bind(resolved.http_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.http_addr): {e}", resolved.http_addr))?;
-        let metrics_listener = TcpListener::bind(resolved.metrics_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.metrics_addr): {e}", resolved.metrics_addr))?;
-        let http_addr = http.local_addr()?;
-        let metrics_addr = metrics_listener.local_addr()?;
-        tracing::info!(%http_addr, %metrics_addr, library = %library.display(), "gateway listening");
+        let http = bind(resolved.http_addr, "server.http_addr").await?;
+        let metrics_listener = bind(resolved.metrics_addr, "server.metrics_addr").await?;
+        let admin = bind(resolved.admin_addr, "admin.addr").await?;
+        let (http_addr, metrics_addr, admin_addr) =
+            (http.local_addr()?, metrics_listener.local_addr()?, admin.local_addr()?);
+        tracing::info!(%http_addr, %metrics_addr, %admin_addr, library = %library.display(), "gateway listening");
 
-        let loader = core.clone();
+        let loader = core.registry.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = loader.registry.load_repository() {
+            if let Err(e) = loader.load_repository() {
                 tracing::error!(error = %e, "cannot load the model repository");
             }
         });
@@ -109,32 +128,37 @@ impl Gateway {
         let signal = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let mut http_task = tokio::spawn(
-            axum::serve(http, api::http::router(core.clone(), &limits))
-                .with_graceful_shutdown(signal(rx.clone()))
-                .into_future(),
-        );
-        let mut metrics_task = tokio::spawn(
-            axum::serve(metrics_listener, api::metrics::router(core.clone()))
-                .with_graceful_shutdown(signal(rx.clone()))
-                .into_future(),
-        );
+        let watcher = (config.models.watch_interval_ms > 0).then(|| {
+            let every = Duration::from_millis(config.models.watch_interval_ms);
+            model::watch::spawn(core.registry.clone(), every, config.models.serve_new_versions, rx.clone())
+        });
+        let serve = |listener: TcpListener, app: axum::Router| {
+            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(signal(rx.clone())).into_future())
+        };
+        let mut servers = [
+            serve(http, api::http::router(core.clone(), &limits)),
+            serve(metrics_listener, api::metrics::router(core.clone())),
+            serve(admin, api::admin::router(core.clone(), token)),
+        ];
         let grace = resolved.shutdown_grace;
         let task = tokio::spawn(async move {
             signal(rx).await;
             tracing::info!(grace_ms = grace.as_millis() as u64, "draining in-flight requests");
             let drained = tokio::time::timeout(grace, async {
-                let _ = (&mut http_task).await;
-                let _ = (&mut metrics_task).await;
+                for s in servers.iter_mut() {
+                    let _ = s.await;
+                }
             })
             .await;
             if drained.is_err() {
                 tracing::warn!("grace period over; closing the remaining connections");
-                http_task.abort();
-                metrics_task.abort();
+                servers.iter().for_each(JoinHandle::abort);
+            }
+            if let Some(w) = watcher {
+                let _ = w.await;
             }
         });
-        Ok(Self { http_addr, metrics_addr, core, shutdown, task })
+        Ok(Self { http_addr, metrics_addr, admin_addr, core, shutdown, task })
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded by the grace period) and returns when done.

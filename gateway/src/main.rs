@@ -9,8 +9,10 @@ use gateway::config::Config;
 
 /// Open Inference Protocol gateway for ONNX models.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Configuration file (TOML).
     #[arg(short, long, default_value = "config/gateway.toml", env = "GATEWAY_CONFIG")]
     config: PathBuf,
@@ -34,8 +36,31 @@ struct Cli {
     check_config: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Call the admin API (model lifecycle and canaries). Without a subcommand, the gateway serves.
+    Admin(gateway::cli::AdminArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Admin(args)) = cli.command {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match rt.block_on(gateway::cli::run(args)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut config = match Config::from_file(&cli.config) {
         Ok(c) => c,
         Err(e) => {

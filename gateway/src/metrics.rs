@@ -27,6 +27,10 @@ pub struct Metrics {
     pub queue_rejections: IntCounter,
     pub in_flight: IntGauge,
     model_ready: IntGaugeVec,
+    stable: IntGaugeVec,
+    canary_weight: prometheus::GaugeVec,
+    promotions: IntCounterVec,
+    rollbacks: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -89,6 +93,23 @@ impl Metrics {
             Opts::new("gateway_model_ready", "1 if the version passed its load and golden-example gate, else 0."),
             &["model", "version"],
         ));
+        let stable = must(IntGaugeVec::new(
+            Opts::new("gateway_model_stable", "1 for the version that is stable for its model, else 0."),
+            &["model", "version"],
+        ));
+        let canary_weight = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "gateway_canary_weight_percent",
+                "Share of unpinned traffic sent to the canary version, percent.",
+            ),
+            &["model", "version"],
+        ));
+        let promotions =
+            must(IntCounterVec::new(Opts::new("gateway_promotions_total", "Canaries promoted to stable."), &["model"]));
+        let rollbacks = must(IntCounterVec::new(
+            Opts::new("gateway_rollbacks_total", "Canaries rolled back, by reason (manual or the failing check)."),
+            &["model", "reason"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -98,6 +119,10 @@ impl Metrics {
             Box::new(queue_rejections.clone()),
             Box::new(in_flight.clone()),
             Box::new(model_ready.clone()),
+            Box::new(stable.clone()),
+            Box::new(canary_weight.clone()),
+            Box::new(promotions.clone()),
+            Box::new(rollbacks.clone()),
         ] {
             must(registry.register(c));
         }
@@ -111,6 +136,10 @@ impl Metrics {
             queue_rejections,
             in_flight,
             model_ready,
+            stable,
+            canary_weight,
+            promotions,
+            rollbacks,
         }
     }
 
@@ -135,6 +164,28 @@ impl Metrics {
 
     pub fn set_ready(&self, model: &str, version: &str, ready: bool) {
         self.model_ready.with_label_values(&[model, version]).set(i64::from(ready));
+    }
+
+    /// Mirrors a model's routing table into the stable and canary-weight gauges (every known version gets a value,
+    /// so a version that stops being stable or canary reads 0 rather than keeping its old value).
+    pub fn set_routing(&self, slot: &crate::model::ModelSlot) {
+        let routing = slot.routing();
+        let stable = routing.stable.as_ref().map(|v| v.number);
+        let canary = routing.canary.as_ref().map(|c| (c.version.number, c.weight.percent()));
+        for n in slot.versions().keys() {
+            let v = n.to_string();
+            self.stable.with_label_values(&[&*slot.name, v.as_str()]).set(i64::from(stable == Some(*n)));
+            let w = canary.filter(|(c, _)| c == n).map_or(0.0, |(_, w)| w);
+            self.canary_weight.with_label_values(&[&*slot.name, v.as_str()]).set(w);
+        }
+    }
+
+    pub fn promoted(&self, model: &str) {
+        self.promotions.with_label_values(&[model]).inc();
+    }
+
+    pub fn rolled_back(&self, model: &str, reason: &'static str) {
+        self.rollbacks.with_label_values(&[model, reason]).inc();
     }
 
     /// Renders the text exposition format.

@@ -18,6 +18,8 @@ async fn report_counts_add_up_against_the_real_gateway() {
     let mut cfg = Config::default();
     cfg.server.http_addr = "127.0.0.1:0".into();
     cfg.server.metrics_addr = "127.0.0.1:0".into();
+    cfg.admin.addr = "127.0.0.1:0".into();
+    cfg.state.dir = std::env::temp_dir().join(format!("loadtest-state-{}", std::process::id()));
     cfg.models.repository = root.join("models");
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
         cfg.onnxruntime.library = Some(root.join(".ort/lib/libonnxruntime.so"));

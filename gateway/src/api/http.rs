@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +18,7 @@ use crate::core::Core;
 use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
 use crate::model::{ModelSlot, ModelVersion, VersionState};
+use crate::routing::RouteHint;
 
 /// Response header naming the version that answered (also in the body as `model_version`).
 pub const VERSION_HEADER: &str = "x-model-version";
@@ -115,7 +115,7 @@ async fn model_metadata(
     Path(model): Path<String>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
     let slot = core.model(&model)?;
-    let v = slot.resolve(None)?;
+    let v = slot.resolve(RouteHint::default())?;
     Ok(Json(metadata(&slot, &v)))
 }
 
@@ -124,13 +124,13 @@ async fn version_metadata(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
     let slot = core.model(&model)?;
-    let v = slot.resolve(Some(&version))?;
+    let v = slot.version(&version)?;
     Ok(Json(metadata(&slot, &v)))
 }
 
 async fn model_ready(State(core): State<Arc<Core>>, Path(model): Path<String>) -> Result<Response, ApiError> {
     let slot = core.model(&model)?;
-    let v = slot.resolve(None)?;
+    let v = slot.resolve(RouteHint::default())?;
     Ok(Json(serde_json::json!({ "name": model, "version": &*v.version, "ready": true })).into_response())
 }
 
@@ -139,7 +139,7 @@ async fn version_ready(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let slot = core.model(&model)?;
-    slot.resolve(Some(&version))?;
+    slot.version(&version)?;
     Ok(Json(serde_json::json!({ "name": model, "version": version, "ready": true })).into_response())
 }
 
@@ -163,15 +163,15 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
         Ok(s) => s,
         Err(e) => return failed(&core, UNKNOWN_MODEL, "", start, e),
     };
-    // The body is read here rather than by an extractor so the request counts as in flight while it uploads;
-    // `DefaultBodyLimit` still bounds it.
-    let body = match Bytes::from_request(req, &()).await {
+    let (parts, body) = req.into_parts();
+    // The body is read here rather than by an extractor so the request counts as in flight while it uploads.
+    let body = match axum::body::to_bytes(body, core.max_body_bytes).await {
         Ok(b) => b,
-        Err(rejection) => {
-            let e = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Err(e) => {
+            let e = if is_length_limit(&e) {
                 GatewayError::PayloadTooLarge { limit: core.max_body_bytes }
             } else {
-                GatewayError::invalid(format!("cannot read the request body: {}", rejection.body_text()))
+                GatewayError::invalid(format!("cannot read the request body: {e}"))
             };
             return failed(&core, &slot.name, "", start, e);
         }
@@ -181,7 +181,10 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
         Err(e) => return failed(&core, &slot.name, "", start, e),
     };
     drop(body);
-    match core.infer(&slot, version.as_deref(), req).await {
+    let header = |name: &str| parts.headers.get(name).map(|h| h.as_bytes());
+    let pinned = header(&core.routing.pin_header).and_then(|h| std::str::from_utf8(h).ok());
+    let hint = RouteHint { url_version: version.as_deref(), pinned, key: header(&core.routing.key_header) };
+    match core.infer(&slot, hint, req).await {
         Ok(resp) => {
             let v = &resp.version;
             let bytes = encode_response(&resp);
@@ -198,6 +201,17 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
             failed(&core, &slot.name, version, start, e)
         }
     }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn failed(core: &Core, model: &str, version: &str, start: Instant, e: GatewayError) -> Response {

@@ -1,6 +1,7 @@
 //! Front ends: the Open Inference Protocol over HTTP, the metrics endpoint, and the one table that maps domain
 //! errors to protocol statuses.
 
+pub mod admin;
 pub mod error;
 pub mod http;
 pub mod json;

@@ -2,16 +2,20 @@
 //! the inference thread pool, and the registry of loaded models.
 
 pub mod batcher;
+pub mod lifecycle;
 pub mod manifest;
 pub mod onnx;
 pub mod pool;
 pub mod registry;
 pub mod repository;
+pub mod slot;
 pub mod version;
+pub mod watch;
 
 use std::sync::Arc;
 
-pub use registry::{ModelSlot, Registry};
+pub use registry::Registry;
+pub use slot::ModelSlot;
 pub use version::ModelVersion;
 
 /// Where a version is in its life.

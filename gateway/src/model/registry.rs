@@ -1,98 +1,36 @@
-//! The registry of models. Reads are lock-free: the model map and each model's version map and routing table are
-//! `ArcSwap`s, so the request path does atomic loads only. (The design sketched a `DashMap`; its shard locks would
-//! put a lock on every request for a map that changes only when an operator acts.)
+//! The registry of models: loads versions from the repository, restores each model's routing from the state
+//! file, and persists every change. Reads are lock-free: the model map and each model's version map and routing
+//! table are `ArcSwap`s, so the request path does atomic loads only. (The design sketched a `DashMap`; its shard
+//! locks would put a lock on every request for a map that changes only when an operator acts.)
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use ort::environment::Environment;
 
 use crate::config::BatchingConfig;
-use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::model::VersionState;
 use crate::model::onnx::SessionOptions;
 use crate::model::pool::PoolHandle;
-use crate::model::repository::{Repository, parse_version};
-use crate::model::version::{LoadContext, ModelVersion, load_version};
-use crate::routing::Routing;
-
-pub struct ModelSlot {
-    pub name: Arc<str>,
-    versions: ArcSwap<BTreeMap<u64, VersionState>>,
-    routing: ArcSwap<Routing>,
-}
-
-impl std::fmt::Debug for ModelSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ModelSlot({})", self.name)
-    }
-}
-
-impl ModelSlot {
-    fn new(name: &str) -> Self {
-        Self { name: name.into(), versions: ArcSwap::from_pointee(BTreeMap::new()), routing: Default::default() }
-    }
-
-    pub fn versions(&self) -> Arc<BTreeMap<u64, VersionState>> {
-        self.versions.load_full()
-    }
-
-    pub fn routing(&self) -> arc_swap::Guard<Arc<Routing>> {
-        self.routing.load()
-    }
-
-    fn set_state(&self, number: u64, state: VersionState) {
-        self.versions.rcu(|m| {
-            let mut m = BTreeMap::clone(m);
-            m.insert(number, state.clone());
-            m
-        });
-        self.routing.store(Arc::new(Routing::latest(&self.versions.load())));
-    }
-
-    /// The version that serves a request: the named one, or the routing table's choice.
-    pub fn resolve(&self, version: Option<&str>) -> Result<Arc<ModelVersion>, GatewayError> {
-        let Some(v) = version else {
-            return self.routing.load().stable.clone().ok_or_else(|| GatewayError::NotReady {
-                model: self.name.to_string(),
-                version: "default".into(),
-                reason: "no version of this model is ready".into(),
-            });
-        };
-        let not_found = || GatewayError::VersionNotFound { model: self.name.to_string(), version: v.to_string() };
-        let n = parse_version(v).ok_or_else(not_found)?;
-        match self.versions.load().get(&n) {
-            None => Err(not_found()),
-            Some(VersionState::Ready(mv)) => Ok(mv.clone()),
-            Some(VersionState::Loading) => Err(GatewayError::NotReady {
-                model: self.name.to_string(),
-                version: v.to_string(),
-                reason: "still loading".into(),
-            }),
-            Some(VersionState::Failed(reason)) => Err(GatewayError::NotReady {
-                model: self.name.to_string(),
-                version: v.to_string(),
-                reason: reason.clone(),
-            }),
-        }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.routing.load().stable.is_some()
-    }
-}
+use crate::model::repository::Repository;
+use crate::model::slot::ModelSlot;
+use crate::model::version::{LoadContext, load_version};
+use crate::state::{ModelState, Restored, StateFile, StateStore};
 
 pub struct Registry {
     models: ArcSwap<HashMap<Arc<str>, Arc<ModelSlot>>>,
-    repository: Repository,
+    pub(crate) repository: Repository,
     env: &'static Environment,
     session_options: SessionOptions,
     pool: PoolHandle,
     batching: BatchingConfig,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
+    store: StateStore,
+    /// Model states read at start, handed to each model's slot when it is created.
+    restored: Mutex<BTreeMap<String, ModelState>>,
     loaded: AtomicBool,
 }
 
@@ -102,23 +40,44 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// Everything a registry is built from.
+pub struct RegistryParts {
+    pub repository: Repository,
+    pub env: &'static Environment,
+    pub session_options: SessionOptions,
+    pub pool: PoolHandle,
+    pub batching: BatchingConfig,
+    pub metrics: Metrics,
+    pub store: StateStore,
+}
+
 impl Registry {
-    pub fn new(
-        repository: Repository,
-        env: &'static Environment,
-        session_options: SessionOptions,
-        pool: PoolHandle,
-        batching: BatchingConfig,
-        metrics: Metrics,
-    ) -> Self {
+    /// Builds the registry and reads the state file; a corrupt file is reported and the defaults used.
+    pub fn new(p: RegistryParts) -> Self {
+        let restored = match p.store.load() {
+            Restored::Fresh => {
+                tracing::info!(path = %p.store.path().display(), "no state file yet: starting from the repository");
+                BTreeMap::new()
+            }
+            Restored::Loaded(f) => {
+                tracing::info!(path = %p.store.path().display(), models = f.models.len(), "routing state restored");
+                f.models
+            }
+            Restored::Corrupt { reason, moved_to } => {
+                tracing::error!(%reason, moved_to = ?moved_to, "state file unusable: starting from the repository defaults");
+                BTreeMap::new()
+            }
+        };
         Self {
             models: Default::default(),
-            repository,
-            env,
-            session_options,
-            pool,
-            batching,
-            metrics,
+            repository: p.repository,
+            env: p.env,
+            session_options: p.session_options,
+            pool: p.pool,
+            batching: p.batching,
+            metrics: p.metrics,
+            store: p.store,
+            restored: Mutex::new(restored),
             loaded: AtomicBool::new(false),
         }
     }
@@ -139,11 +98,13 @@ impl Registry {
         self.loaded.load(Ordering::Acquire)
     }
 
-    fn slot(&self, model: &str) -> Arc<ModelSlot> {
+    /// The slot of a model, created (with its restored state) on first use.
+    pub(crate) fn slot(&self, model: &str) -> Arc<ModelSlot> {
         if let Some(s) = self.get(model) {
             return s;
         }
-        let slot = Arc::new(ModelSlot::new(model));
+        let restored = self.restored.lock().unwrap_or_else(|p| p.into_inner()).remove(model);
+        let slot = Arc::new(ModelSlot::new(model, restored));
         self.models.rcu(|m| {
             let mut m = HashMap::clone(m);
             m.entry(model.into()).or_insert_with(|| slot.clone());
@@ -152,8 +113,9 @@ impl Registry {
         self.get(model).unwrap_or(slot)
     }
 
-    /// Loads every version in the repository. Blocking (ONNX session creation): run it off the async workers.
-    /// A version that fails is recorded with its reason and the others carry on.
+    /// Loads every version in the repository, then settles each model's routing: the restored spec where there
+    /// is one, else the highest ready version as stable. Blocking (ONNX session creation): run it off the async
+    /// workers. A version that fails is recorded with its reason and the others carry on.
     pub fn load_repository(&self) -> Result<(), String> {
         let scan = self.repository.scan()?;
         for s in &scan.skipped {
@@ -162,20 +124,63 @@ impl Registry {
         for (model, versions) in &scan.models {
             let slot = self.slot(model);
             for &n in versions {
-                slot.set_state(n, VersionState::Loading);
+                slot.set_state(n, Some(VersionState::Loading));
             }
         }
         for (model, versions) in &scan.models {
             for &n in versions {
-                self.load(model, n);
+                // A failure is recorded in the version state and logged; the others carry on.
+                let _ = self.load(model, n);
             }
         }
+        let leftover: Vec<String> = self.restored.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        for m in leftover {
+            tracing::warn!(model = %m, "the state file names a model that is not in the repository; ignored");
+        }
+        for slot in self.models() {
+            self.settle(&slot);
+        }
         self.loaded.store(true, Ordering::Release);
+        self.persist();
         Ok(())
     }
 
-    /// Loads one version and publishes its state.
-    pub fn load(&self, model: &str, number: u64) {
+    /// After the initial load: fix the stable version so that versions appearing later get no traffic on their
+    /// own, and say so when the restored routing names versions that are not ready.
+    fn settle(&self, slot: &ModelSlot) {
+        let mut c = slot.control();
+        let routing = c.spec.resolve(&slot.versions());
+        let serving = routing.stable.as_ref().map(|v| v.number);
+        match (c.spec.stable, serving) {
+            (None, Some(n)) => {
+                c.spec.stable = Some(n);
+                slot.record(
+                    &mut c,
+                    "stable_selected",
+                    format!("version {n} is stable (highest ready)"),
+                    Default::default(),
+                );
+            }
+            (Some(want), Some(n)) if want != n => {
+                let msg = format!("restored stable version {want} is not ready; serving version {n} instead");
+                c.spec.stable = Some(n);
+                slot.record(&mut c, "stable_fallback", msg, Default::default());
+            }
+            _ => {}
+        }
+        if let Some(canary) = c.spec.canary
+            && routing.canary.is_none()
+        {
+            c.spec.canary = None;
+            let msg = format!("restored canary version {} is not ready; canary removed", canary.version);
+            slot.record(&mut c, "canary_dropped", msg, Default::default());
+        }
+        slot.publish(&c);
+        self.metrics.set_routing(slot);
+    }
+
+    /// Loads one version and publishes its state. Returns the failure reason, if any.
+    pub fn load(&self, model: &str, number: u64) -> Result<(), String> {
         let slot = self.slot(model);
         let version = number.to_string();
         let started = std::time::Instant::now();
@@ -189,17 +194,41 @@ impl Registry {
             };
             load_version(ctx, &dir, model, number)
         });
-        let state = match result {
+        let (state, outcome) = match result {
             Ok(v) => {
                 tracing::info!(model, version, ms = started.elapsed().as_millis() as u64, "version ready");
-                VersionState::Ready(Arc::new(v))
+                (VersionState::Ready(Arc::new(v)), Ok(()))
             }
             Err(reason) => {
                 tracing::error!(model, version, %reason, "version failed to load; it will not serve");
-                VersionState::Failed(reason)
+                (VersionState::Failed(reason.clone()), Err(reason))
             }
         };
         self.metrics.set_ready(model, &version, matches!(state, VersionState::Ready(_)));
-        slot.set_state(number, state);
+        slot.set_state(number, Some(state));
+        if self.initial_load_done() {
+            let mut c = slot.control();
+            let (kind, msg) = match &outcome {
+                Ok(()) => ("version_loaded", format!("version {number} loaded and passed its golden examples")),
+                Err(r) => ("version_failed", format!("version {number} failed to load: {r}")),
+            };
+            slot.record(&mut c, kind, msg, Default::default());
+            drop(c);
+            self.metrics.set_routing(&slot);
+            self.persist();
+        }
+        outcome
+    }
+
+    /// Writes every model's routing and journal to the state file. A failed write is logged, not fatal: serving
+    /// goes on, and the next change tries again.
+    pub fn persist(&self) {
+        let result = self.store.save(|| StateFile {
+            schema: 0,
+            models: self.models().iter().map(|s| (s.name.to_string(), s.snapshot())).collect(),
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, path = %self.store.path().display(), "cannot write the state file");
+        }
     }
 }

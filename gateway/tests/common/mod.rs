@@ -16,13 +16,26 @@ pub fn bundled_models() -> PathBuf {
     workspace().join("models")
 }
 
-/// A config serving `repository` on 127.0.0.1:0, with the ONNX Runtime library `make setup` installs.
+pub const TOKEN: &str = "test-admin-token";
+
+/// A fresh directory that outlives the test (small files under the system temp dir).
+pub fn scratch_dir() -> PathBuf {
+    tempfile::Builder::new().prefix("gateway-test-").tempdir().expect("tempdir").keep()
+}
+
+/// A config serving `repository` on 127.0.0.1:0, with the ONNX Runtime library `make setup` installs, a state
+/// directory of its own, and the admin token [`TOKEN`].
 pub fn config(repository: &Path) -> Config {
     let mut c = Config::default();
     c.server.http_addr = "127.0.0.1:0".into();
     c.server.metrics_addr = "127.0.0.1:0".into();
+    c.admin.addr = "127.0.0.1:0".into();
     c.models.repository = repository.to_path_buf();
     c.inference.threads = 2;
+    let dir = scratch_dir();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token file");
+    c.admin.token_file = Some(dir.join("token"));
+    c.state.dir = dir.join("state");
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
         c.onnxruntime.library = Some(workspace().join(".ort/lib/libonnxruntime.so"));
     }
@@ -89,4 +102,26 @@ pub fn breast_cancer_rows(rows: usize) -> Value {
         .collect();
     let data: Vec<f64> = (0..rows).flat_map(|_| means.clone()).collect();
     serde_json::json!({"inputs": [{"name": "input", "shape": [rows, 30], "datatype": "FP32", "data": data}]})
+}
+
+pub fn admin_url(gw: &Gateway, path: &str) -> String {
+    format!("http://{}{}", gw.admin_addr, path)
+}
+
+/// An admin call with the test token; returns status and JSON.
+pub async fn admin(
+    c: &reqwest::Client,
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = c.request(method, admin_url(gw, path)).bearer_auth(TOKEN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.expect("admin call");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }

@@ -1,0 +1,333 @@
+//! The admin API: model lifecycle and canary control for operators, on its own listener (loopback by default).
+//! Every call carries `Authorization: Bearer <token>`, compared in constant time; the token is never logged and
+//! never shown by `Debug`. With no token configured every call is refused, with the reason.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::api::error::ApiError;
+use crate::config::AdminConfig;
+use crate::core::Core;
+use crate::error::GatewayError;
+use crate::model::repository::parse_version;
+use crate::model::{ModelSlot, VersionState};
+use crate::routing::Weight;
+use crate::state::Event;
+
+/// The admin bearer token. `Debug` prints where it came from, never the token.
+#[derive(Clone)]
+pub struct AdminToken {
+    token: Option<Arc<[u8]>>,
+    source: String,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdminToken({}, {})", if self.token.is_some() { "set" } else { "unset" }, self.source)
+    }
+}
+
+impl AdminToken {
+    /// Reads the token from the configured file, else the configured environment variable.
+    pub fn from_config(cfg: &AdminConfig) -> Result<Self, String> {
+        let (value, source) = match &cfg.token_file {
+            Some(f) => (
+                std::fs::read_to_string(f).map_err(|e| format!("cannot read admin.token_file {}: {e}", f.display()))?,
+                format!("file {}", f.display()),
+            ),
+            None => (std::env::var(&cfg.token_env).unwrap_or_default(), format!("${}", cfg.token_env)),
+        };
+        let value = value.trim();
+        Ok(Self { token: (!value.is_empty()).then(|| Arc::from(value.as_bytes())), source })
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.token.is_some()
+    }
+
+    fn check(&self, header: Option<&str>) -> Result<(), GatewayError> {
+        let Some(expected) = &self.token else {
+            return Err(GatewayError::Unauthorized(format!(
+                "the admin API is disabled: no token is configured (set {} or admin.token_file)",
+                self.source
+            )));
+        };
+        let given = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+        match given {
+            None => Err(GatewayError::Unauthorized("missing 'Authorization: Bearer <token>' header".into())),
+            Some(g) if bool::from(g.as_bytes().ct_eq(expected)) => Ok(()),
+            Some(_) => Err(GatewayError::Unauthorized("invalid admin token".into())),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    core: Arc<Core>,
+    token: AdminToken,
+}
+
+pub fn router(core: Arc<Core>, token: AdminToken) -> Router {
+    let state = AdminState { core, token };
+    Router::new()
+        .route("/admin/models", get(list))
+        .route("/admin/models/{model}", get(show))
+        .route("/admin/models/{model}/events", get(events))
+        .route("/admin/models/{model}/versions/{version}/load", post(load))
+        .route("/admin/models/{model}/versions/{version}/unload", post(unload))
+        .route("/admin/models/{model}/canary", post(canary))
+        .route("/admin/models/{model}/canary/weight", put(weight))
+        .route("/admin/models/{model}/promote", post(promote))
+        .route("/admin/models/{model}/rollback", post(rollback))
+        .fallback(|| async {
+            let msg = "no such admin endpoint; see the README for the /admin routes";
+            (axum::http::StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": msg })))
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+async fn auth(State(st): State<AdminState>, req: Request, next: Next) -> Response {
+    let header = req.headers().get(AUTHORIZATION).and_then(|h| h.to_str().ok());
+    match st.token.check(header) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            tracing::warn!(path = %req.uri().path(), reason = %e, "admin call refused");
+            ApiError(e).into_response()
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CanaryView {
+    pub version: String,
+    pub weight_percent: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VersionView {
+    pub version: String,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub role: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelView {
+    pub name: String,
+    pub ready: bool,
+    pub stable: Option<String>,
+    pub canary: Option<CanaryView>,
+    pub versions: Vec<VersionView>,
+    /// The most recent events, newest last.
+    pub events: Vec<Event>,
+}
+
+fn view(slot: &ModelSlot, recent: usize) -> ModelView {
+    let routing = slot.routing();
+    let stable = routing.stable.as_ref().map(|v| v.number);
+    let canary = routing.canary.as_ref().map(|c| c.version.number);
+    let events: Vec<Event> = {
+        let c = slot.control();
+        c.events.iter().rev().take(recent).rev().cloned().collect()
+    };
+    ModelView {
+        name: slot.name.to_string(),
+        ready: slot.is_ready(),
+        stable: stable.map(|n| n.to_string()),
+        canary: routing
+            .canary
+            .as_ref()
+            .map(|c| CanaryView { version: c.version.version.to_string(), weight_percent: c.weight.percent() }),
+        versions: slot
+            .versions()
+            .iter()
+            .map(|(n, s)| VersionView {
+                version: n.to_string(),
+                state: s.label(),
+                reason: match s {
+                    VersionState::Failed(r) => Some(r.clone()),
+                    _ => None,
+                },
+                role: if Some(*n) == stable {
+                    "stable"
+                } else if Some(*n) == canary {
+                    "canary"
+                } else {
+                    "none"
+                },
+            })
+            .collect(),
+        events,
+    }
+}
+
+fn version_number(v: &str) -> Result<u64, GatewayError> {
+    parse_version(v).ok_or_else(|| GatewayError::invalid(format!("version '{v}' must be a positive integer")))
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, GatewayError> {
+    b.map(|Json(t)| t).map_err(|e| GatewayError::invalid(format!("invalid request body: {}", e.body_text())))
+}
+
+async fn list(State(st): State<AdminState>) -> Json<Vec<ModelView>> {
+    Json(st.core.registry.models().iter().map(|s| view(s, 10)).collect())
+}
+
+async fn show(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<ModelView>, ApiError> {
+    Ok(Json(view(&*st.core.model(&model)?, 50)))
+}
+
+async fn events(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<Vec<Event>>, ApiError> {
+    let slot = st.core.model(&model)?;
+    let events = slot.control().events.iter().cloned().collect();
+    Ok(Json(events))
+}
+
+/// Runs a blocking registry action off the async workers and answers with the model's new view.
+async fn act(
+    st: AdminState,
+    model: String,
+    f: impl FnOnce(&crate::model::Registry) -> Result<(), GatewayError> + Send + 'static,
+) -> Result<Json<ModelView>, ApiError> {
+    let core = st.core.clone();
+    let m = model.clone();
+    tokio::task::spawn_blocking(move || f(&core.registry))
+        .await
+        .map_err(|e| GatewayError::Internal(format!("admin task failed: {e}")))??;
+    Ok(Json(view(&*st.core.model(&m)?, 50)))
+}
+
+async fn load(
+    State(st): State<AdminState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<ModelView>, ApiError> {
+    let n = version_number(&version)?;
+    let m = model.clone();
+    act(st, model, move |r| r.load_on_request(&m, n)).await
+}
+
+async fn unload(
+    State(st): State<AdminState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<ModelView>, ApiError> {
+    let n = version_number(&version)?;
+    st.core.model(&model)?;
+    let m = model.clone();
+    act(st, model, move |r| r.unload(&m, n)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryBody {
+    version: serde_json::Value,
+    weight: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    #[serde(default, alias = "note")]
+    reason: String,
+}
+
+fn weight_of(w: f64) -> Result<Weight, GatewayError> {
+    Weight::from_percent(w)
+        .ok_or_else(|| GatewayError::invalid(format!("'weight' must be a percentage from 0 to 100, got {w}")))
+}
+
+async fn canary(
+    State(st): State<AdminState>,
+    Path(model): Path<String>,
+    b: Result<Json<CanaryBody>, JsonRejection>,
+) -> Result<Json<ModelView>, ApiError> {
+    let b = body(b)?;
+    // Versions may come as "2" or 2, as in the protocol's own metadata.
+    let v = match &b.version {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => return Err(GatewayError::invalid(format!("'version' must be a version number, got {other}")).into()),
+    };
+    let (n, w) = (version_number(&v)?, weight_of(b.weight)?);
+    let m = model.clone();
+    act(st, model, move |r| r.set_canary(&m, n, w)).await
+}
+
+async fn weight(
+    State(st): State<AdminState>,
+    Path(model): Path<String>,
+    b: Result<Json<WeightBody>, JsonRejection>,
+) -> Result<Json<ModelView>, ApiError> {
+    let w = weight_of(body(b)?.weight)?;
+    let m = model.clone();
+    act(st, model, move |r| r.set_canary_weight(&m, w)).await
+}
+
+/// An empty body is fine for promote and rollback.
+fn optional_note(b: Result<Json<NoteBody>, JsonRejection>) -> Result<String, GatewayError> {
+    match b {
+        Ok(Json(n)) => Ok(n.reason),
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(String::new()),
+        Err(e) => Err(GatewayError::invalid(format!("invalid request body: {}", e.body_text()))),
+    }
+}
+
+async fn promote(
+    State(st): State<AdminState>,
+    Path(model): Path<String>,
+    b: Result<Json<NoteBody>, JsonRejection>,
+) -> Result<Json<ModelView>, ApiError> {
+    let note = optional_note(b)?;
+    let m = model.clone();
+    act(st, model, move |r| r.promote(&m, &note)).await
+}
+
+async fn rollback(
+    State(st): State<AdminState>,
+    Path(model): Path<String>,
+    b: Result<Json<NoteBody>, JsonRejection>,
+) -> Result<Json<ModelView>, ApiError> {
+    let note = optional_note(b)?;
+    let m = model.clone();
+    act(st, model, move |r| r.rollback(&m, "manual", &note, serde_json::Value::Null)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(v: Option<&str>) -> AdminToken {
+        AdminToken { token: v.map(|t| Arc::from(t.as_bytes())), source: "$TEST".into() }
+    }
+
+    #[test]
+    fn tokens_are_checked_and_never_printed() {
+        let t = token(Some("s3cret"));
+        assert!(t.check(Some("Bearer s3cret")).is_ok());
+        assert!(t.check(Some("Bearer s3cre")).is_err());
+        assert!(t.check(Some("s3cret")).is_err());
+        assert!(t.check(None).is_err());
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let off = token(None);
+        let e = off.check(Some("Bearer anything")).expect_err("disabled").to_string();
+        assert!(e.contains("disabled") && e.contains("$TEST"), "{e}");
+    }
+}

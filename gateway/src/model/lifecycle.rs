@@ -1,0 +1,146 @@
+//! Operator actions on a model's routing: start a canary, change its weight, promote it, roll it back, unload a
+//! version. Each one checks and changes the spec under the model's control lock, swaps in the new routing table
+//! (requests in flight keep the version they started on), writes the journal and the state file.
+
+use crate::error::GatewayError;
+use crate::model::VersionState;
+use crate::model::registry::Registry;
+use crate::model::slot::{Control, ModelSlot};
+use crate::routing::spec::{CanarySpec, Weight};
+
+impl Registry {
+    fn existing(&self, model: &str) -> Result<std::sync::Arc<ModelSlot>, GatewayError> {
+        self.get(model).ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))
+    }
+
+    /// Applies a change under the control lock; on success publishes, records and persists.
+    fn change(
+        &self,
+        model: &str,
+        kind: &str,
+        f: impl FnOnce(&ModelSlot, &mut Control) -> Result<(String, serde_json::Value), GatewayError>,
+    ) -> Result<(), GatewayError> {
+        let slot = self.existing(model)?;
+        {
+            let mut c = slot.control();
+            let (message, data) = f(&slot, &mut c)?;
+            slot.publish(&c);
+            slot.record(&mut c, kind, message, data);
+        }
+        self.metrics.set_routing(&slot);
+        self.persist();
+        Ok(())
+    }
+
+    /// Sends `weight` of unpinned traffic to `version`, replacing any current canary.
+    pub fn set_canary(&self, model: &str, version: u64, weight: Weight) -> Result<(), GatewayError> {
+        self.change(model, "canary_started", |slot, c| {
+            slot.version(&version.to_string())?;
+            if c.spec.stable == Some(version) {
+                return Err(GatewayError::Conflict(format!("version {version} is already the stable version")));
+            }
+            c.spec.canary = Some(CanarySpec { version, weight });
+            Ok((format!("canary version {version} at {} %", weight.percent()), serde_json::Value::Null))
+        })
+    }
+
+    pub fn set_canary_weight(&self, model: &str, weight: Weight) -> Result<(), GatewayError> {
+        self.change(model, "weight_changed", |_, c| {
+            let canary = c.spec.canary.as_mut().ok_or_else(|| no_canary(model))?;
+            let before = canary.weight;
+            canary.weight = weight;
+            let msg =
+                format!("canary version {} from {} % to {} %", canary.version, before.percent(), weight.percent());
+            Ok((msg, serde_json::Value::Null))
+        })
+    }
+
+    /// The canary becomes the stable version and takes all unpinned traffic.
+    pub fn promote(&self, model: &str, note: &str) -> Result<(), GatewayError> {
+        self.change(model, "promoted", |slot, c| {
+            let canary = c.spec.canary.ok_or_else(|| no_canary(model))?;
+            slot.version(&canary.version.to_string())?;
+            let before = c.spec.stable;
+            c.spec.stable = Some(canary.version);
+            c.spec.canary = None;
+            self.metrics.promoted(model);
+            let was = before.map_or_else(|| "none".to_string(), |v| v.to_string());
+            Ok((
+                format!("version {} promoted to stable (was {was}){}", canary.version, suffix(note)),
+                serde_json::Value::Null,
+            ))
+        })
+    }
+
+    /// Makes `version` stable directly (no canary phase), for `models.serve_new_versions`.
+    pub fn set_stable(&self, model: &str, version: u64, note: &str) -> Result<(), GatewayError> {
+        self.change(model, "stable_changed", |slot, c| {
+            slot.version(&version.to_string())?;
+            let before = c.spec.stable;
+            c.spec.stable = Some(version);
+            if c.spec.canary.is_some_and(|k| k.version == version) {
+                c.spec.canary = None;
+            }
+            let was = before.map_or_else(|| "none".to_string(), |v| v.to_string());
+            Ok((format!("version {version} is stable (was {was}){}", suffix(note)), serde_json::Value::Null))
+        })
+    }
+
+    /// Removes the canary; stable keeps all traffic. `reason` is a short fixed label for metrics (`manual`,
+    /// `error_rate`, ...), `note` the human explanation, `data` the measurements behind it.
+    pub fn rollback(
+        &self,
+        model: &str,
+        reason: &'static str,
+        note: &str,
+        data: serde_json::Value,
+    ) -> Result<(), GatewayError> {
+        self.change(model, "rolled_back", |_, c| {
+            let canary = c.spec.canary.take().ok_or_else(|| no_canary(model))?;
+            self.metrics.rolled_back(model, reason);
+            Ok((format!("canary version {} rolled back ({reason}){}", canary.version, suffix(note)), data))
+        })
+    }
+
+    /// Unloads a version; its in-flight requests finish first (they hold it). Refused while it takes traffic.
+    pub fn unload(&self, model: &str, version: u64) -> Result<(), GatewayError> {
+        self.change(model, "version_unloaded", |slot, c| {
+            if !slot.versions().contains_key(&version) {
+                return Err(GatewayError::VersionNotFound { model: model.to_string(), version: version.to_string() });
+            }
+            let routing = slot.routing();
+            if c.spec.stable == Some(version) || routing.stable.as_ref().is_some_and(|v| v.number == version) {
+                return Err(GatewayError::Conflict(format!(
+                    "version {version} is the stable version; promote another version before unloading it"
+                )));
+            }
+            if c.spec.canary.is_some_and(|k| k.version == version) {
+                return Err(GatewayError::Conflict(format!(
+                    "version {version} is the canary; roll it back before unloading it"
+                )));
+            }
+            slot.remove_version(version);
+            self.metrics.set_ready(model, &version.to_string(), false);
+            Ok((format!("version {version} unloaded"), serde_json::Value::Null))
+        })
+    }
+
+    /// Loads a version on an operator's request. It gets no traffic until it is made canary or stable.
+    pub fn load_on_request(&self, model: &str, version: u64) -> Result<(), GatewayError> {
+        let slot = self.slot(model);
+        if matches!(slot.versions().get(&version), Some(VersionState::Ready(_) | VersionState::Loading)) {
+            return Err(GatewayError::Conflict(format!("version {version} of '{model}' is already loaded or loading")));
+        }
+        self.repository.version_dir(model, &version.to_string()).map_err(GatewayError::InvalidInput)?;
+        slot.set_state(version, Some(VersionState::Loading));
+        self.load(model, version).map_err(GatewayError::LoadFailed)
+    }
+}
+
+fn no_canary(model: &str) -> GatewayError {
+    GatewayError::Conflict(format!("model '{model}' has no canary"))
+}
+
+fn suffix(note: &str) -> String {
+    if note.is_empty() { String::new() } else { format!(": {note}") }
+}

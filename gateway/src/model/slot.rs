@@ -1,0 +1,144 @@
+//! One model: its versions, its live routing table, and the operator's intent behind it (the routing spec and the
+//! event journal). Requests touch only the two `ArcSwap`s; the spec and journal sit behind a mutex that only
+//! loaders and the admin path take.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+
+use crate::error::GatewayError;
+use crate::model::VersionState;
+use crate::model::repository::parse_version;
+use crate::model::version::ModelVersion;
+use crate::routing::{RouteHint, Routing, RoutingSpec};
+use crate::state::{Event, MAX_EVENTS, ModelState, now_rfc3339};
+
+pub struct ModelSlot {
+    pub name: Arc<str>,
+    versions: ArcSwap<BTreeMap<u64, VersionState>>,
+    routing: ArcSwap<Routing>,
+    control: Mutex<Control>,
+}
+
+/// What operators asked for, and what happened.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub spec: RoutingSpec,
+    pub events: VecDeque<Event>,
+}
+
+impl std::fmt::Debug for ModelSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ModelSlot({})", self.name)
+    }
+}
+
+impl ModelSlot {
+    pub fn new(name: &str, restored: Option<ModelState>) -> Self {
+        let restored = restored.unwrap_or_default();
+        let control = Control { spec: restored.routing, events: restored.events.into_iter().collect() };
+        Self {
+            name: name.into(),
+            versions: ArcSwap::from_pointee(BTreeMap::new()),
+            routing: Default::default(),
+            control: Mutex::new(control),
+        }
+    }
+
+    pub fn versions(&self) -> Arc<BTreeMap<u64, VersionState>> {
+        self.versions.load_full()
+    }
+
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    /// The control block; hold it across a check-and-change so concurrent admin calls cannot interleave.
+    pub fn control(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes a version's new state and rebuilds the routing table.
+    pub fn set_state(&self, number: u64, state: Option<VersionState>) {
+        let control = self.control();
+        self.versions.rcu(|m| {
+            let mut m = BTreeMap::clone(m);
+            match &state {
+                Some(s) => m.insert(number, s.clone()),
+                None => m.remove(&number),
+            };
+            m
+        });
+        self.publish(&control);
+    }
+
+    /// Drops a version from the map (the caller holds the control lock); in-flight calls keep their `Arc`.
+    pub fn remove_version(&self, number: u64) {
+        self.versions.rcu(|m| {
+            let mut m = BTreeMap::clone(m);
+            m.remove(&number);
+            m
+        });
+    }
+
+    /// Rebuilds the live table from the spec (call with the control lock held, after changing the spec).
+    pub fn publish(&self, control: &Control) {
+        self.routing.store(Arc::new(control.spec.resolve(&self.versions.load())));
+    }
+
+    /// Appends to the journal, with the routing as it now stands.
+    pub fn record(&self, control: &mut Control, kind: &str, message: String, data: serde_json::Value) {
+        let spec = &control.spec;
+        let event = Event {
+            at: now_rfc3339(),
+            kind: kind.to_string(),
+            message,
+            stable: spec.stable,
+            canary: spec.canary.map(|c| c.version),
+            weight_percent: spec.canary.map(|c| c.weight.percent()),
+            data,
+        };
+        tracing::info!(model = %self.name, kind, message = %event.message, "model event");
+        control.events.push_back(event);
+        while control.events.len() > MAX_EVENTS {
+            control.events.pop_front();
+        }
+    }
+
+    /// What to persist for this model.
+    pub fn snapshot(&self) -> ModelState {
+        let c = self.control();
+        ModelState { routing: c.spec.clone(), events: c.events.iter().cloned().collect() }
+    }
+
+    /// A ready version by its number as written in a URL or header.
+    pub fn version(&self, v: &str) -> Result<Arc<ModelVersion>, GatewayError> {
+        let not_found = || GatewayError::VersionNotFound { model: self.name.to_string(), version: v.to_string() };
+        let n = parse_version(v).ok_or_else(not_found)?;
+        let not_ready =
+            |reason: String| GatewayError::NotReady { model: self.name.to_string(), version: v.to_string(), reason };
+        match self.versions.load().get(&n) {
+            None => Err(not_found()),
+            Some(VersionState::Ready(mv)) => Ok(mv.clone()),
+            Some(VersionState::Loading) => Err(not_ready("still loading".into())),
+            Some(VersionState::Failed(reason)) => Err(not_ready(reason.clone())),
+        }
+    }
+
+    /// The version that serves a request: an explicit one (URL, then pin header), else the routing table's choice.
+    pub fn resolve(&self, hint: RouteHint<'_>) -> Result<Arc<ModelVersion>, GatewayError> {
+        if let Some(v) = hint.explicit() {
+            return self.version(v);
+        }
+        self.routing.load().choose(&self.name, hint.key).cloned().ok_or_else(|| GatewayError::NotReady {
+            model: self.name.to_string(),
+            version: "default".into(),
+            reason: "no version of this model is ready".into(),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.routing.load().stable.is_some()
+    }
+}
