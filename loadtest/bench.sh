@@ -33,8 +33,12 @@ wait_ready() {
   exit 1
 }
 
+# Each gateway gets its own ports, state directory and admin token: nothing here touches a gateway you run.
+export GATEWAY_ADMIN_TOKEN="bench-$$-$RANDOM"
+ADMIN=127.0.0.1:18003
 start_gateway() {
-  "$GW" --config "$1" --http-addr "$HTTP" --metrics-addr 127.0.0.1:18002 --log-format json >"$OUT/gateway-$2.log" 2>&1 &
+  "$GW" --config "$1" --http-addr "$HTTP" --metrics-addr 127.0.0.1:18002 --admin-addr "$ADMIN" \
+    --state-dir "$OUT/state-$2" --log-format json >"$OUT/gateway-$2.log" 2>&1 &
   pid=$!
   wait_ready "$HTTP" /v2/health/ready
 }
@@ -56,6 +60,8 @@ run 3b-closed-64rows-v2 --connections 16 --rows 64 --threads 2 --model-version 2
 stop
 
 start_gateway config/bench-features.toml features
+# Every feature on: batching (from the config) and a canary taking 10 % of the traffic.
+"$GW" admin --url "http://$ADMIN" canary "$MODEL" 1 10 >/dev/null
 run 4-open-8333rps-all-features --rate 8333 --connections 32
 run 5-closed-64conn-batching --connections 64 --threads 2
 stop

@@ -22,6 +22,12 @@ struct Cli {
     /// Overrides server.metrics_addr.
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Overrides admin.addr.
+    #[arg(long)]
+    admin_addr: Option<String>,
+    /// Overrides state.dir.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// Overrides models.repository.
     #[arg(long)]
     model_repository: Option<PathBuf>,
@@ -73,6 +79,12 @@ fn main() -> ExitCode {
     }
     if let Some(v) = cli.metrics_addr {
         config.server.metrics_addr = v;
+    }
+    if let Some(v) = cli.admin_addr {
+        config.admin.addr = v;
+    }
+    if let Some(v) = cli.state_dir {
+        config.state.dir = v;
     }
     if let Some(v) = cli.model_repository {
         config.models.repository = v;
