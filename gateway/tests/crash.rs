@@ -39,6 +39,8 @@ fn spawn(config: &std::path::Path) -> Proc {
             return Proc { child, http, admin };
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the gateway exited before listening");
 }
 
