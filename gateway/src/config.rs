@@ -15,6 +15,7 @@ pub struct Config {
     pub inference: InferenceConfig,
     pub batching: BatchingConfig,
     pub routing: RoutingConfig,
+    pub skew: SkewConfig,
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub onnxruntime: OnnxRuntimeConfig,
@@ -77,6 +78,55 @@ impl Default for ModelsConfig {
             watch_interval_ms: 2000,
             serve_new_versions: false,
         }
+    }
+}
+
+/// Train/serve skew checks on live inputs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SkewConfig {
+    /// Track feature drift and invariants at all.
+    pub enabled: bool,
+    /// Length of the sliding window that drift (PSI) is computed over, in seconds.
+    pub window_secs: u64,
+    /// Slots the window is divided into; it advances one slot at a time.
+    pub slots: usize,
+    /// NaN, infinities and values outside a feature's declared bounds: `reject` (400 naming the feature) or
+    /// `count` (serve, and count in `gateway_invalid_values_total`).
+    pub invalid_policy: crate::skew::InvalidPolicy,
+    /// A version older than this (now minus its manifest's `trained_at`) is marked stale; 0 turns it off.
+    pub max_model_age_days: f64,
+    /// Per-model overrides of `invalid_policy`.
+    pub models: std::collections::BTreeMap<String, SkewOverride>,
+}
+
+impl Default for SkewConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_secs: 300,
+            slots: 10,
+            invalid_policy: crate::skew::InvalidPolicy::Count,
+            max_model_age_days: 0.0,
+            models: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SkewOverride {
+    pub invalid_policy: Option<crate::skew::InvalidPolicy>,
+}
+
+impl SkewConfig {
+    pub fn policy(&self, model: &str) -> crate::skew::InvalidPolicy {
+        self.models.get(model).and_then(|o| o.invalid_policy).unwrap_or(self.invalid_policy)
+    }
+
+    /// How often the drift window advances.
+    pub fn slot_len(&self) -> Duration {
+        Duration::from_secs_f64(self.window_secs as f64 / self.slots.max(1) as f64)
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Core {
     pub strict_readiness: bool,
     /// Names of the pin and routing-key headers.
     pub routing: crate::config::RoutingConfig,
+    /// Versions older than this are stale (`skew.max_model_age_days`).
+    pub max_model_age: Option<std::time::Duration>,
 }
 
 impl Core {
@@ -65,6 +67,9 @@ impl Core {
         req: InferRequest,
     ) -> Result<(Option<String>, Vec<Tensor>), GatewayError> {
         let (inputs, rows) = v.validate_inputs(req.inputs, self.max_batch_rows)?;
+        if let Some(skew) = &v.skew {
+            skew.observe(&inputs, &v.input_names)?;
+        }
         if let Some(names) = &req.outputs {
             v.validate_outputs(names)?;
         }
@@ -92,6 +97,23 @@ impl Core {
                 .collect();
         }
         Ok((req.id, outputs))
+    }
+
+    /// Every ready version of every model.
+    pub fn ready_versions(&self) -> Vec<Arc<ModelVersion>> {
+        let mut out = Vec::new();
+        for slot in self.registry.models() {
+            for s in slot.versions().values() {
+                if let crate::model::VersionState::Ready(v) = s {
+                    out.push(v.clone());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn is_stale(&self, v: &ModelVersion) -> bool {
+        self.max_model_age.is_some_and(|max| v.age() > max)
     }
 
     /// Server readiness for `/v2/health/ready`.

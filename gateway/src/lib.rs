@@ -7,6 +7,7 @@
 //!   registry of loaded versions.
 //! - [`routing`]: the per-model routing table (stable, canary and weight) that picks the version answering a
 //!   request: URL version, pin header, sticky routing key, or a random draw.
+//! - [`skew`]: train/serve skew on live inputs: drift (PSI) against the training baseline, invariants.
 //! - [`state`]: routing and the event journal, written atomically and restored at start.
 //! - [`core`]: the request path shared by every front end (resolve, validate, infer, select outputs).
 //! - [`api`]: the HTTP front end, the admin API, the metrics endpoint, and the error-to-status table.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod routing;
+pub mod skew;
 pub mod state;
 pub mod telemetry;
 pub mod tensor;
@@ -92,6 +94,7 @@ impl Gateway {
             session_options,
             pool: pool.handle(),
             batching: config.batching.clone(),
+            skew: config.skew.clone(),
             metrics: metrics.clone(),
             store,
         }));
@@ -103,6 +106,8 @@ impl Gateway {
             max_body_bytes: config.server.max_body_bytes,
             strict_readiness: config.server.strict_readiness,
             routing: config.routing.clone(),
+            max_model_age: (config.skew.max_model_age_days > 0.0)
+                .then(|| Duration::from_secs_f64(config.skew.max_model_age_days * 86_400.0)),
         });
 
         let http = bind(resolved.http_addr, "server.http_addr").await?;
@@ -132,6 +137,24 @@ impl Gateway {
             let every = Duration::from_millis(config.models.watch_interval_ms);
             model::watch::spawn(core.registry.clone(), every, config.models.serve_new_versions, rx.clone())
         });
+        let drift_ticker = config.skew.enabled.then(|| {
+            let (core, every, mut stop) = (core.clone(), config.skew.slot_len(), rx.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            for v in core.ready_versions() {
+                                if let Some(s) = &v.skew {
+                                    s.drift.rotate();
+                                }
+                            }
+                        }
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            })
+        });
         let serve = |listener: TcpListener, app: axum::Router| {
             tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(signal(rx.clone())).into_future())
         };
@@ -154,8 +177,8 @@ impl Gateway {
                 tracing::warn!("grace period over; closing the remaining connections");
                 servers.iter().for_each(JoinHandle::abort);
             }
-            if let Some(w) = watcher {
-                let _ = w.await;
+            for t in [watcher, drift_ticker].into_iter().flatten() {
+                let _ = t.await;
             }
         });
         Ok(Self { http_addr, metrics_addr, admin_addr, core, shutdown, task })

@@ -31,6 +31,13 @@ pub struct Metrics {
     canary_weight: prometheus::GaugeVec,
     promotions: IntCounterVec,
     rollbacks: IntCounterVec,
+    invalid_values: IntCounterVec,
+    feature_psi: prometheus::GaugeVec,
+    feature_out_of_range: prometheus::GaugeVec,
+    psi_max: prometheus::GaugeVec,
+    window_rows: IntGaugeVec,
+    model_age: prometheus::GaugeVec,
+    model_stale: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,6 +117,40 @@ impl Metrics {
             Opts::new("gateway_rollbacks_total", "Canaries rolled back, by reason (manual or the failing check)."),
             &["model", "reason"],
         ));
+        let invalid_values = must(IntCounterVec::new(
+            Opts::new(
+                "gateway_invalid_values_total",
+                "Input values that were NaN, infinite or outside the declared bounds.",
+            ),
+            &["model", "version", "feature", "kind"],
+        ));
+        let feature_psi = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "gateway_feature_psi",
+                "Population stability index of a feature over the drift window vs training.",
+            ),
+            &["model", "version", "feature"],
+        ));
+        let feature_out_of_range = must(prometheus::GaugeVec::new(
+            Opts::new("gateway_feature_out_of_range_ratio", "Share of a feature's values outside the training range."),
+            &["model", "version", "feature"],
+        ));
+        let psi_max = must(prometheus::GaugeVec::new(
+            Opts::new("gateway_feature_psi_max", "Highest feature PSI of a version over the drift window."),
+            &["model", "version"],
+        ));
+        let window_rows = must(IntGaugeVec::new(
+            Opts::new("gateway_drift_window_rows", "Rows in the drift window (PSI needs at least 100)."),
+            &["model", "version"],
+        ));
+        let model_age = must(prometheus::GaugeVec::new(
+            Opts::new("gateway_model_age_seconds", "Time since the version was trained (manifest trained_at)."),
+            &["model", "version"],
+        ));
+        let model_stale = must(IntGaugeVec::new(
+            Opts::new("gateway_model_stale", "1 when the version is older than skew.max_model_age_days."),
+            &["model", "version"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -123,6 +164,13 @@ impl Metrics {
             Box::new(canary_weight.clone()),
             Box::new(promotions.clone()),
             Box::new(rollbacks.clone()),
+            Box::new(invalid_values.clone()),
+            Box::new(feature_psi.clone()),
+            Box::new(feature_out_of_range.clone()),
+            Box::new(psi_max.clone()),
+            Box::new(window_rows.clone()),
+            Box::new(model_age.clone()),
+            Box::new(model_stale.clone()),
         ] {
             must(registry.register(c));
         }
@@ -140,6 +188,13 @@ impl Metrics {
             canary_weight,
             promotions,
             rollbacks,
+            invalid_values,
+            feature_psi,
+            feature_out_of_range,
+            psi_max,
+            window_rows,
+            model_age,
+            model_stale,
         }
     }
 
@@ -186,6 +241,29 @@ impl Metrics {
 
     pub fn rolled_back(&self, model: &str, reason: &'static str) {
         self.rollbacks.with_label_values(&[model, reason]).inc();
+    }
+
+    pub fn invalid_value(&self, model: &str, version: &str, feature: &str, kind: &str) -> IntCounter {
+        self.invalid_values.with_label_values(&[model, version, feature, kind])
+    }
+
+    /// Mirrors a version's drift window and age into gauges; called at scrape time, off the request path.
+    pub fn set_skew(&self, v: &crate::model::ModelVersion, max_age: Option<std::time::Duration>) {
+        let (m, ver) = (&*v.model, &*v.version);
+        if let Some(skew) = &v.skew {
+            let snap = skew.drift.snapshot();
+            self.window_rows.with_label_values(&[m, ver]).set(snap.rows as i64);
+            self.psi_max.with_label_values(&[m, ver]).set(snap.max_psi.unwrap_or(0.0));
+            for f in &snap.features {
+                self.feature_psi.with_label_values(&[m, ver, &f.name]).set(f.psi.unwrap_or(0.0));
+                self.feature_out_of_range
+                    .with_label_values(&[m, ver, &f.name])
+                    .set(f.out_of_range_share.unwrap_or(0.0));
+            }
+        }
+        let age = v.age();
+        self.model_age.with_label_values(&[m, ver]).set(age.as_secs_f64());
+        self.model_stale.with_label_values(&[m, ver]).set(i64::from(max_age.is_some_and(|max| age > max)));
     }
 
     /// Renders the text exposition format.

@@ -66,7 +66,8 @@ def export(model, version: str, algorithm: str, x_train, x_test, y_test, feature
             "inputs": [
                 {
                     **tensor_spec("input", "FP32", [-1, 30]),
-                    "features": [feature_baseline(n, x_train[:, i]) for i, n in enumerate(feature_names)],
+                    # Every feature is a size, count or ratio of a cell nucleus: negative values are invalid.
+                    "features": [feature_baseline(n, x_train[:, i], lower=0.0) for i, n in enumerate(feature_names)],
                 }
             ],
             "outputs": [tensor_spec("label", "INT64", [-1]), tensor_spec("probabilities", "FP32", [-1, 2])],

@@ -23,12 +23,14 @@ MODELS_DIR = Path(__file__).resolve().parent.parent
 BASELINE_BINS = 10
 
 
-def feature_baseline(name: str, column: np.ndarray) -> dict:
+def feature_baseline(name: str, column: np.ndarray, lower: float | None = None, upper: float | None = None) -> dict:
     """Per-feature statistics the gateway compares live traffic against (drift, range checks).
 
     Bin edges are interior cut points at training quantiles: k edges make k+1 bins, bin i holds values v with
     edges[i-1] < v <= edges[i] (numpy `searchsorted(side="left")`, Rust `partition_point(|e| e < v)`).
     Quantile bins keep every bin populated, which keeps the population stability index finite and meaningful.
+    `lower`/`upper` declare the valid domain (not the training range): the gateway treats a value outside it like
+    NaN, rejecting or counting it by policy.
     """
     col = np.asarray(column, dtype=np.float64)
     finite = col[np.isfinite(col)]
@@ -36,7 +38,7 @@ def feature_baseline(name: str, column: np.ndarray) -> dict:
     edges = np.unique(qs)
     idx = np.searchsorted(edges, finite, side="left")
     counts = np.bincount(idx, minlength=len(edges) + 1)
-    return {
+    out = {
         "name": name,
         "mean": float(finite.mean()),
         "std": float(finite.std()),
@@ -46,6 +48,11 @@ def feature_baseline(name: str, column: np.ndarray) -> dict:
         "bin_edges": [float(e) for e in edges],
         "bin_counts": [int(c) for c in counts],
     }
+    if lower is not None:
+        out["lower"] = float(lower)
+    if upper is not None:
+        out["upper"] = float(upper)
+    return out
 
 
 def tensor_spec(name: str, datatype: str, shape: list[int]) -> dict:

@@ -101,9 +101,10 @@ def main() -> None:
             "inputs": [
                 {
                     **tensor_spec("features", "FP64", [-1, 9]),
-                    "features": [feature_baseline(n, xf["features"][:, i]) for i, n in enumerate(feat_names)],
+                    # Age, BMI, blood pressure and serum measurements: negative values are invalid.
+                    "features": [feature_baseline(n, xf["features"][:, i], lower=0.0) for i, n in enumerate(feat_names)],
                 },
-                {**tensor_spec("sex", "INT64", [-1, 1]), "features": [feature_baseline("sex", xf["sex"][:, 0])]},
+                {**tensor_spec("sex", "INT64", [-1, 1]), "features": [feature_baseline("sex", xf["sex"][:, 0], lower=1, upper=2)]},
             ],
             "outputs": [tensor_spec("progression", "FP64", [-1, 1])],
             "golden": golden,

@@ -83,6 +83,7 @@ pub fn router(core: Arc<Core>, token: AdminToken) -> Router {
         .route("/admin/models", get(list))
         .route("/admin/models/{model}", get(show))
         .route("/admin/models/{model}/events", get(events))
+        .route("/admin/models/{model}/skew", get(skew))
         .route("/admin/models/{model}/versions/{version}/load", post(load))
         .route("/admin/models/{model}/versions/{version}/unload", post(unload))
         .route("/admin/models/{model}/canary", post(canary))
@@ -194,6 +195,55 @@ async fn events(State(st): State<AdminState>, Path(model): Path<String>) -> Resu
     let slot = st.core.model(&model)?;
     let events = slot.control().events.iter().cloned().collect();
     Ok(Json(events))
+}
+
+#[derive(Debug, Serialize)]
+struct InvalidView {
+    feature: String,
+    nan: u64,
+    inf: u64,
+    out_of_bounds: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct SkewView {
+    version: String,
+    role: &'static str,
+    trained_at: String,
+    age_days: f64,
+    stale: bool,
+    invalid_policy: Option<crate::skew::InvalidPolicy>,
+    drift: Option<crate::skew::drift::DriftSnapshot>,
+    invalid_values: Vec<InvalidView>,
+}
+
+/// Train/serve skew of every ready version: drift over the window, invalid values, age.
+async fn skew(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let slot = st.core.model(&model)?;
+    let roles: std::collections::BTreeMap<String, &'static str> =
+        view(&slot, 0).versions.into_iter().map(|v| (v.version, v.role)).collect();
+    let mut out = Vec::new();
+    for s in slot.versions().values() {
+        let VersionState::Ready(v) = s else { continue };
+        out.push(SkewView {
+            version: v.version.to_string(),
+            role: roles.get(&*v.version).copied().unwrap_or("none"),
+            trained_at: v.manifest.trained_at.clone(),
+            age_days: v.age().as_secs_f64() / 86_400.0,
+            stale: st.core.is_stale(v),
+            invalid_policy: v.skew.as_ref().map(|s| s.policy()),
+            drift: v.skew.as_ref().map(|s| s.drift.snapshot()),
+            invalid_values: v
+                .skew
+                .as_ref()
+                .map(|s| s.invalid_totals())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(feature, c)| InvalidView { feature, nan: c[0], inf: c[1], out_of_bounds: c[2] })
+                .collect(),
+        });
+    }
+    Ok(Json(serde_json::json!({ "model": model, "versions": out })))
 }
 
 /// Runs a blocking registry action off the async workers and answers with the model's new view.

@@ -84,7 +84,7 @@ async fn server_metadata() -> Json<ServerMetadata> {
     Json(ServerMetadata { name: "gateway", version: env!("CARGO_PKG_VERSION"), extensions: vec![] })
 }
 
-fn metadata(slot: &ModelSlot, v: &ModelVersion) -> ModelMetadata {
+fn metadata(core: &Core, slot: &ModelSlot, v: &ModelVersion) -> ModelMetadata {
     let versions = slot.versions();
     ModelMetadata {
         name: slot.name.to_string(),
@@ -107,6 +107,8 @@ fn metadata(slot: &ModelSlot, v: &ModelVersion) -> ModelMetadata {
                 },
             })
             .collect(),
+        trained_at: v.manifest.trained_at.clone(),
+        stale: core.is_stale(v),
     }
 }
 
@@ -116,7 +118,7 @@ async fn model_metadata(
 ) -> Result<Json<ModelMetadata>, ApiError> {
     let slot = core.model(&model)?;
     let v = slot.resolve(RouteHint::default())?;
-    Ok(Json(metadata(&slot, &v)))
+    Ok(Json(metadata(&core, &slot, &v)))
 }
 
 async fn version_metadata(
@@ -125,7 +127,7 @@ async fn version_metadata(
 ) -> Result<Json<ModelMetadata>, ApiError> {
     let slot = core.model(&model)?;
     let v = slot.version(&version)?;
-    Ok(Json(metadata(&slot, &v)))
+    Ok(Json(metadata(&core, &slot, &v)))
 }
 
 async fn model_ready(State(core): State<Arc<Core>>, Path(model): Path<String>) -> Result<Response, ApiError> {

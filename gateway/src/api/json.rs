@@ -201,6 +201,9 @@ pub struct ModelMetadata {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub states: Vec<VersionStateWire>,
+    /// When the answering version was trained, and whether it is older than the configured maximum age.
+    pub trained_at: String,
+    pub stale: bool,
 }
 
 #[derive(Serialize)]

@@ -17,5 +17,8 @@ pub fn router(core: Arc<Core>) -> Router {
 async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {
     // Gauges that mirror live state are read at scrape time, keeping the request path free of them.
     core.metrics.queue_depth.set(core.pool.depth() as i64);
+    for v in core.ready_versions() {
+        core.metrics.set_skew(&v, core.max_model_age);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], core.metrics.render())
 }

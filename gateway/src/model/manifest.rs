@@ -19,6 +19,9 @@ pub struct Manifest {
     pub description: String,
     /// RFC 3339 time the model was trained; model age and staleness derive from it.
     pub trained_at: String,
+    /// `trained_at`, parsed (checked at load).
+    #[serde(skip)]
+    pub trained_at_time: Option<std::time::SystemTime>,
     /// Free-form facts about the training run (algorithm, data, metrics, library versions).
     #[serde(default)]
     pub training: serde_json::Value,
@@ -65,6 +68,11 @@ pub struct FeatureBaseline {
     /// Interior cut points: k edges make k+1 bins; bin i holds v with edges[i-1] < v <= edges[i].
     pub bin_edges: Vec<f64>,
     pub bin_counts: Vec<u64>,
+    /// Declared valid domain (not the training range): a value outside is invalid, like NaN.
+    #[serde(default)]
+    pub lower: Option<f64>,
+    #[serde(default)]
+    pub upper: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +113,8 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("invalid {}: {e}", path.display()))?;
+        let mut manifest = manifest;
+        manifest.trained_at_time = humantime::parse_rfc3339_weak(&manifest.trained_at).ok();
         let problems = manifest.problems(model, version);
         if problems.is_empty() {
             Ok(manifest)
@@ -123,6 +133,9 @@ impl Manifest {
         }
         if self.version != version {
             p.push(format!("version '{}' does not match the directory '{version}'", self.version));
+        }
+        if self.trained_at_time.is_none() {
+            p.push(format!("trained_at '{}' is not an RFC 3339 time", self.trained_at));
         }
         if self.inputs.is_empty() {
             p.push("no inputs declared".into());

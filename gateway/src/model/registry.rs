@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use ort::environment::Environment;
 
-use crate::config::BatchingConfig;
+use crate::config::{BatchingConfig, SkewConfig};
 use crate::metrics::Metrics;
 use crate::model::VersionState;
 use crate::model::onnx::SessionOptions;
@@ -27,6 +27,7 @@ pub struct Registry {
     session_options: SessionOptions,
     pool: PoolHandle,
     batching: BatchingConfig,
+    skew: SkewConfig,
     pub(crate) metrics: Metrics,
     store: StateStore,
     /// Model states read at start, handed to each model's slot when it is created.
@@ -47,6 +48,7 @@ pub struct RegistryParts {
     pub session_options: SessionOptions,
     pub pool: PoolHandle,
     pub batching: BatchingConfig,
+    pub skew: SkewConfig,
     pub metrics: Metrics,
     pub store: StateStore,
 }
@@ -75,6 +77,7 @@ impl Registry {
             session_options: p.session_options,
             pool: p.pool,
             batching: p.batching,
+            skew: p.skew,
             metrics: p.metrics,
             store: p.store,
             restored: Mutex::new(restored),
@@ -190,7 +193,9 @@ impl Registry {
                 session_options: &self.session_options,
                 pool: &self.pool,
                 batching: self.batching.policy(model),
+                skew: self.skew.enabled.then(|| (self.skew.slots, self.skew.policy(model))),
                 metrics: self.metrics.version(model, &version),
+                invalid_counter: &|feature, kind| self.metrics.invalid_value(model, &version, feature, kind),
             };
             load_version(ctx, &dir, model, number)
         });

@@ -10,6 +10,7 @@ use crate::model::batcher::{BatchPolicy, Batcher};
 use crate::model::manifest::{Manifest, TensorSpec};
 use crate::model::onnx::OnnxModel;
 use crate::model::pool::PoolHandle;
+use crate::skew::{InvalidPolicy, SkewMonitor};
 use crate::tensor::{Tensor, TensorData};
 
 pub struct ModelVersion {
@@ -20,6 +21,10 @@ pub struct ModelVersion {
     pub backend: Arc<OnnxModel>,
     /// Present when dynamic batching is on for this model.
     pub batcher: Option<Batcher>,
+    /// Present when skew checks are on.
+    pub skew: Option<SkewMonitor>,
+    /// Input names in signature order, for messages.
+    pub input_names: Vec<String>,
     pub metrics: VersionMetrics,
 }
 
@@ -84,6 +89,14 @@ impl ModelVersion {
             )));
         }
         Ok((ordered, batch))
+    }
+
+    /// Time since the version was trained.
+    pub fn age(&self) -> std::time::Duration {
+        self.manifest
+            .trained_at_time
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default()
     }
 
     /// Fails unless every output name is one the model has.
@@ -182,7 +195,11 @@ pub struct LoadContext<'a> {
     pub session_options: &'a crate::model::onnx::SessionOptions,
     pub pool: &'a PoolHandle,
     pub batching: Option<BatchPolicy>,
+    /// Window slots and invalid-value policy, when skew checks are on.
+    pub skew: Option<(usize, InvalidPolicy)>,
     pub metrics: VersionMetrics,
+    /// Counter for invalid values of (feature, kind).
+    pub invalid_counter: &'a dyn Fn(&str, &str) -> prometheus::IntCounter,
 }
 
 /// Loads one version from its directory: manifest, ONNX session(s) checked against it, golden examples, and its
@@ -203,6 +220,8 @@ pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) 
         }
         None => None,
     };
+    let skew = ctx.skew.map(|(slots, policy)| SkewMonitor::new(&manifest, slots, policy, ctx.invalid_counter));
+    let input_names = manifest.inputs.iter().map(|i| i.spec.name.clone()).collect();
     Ok(ModelVersion {
         model: model.into(),
         version: version.into(),
@@ -210,6 +229,8 @@ pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) 
         manifest,
         backend,
         batcher,
+        skew,
+        input_names,
         metrics: ctx.metrics,
     })
 }
