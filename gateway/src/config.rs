@@ -16,6 +16,9 @@ pub struct Config {
     pub batching: BatchingConfig,
     pub routing: RoutingConfig,
     pub skew: SkewConfig,
+    pub mirror: MirrorConfig,
+    pub capture: CaptureConfig,
+    pub feedback: FeedbackConfig,
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub onnxruntime: OnnxRuntimeConfig,
@@ -127,6 +130,58 @@ impl SkewConfig {
     /// How often the drift window advances.
     pub fn slot_len(&self) -> Duration {
         Duration::from_secs_f64(self.window_secs as f64 / self.slots.max(1) as f64)
+    }
+}
+
+/// Shadow traffic: copies of live requests run on a shadow version (set per model through the admin API).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// Copies that may wait for a shadow worker; beyond, copies are dropped and counted.
+    pub queue_capacity: usize,
+    /// Shadow calls in progress at once. They run only while an inference thread is idle.
+    pub workers: usize,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        Self { queue_capacity: 1024, workers: 2 }
+    }
+}
+
+/// The capture log: a sampled share of requests and answers as JSON Lines, for offline skew checks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Directory for `capture-*.jsonl`; unset turns capturing off.
+    pub dir: Option<PathBuf>,
+    /// Share of requests captured, percent.
+    pub percent: f64,
+    /// A file is closed and a new one started past this size.
+    pub max_file_mb: u64,
+    /// The oldest files are deleted past this total.
+    pub max_total_mb: u64,
+    /// Records that may wait for the writer; beyond, records are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self { dir: None, percent: 1.0, max_file_mb: 64, max_total_mb: 1024, queue_capacity: 4096 }
+    }
+}
+
+/// Delayed labels: answers to requests with an `id` are remembered so feedback can be joined to them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Answers remembered (oldest forgotten first); 0 turns feedback off.
+    pub capacity: usize,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self { capacity: 100_000 }
     }
 }
 

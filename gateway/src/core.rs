@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::mirror::capture::{CaptureLog, Record};
+use crate::mirror::feedback::FeedbackBook;
+use crate::mirror::{Mirror, ShadowJob};
 use crate::model::pool::InferencePool;
 use crate::model::{ModelSlot, ModelVersion, Registry};
-use crate::routing::RouteHint;
+use crate::routing::{RouteHint, WEIGHT_SCALE, Weight};
 use crate::tensor::Tensor;
 
 /// A decoded inference request, independent of the wire format.
@@ -40,6 +43,10 @@ pub struct Core {
     pub routing: crate::config::RoutingConfig,
     /// Versions older than this are stale (`skew.max_model_age_days`).
     pub max_model_age: Option<std::time::Duration>,
+    pub mirror: Mirror,
+    /// The capture log and the share of requests it takes.
+    pub capture: Option<(CaptureLog, Weight)>,
+    pub feedback: Option<FeedbackBook>,
 }
 
 impl Core {
@@ -55,7 +62,7 @@ impl Core {
         req: InferRequest,
     ) -> Result<InferResponse, (Option<Arc<ModelVersion>>, GatewayError)> {
         let v = slot.resolve(hint).map_err(|e| (None, e))?;
-        match self.run(&v, req).await {
+        match self.run(slot, &v, req).await {
             Ok((id, outputs)) => Ok(InferResponse { version: v, id, outputs }),
             Err(e) => Err((Some(v), e)),
         }
@@ -63,6 +70,7 @@ impl Core {
 
     async fn run(
         &self,
+        slot: &ModelSlot,
         v: &Arc<ModelVersion>,
         req: InferRequest,
     ) -> Result<(Option<String>, Vec<Tensor>), GatewayError> {
@@ -73,11 +81,17 @@ impl Core {
         if let Some(names) = &req.outputs {
             v.validate_outputs(names)?;
         }
+        // Decide before the inputs move into the call whether this request is copied anywhere afterwards; only
+        // sampled requests pay for the copy.
+        let shadow = slot.routing().sample_shadow(v).cloned();
+        let capture =
+            self.capture.as_ref().filter(|(_, share)| share.0 > 0 && fastrand::u32(0..WEIGHT_SCALE) < share.0);
+        let copy = (shadow.is_some() || capture.is_some()).then(|| inputs.clone());
         let submitted = match &v.batcher {
             Some(b) => b.submit(inputs, rows),
             None => {
                 v.metrics.batch_rows.observe(rows as f64);
-                self.pool.handle().submit(v.backend.clone(), inputs)
+                self.pool.handle_ref().submit(v.backend.clone(), inputs)
             }
         };
         let rx = submitted.inspect_err(|e| {
@@ -89,6 +103,12 @@ impl Core {
             rx.await.map_err(|_| GatewayError::Internal("the inference worker dropped the call".into()))?;
         v.metrics.inference_duration.observe(took.as_secs_f64());
         let mut outputs = result?;
+        if let Some(copy) = copy {
+            self.after_answer(v, shadow, capture.map(|c| &c.0), req.id.as_deref(), copy, &outputs);
+        }
+        if let (Some(book), Some(id)) = (&self.feedback, &req.id) {
+            book.remember(id, &v.model, v.number, &outputs);
+        }
         if let Some(names) = req.outputs {
             // Outputs come back in the order the client listed them.
             outputs = names
@@ -97,6 +117,44 @@ impl Core {
                 .collect();
         }
         Ok((req.id, outputs))
+    }
+
+    /// Hands copies of an answered request to the shadow and the capture log; both only enqueue.
+    fn after_answer(
+        &self,
+        v: &Arc<ModelVersion>,
+        shadow: Option<Arc<ModelVersion>>,
+        capture: Option<&CaptureLog>,
+        id: Option<&str>,
+        inputs: Vec<Tensor>,
+        outputs: &[Tensor],
+    ) {
+        let inputs = match (shadow, capture) {
+            (Some(s), Some(_)) => {
+                self.mirror.offer(ShadowJob {
+                    live: v.clone(),
+                    shadow: s,
+                    inputs: inputs.clone(),
+                    outputs: outputs.to_vec(),
+                });
+                inputs
+            }
+            (Some(s), None) => {
+                self.mirror.offer(ShadowJob { live: v.clone(), shadow: s, inputs, outputs: outputs.to_vec() });
+                return;
+            }
+            (None, _) => inputs,
+        };
+        if let Some(log) = capture {
+            log.offer(Record {
+                at: std::time::SystemTime::now(),
+                request_id: id.map(str::to_owned),
+                model: v.model.clone(),
+                version: v.version.clone(),
+                inputs,
+                outputs: outputs.to_vec(),
+            });
+        }
     }
 
     /// Every ready version of every model.

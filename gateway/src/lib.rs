@@ -12,6 +12,8 @@
 //! - [`core`]: the request path shared by every front end (resolve, validate, infer, select outputs).
 //! - [`api`]: the HTTP front end, the admin API, the metrics endpoint, and the error-to-status table.
 //! - [`cli`]: the `gateway admin ...` client.
+//! - [`mirror`]: after the answer, off the hot path: shadow copies and their divergence, the capture log,
+//!   delayed-label feedback.
 //! - [`metrics`]: Prometheus metric families.
 //! - [`telemetry`]: logging setup.
 //!
@@ -24,6 +26,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod metrics;
+pub mod mirror;
 pub mod model;
 pub mod routing;
 pub mod skew;
@@ -44,11 +47,15 @@ use crate::api::admin::AdminToken;
 use crate::config::Config;
 use crate::core::Core;
 use crate::metrics::Metrics;
+use crate::mirror::Mirror;
+use crate::mirror::capture::{CaptureLog, CaptureSettings};
+use crate::mirror::feedback::FeedbackBook;
 use crate::model::Registry;
 use crate::model::onnx::{SessionOptions, init_runtime, locate_library};
 use crate::model::pool::InferencePool;
 use crate::model::registry::RegistryParts;
 use crate::model::repository::Repository;
+use crate::routing::Weight;
 use crate::state::StateStore;
 
 /// A gateway whose listeners are bound and serving.
@@ -88,6 +95,21 @@ impl Gateway {
             intra_op_threads: config.inference.intra_op_threads,
         };
         let pool = InferencePool::new(resolved.inference_threads, config.inference.queue_capacity)?;
+        let pool_handle = pool.handle();
+        let capture = match &config.capture.dir {
+            Some(dir) => {
+                let settings = CaptureSettings {
+                    dir: dir.clone(),
+                    max_file_bytes: config.capture.max_file_mb * 1024 * 1024,
+                    max_total_bytes: config.capture.max_total_mb * 1024 * 1024,
+                    queue_capacity: config.capture.queue_capacity,
+                };
+                let log = CaptureLog::start(settings, metrics.capture_written.clone(), metrics.capture_dropped.clone())
+                    .map_err(|e| anyhow::anyhow!("cannot use capture.dir {}: {e}", dir.display()))?;
+                Some((log, Weight::from_percent(config.capture.percent).unwrap_or_default()))
+            }
+            None => None,
+        };
         let registry = Arc::new(Registry::new(RegistryParts {
             repository,
             env,
@@ -101,13 +123,16 @@ impl Gateway {
         let core = Arc::new(Core {
             registry,
             pool,
-            metrics,
+            metrics: metrics.clone(),
             max_batch_rows: config.models.max_batch_rows,
             max_body_bytes: config.server.max_body_bytes,
             strict_readiness: config.server.strict_readiness,
             routing: config.routing.clone(),
             max_model_age: (config.skew.max_model_age_days > 0.0)
                 .then(|| Duration::from_secs_f64(config.skew.max_model_age_days * 86_400.0)),
+            mirror: Mirror::start(config.mirror.queue_capacity, config.mirror.workers, pool_handle, metrics.clone()),
+            capture,
+            feedback: (config.feedback.capacity > 0).then(|| FeedbackBook::new(config.feedback.capacity)),
         });
 
         let http = bind(resolved.http_addr, "server.http_addr").await?;

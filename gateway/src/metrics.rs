@@ -38,6 +38,15 @@ pub struct Metrics {
     window_rows: IntGaugeVec,
     model_age: prometheus::GaugeVec,
     model_stale: IntGaugeVec,
+    mirror_dropped: IntCounterVec,
+    mirror_pairs: IntCounterVec,
+    label_compared: IntCounterVec,
+    label_disagreed: IntCounterVec,
+    divergence_abs: HistogramVec,
+    divergence_rel: HistogramVec,
+    pub capture_written: IntCounter,
+    pub capture_dropped: IntCounter,
+    feedback: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -151,6 +160,47 @@ impl Metrics {
             Opts::new("gateway_model_stale", "1 when the version is older than skew.max_model_age_days."),
             &["model", "version"],
         ));
+        let pair = ["model", "version", "shadow_version"];
+        let mirror_dropped = must(IntCounterVec::new(
+            Opts::new(
+                "gateway_mirror_dropped_total",
+                "Shadow copies dropped: queue_full, busy (no idle worker), shadow_error.",
+            ),
+            &["reason"],
+        ));
+        let mirror_pairs = must(IntCounterVec::new(
+            Opts::new("gateway_mirror_pairs_total", "Live/shadow answer pairs compared."),
+            &pair,
+        ));
+        let label_compared = must(IntCounterVec::new(
+            Opts::new("gateway_mirror_labels_compared_total", "Class labels compared between live and shadow."),
+            &pair,
+        ));
+        let label_disagreed = must(IntCounterVec::new(
+            Opts::new("gateway_mirror_label_disagreements_total", "Class labels on which live and shadow disagreed."),
+            &pair,
+        ));
+        let diff_buckets = vec![1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0];
+        let divergence_abs = must(HistogramVec::new(
+            HistogramOpts::new("gateway_mirror_abs_diff", "Absolute difference of numeric outputs, live vs shadow.")
+                .buckets(diff_buckets.clone()),
+            &pair,
+        ));
+        let divergence_rel = must(HistogramVec::new(
+            HistogramOpts::new("gateway_mirror_rel_diff", "Relative difference of numeric outputs, live vs shadow.")
+                .buckets(diff_buckets),
+            &pair,
+        ));
+        let capture_written =
+            must(IntCounter::new("gateway_capture_records_total", "Requests written to the capture log."));
+        let capture_dropped = must(IntCounter::new(
+            "gateway_capture_dropped_total",
+            "Capture records dropped because the writer was behind.",
+        ));
+        let feedback = must(IntCounterVec::new(
+            Opts::new("gateway_feedback_total", "Delayed labels joined, by outcome (correct, wrong, value)."),
+            &["model", "version", "outcome"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -171,6 +221,15 @@ impl Metrics {
             Box::new(window_rows.clone()),
             Box::new(model_age.clone()),
             Box::new(model_stale.clone()),
+            Box::new(mirror_dropped.clone()),
+            Box::new(mirror_pairs.clone()),
+            Box::new(label_compared.clone()),
+            Box::new(label_disagreed.clone()),
+            Box::new(divergence_abs.clone()),
+            Box::new(divergence_rel.clone()),
+            Box::new(capture_written.clone()),
+            Box::new(capture_dropped.clone()),
+            Box::new(feedback.clone()),
         ] {
             must(registry.register(c));
         }
@@ -195,6 +254,15 @@ impl Metrics {
             window_rows,
             model_age,
             model_stale,
+            mirror_dropped,
+            mirror_pairs,
+            label_compared,
+            label_disagreed,
+            divergence_abs,
+            divergence_rel,
+            capture_written,
+            capture_dropped,
+            feedback,
         }
     }
 
@@ -264,6 +332,27 @@ impl Metrics {
         let age = v.age();
         self.model_age.with_label_values(&[m, ver]).set(age.as_secs_f64());
         self.model_stale.with_label_values(&[m, ver]).set(i64::from(max_age.is_some_and(|max| age > max)));
+    }
+
+    pub fn mirror_dropped(&self, reason: &'static str) {
+        self.mirror_dropped.with_label_values(&[reason]).inc();
+    }
+
+    pub fn mirrored_pair(&self, model: &str, version: &str, shadow: &str, labels: u64, disagreed: u64) {
+        let l = [model, version, shadow];
+        self.mirror_pairs.with_label_values(&l).inc();
+        self.label_compared.with_label_values(&l).inc_by(labels);
+        self.label_disagreed.with_label_values(&l).inc_by(disagreed);
+    }
+
+    pub fn divergence(&self, model: &str, version: &str, shadow: &str, abs: f64, rel: f64) {
+        let l = [model, version, shadow];
+        self.divergence_abs.with_label_values(&l).observe(abs);
+        self.divergence_rel.with_label_values(&l).observe(rel);
+    }
+
+    pub fn feedback(&self, model: &str, version: &str, outcome: &'static str, n: u64) {
+        self.feedback.with_label_values(&[model, version, outcome]).inc_by(n);
     }
 
     /// Renders the text exposition format.

@@ -138,7 +138,11 @@ mod tests {
         models.insert(
             "m".to_string(),
             ModelState {
-                routing: RoutingSpec { stable: Some(1), canary: Some(CanarySpec { version: 2, weight: Weight(125) }) },
+                routing: RoutingSpec {
+                    stable: Some(1),
+                    canary: Some(CanarySpec { version: 2, weight: Weight(125) }),
+                    shadow: None,
+                },
                 events: vec![Event {
                     at: now_rfc3339(),
                     kind: "canary_started".into(),

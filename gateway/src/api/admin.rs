@@ -90,6 +90,7 @@ pub fn router(core: Arc<Core>, token: AdminToken) -> Router {
         .route("/admin/models/{model}/canary/weight", put(weight))
         .route("/admin/models/{model}/promote", post(promote))
         .route("/admin/models/{model}/rollback", post(rollback))
+        .route("/admin/models/{model}/shadow", post(shadow).delete(unshadow))
         .fallback(|| async {
             let msg = "no such admin endpoint; see the README for the /admin routes";
             (axum::http::StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": msg })))
@@ -117,6 +118,12 @@ pub struct CanaryView {
 }
 
 #[derive(Debug, Serialize)]
+pub struct ShadowView {
+    pub version: String,
+    pub percent: f64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct VersionView {
     pub version: String,
     pub state: &'static str,
@@ -131,6 +138,7 @@ pub struct ModelView {
     pub ready: bool,
     pub stable: Option<String>,
     pub canary: Option<CanaryView>,
+    pub shadow: Option<ShadowView>,
     pub versions: Vec<VersionView>,
     /// The most recent events, newest last.
     pub events: Vec<Event>,
@@ -152,6 +160,10 @@ fn view(slot: &ModelSlot, recent: usize) -> ModelView {
             .canary
             .as_ref()
             .map(|c| CanaryView { version: c.version.version.to_string(), weight_percent: c.weight.percent() }),
+        shadow: routing
+            .shadow
+            .as_ref()
+            .map(|s| ShadowView { version: s.version.version.to_string(), percent: s.share.percent() }),
         versions: slot
             .versions()
             .iter()
@@ -243,7 +255,35 @@ async fn skew(State(st): State<AdminState>, Path(model): Path<String>) -> Result
                 .collect(),
         });
     }
-    Ok(Json(serde_json::json!({ "model": model, "versions": out })))
+    let divergence: Vec<serde_json::Value> = st
+        .core
+        .mirror
+        .divergence
+        .for_model(&model)
+        .into_iter()
+        .map(|(live, shadow, s)| {
+            serde_json::json!({
+                "version": live.to_string(), "shadow_version": shadow.to_string(), "pairs": s.pairs,
+                "label_disagreement_rate": s.disagreement_rate(), "mean_abs_diff": s.mean_abs_diff(),
+                "mean_rel_diff": s.mean_rel_diff(), "max_abs_diff": s.max_abs_diff,
+            })
+        })
+        .collect();
+    let quality: Vec<serde_json::Value> = st
+        .core
+        .feedback
+        .as_ref()
+        .map(|f| f.quality(&model))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(v, q)| {
+            serde_json::json!({
+                "version": v.to_string(), "feedback": q.feedback, "accuracy": q.accuracy(),
+                "mean_abs_error": q.mean_abs_error(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "model": model, "versions": out, "divergence": divergence, "quality": quality })))
 }
 
 /// Runs a blocking registry action off the async workers and answers with the model's new view.
@@ -288,6 +328,13 @@ struct CanaryBody {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ShadowBody {
+    version: serde_json::Value,
+    percent: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WeightBody {
     weight: f64,
 }
@@ -304,19 +351,40 @@ fn weight_of(w: f64) -> Result<Weight, GatewayError> {
         .ok_or_else(|| GatewayError::invalid(format!("'weight' must be a percentage from 0 to 100, got {w}")))
 }
 
+/// Versions may come as "2" or 2, as in the protocol's own metadata.
+fn version_field(v: &serde_json::Value) -> Result<u64, GatewayError> {
+    match v {
+        serde_json::Value::String(s) => version_number(s),
+        serde_json::Value::Number(n) => version_number(&n.to_string()),
+        other => Err(GatewayError::invalid(format!("'version' must be a version number, got {other}"))),
+    }
+}
+
+async fn shadow(
+    State(st): State<AdminState>,
+    Path(model): Path<String>,
+    b: Result<Json<ShadowBody>, JsonRejection>,
+) -> Result<Json<ModelView>, ApiError> {
+    let b = body(b)?;
+    let n = version_field(&b.version)?;
+    let share = Weight::from_percent(b.percent)
+        .ok_or_else(|| GatewayError::invalid(format!("'percent' must be from 0 to 100, got {}", b.percent)))?;
+    let m = model.clone();
+    act(st, model, move |r| r.set_shadow(&m, n, share)).await
+}
+
+async fn unshadow(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<ModelView>, ApiError> {
+    let m = model.clone();
+    act(st, model, move |r| r.clear_shadow(&m)).await
+}
+
 async fn canary(
     State(st): State<AdminState>,
     Path(model): Path<String>,
     b: Result<Json<CanaryBody>, JsonRejection>,
 ) -> Result<Json<ModelView>, ApiError> {
     let b = body(b)?;
-    // Versions may come as "2" or 2, as in the protocol's own metadata.
-    let v = match &b.version {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        other => return Err(GatewayError::invalid(format!("'version' must be a version number, got {other}")).into()),
-    };
-    let (n, w) = (version_number(&v)?, weight_of(b.weight)?);
+    let (n, w) = (version_field(&b.version)?, weight_of(b.weight)?);
     let m = model.clone();
     act(st, model, move |r| r.set_canary(&m, n, w)).await
 }

@@ -65,6 +65,7 @@ pub fn router(core: Arc<Core>, limits: &Limits) -> Router {
         .route("/v2/models/{model}/versions/{version}", get(version_metadata))
         .route("/v2/models/{model}/ready", get(model_ready))
         .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
+        .route("/v2/models/{model}/feedback", post(feedback))
         .merge(infer)
         // axum's default 404 has no body; clients expect the protocol's error shape everywhere.
         .fallback(|| async {
@@ -143,6 +144,43 @@ async fn version_ready(
     let slot = core.model(&model)?;
     slot.version(&version)?;
     Ok(Json(serde_json::json!({ "name": model, "version": version, "ready": true })).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    /// The `id` of the inference request being labelled.
+    id: String,
+    /// The true value: one number per element of the answer's first output (a label, or a value).
+    value: serde_json::Value,
+}
+
+/// Joins a delayed label with the answer the gateway gave, for live accuracy per version.
+async fn feedback(
+    State(core): State<Arc<Core>>,
+    Path(model): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    core.model(&model)?;
+    let book = core
+        .feedback
+        .as_ref()
+        .ok_or_else(|| GatewayError::Conflict("feedback is off (feedback.capacity = 0)".into()))?;
+    // Any content type: curl -d sends form-encoded headers with a JSON body.
+    let b: FeedbackBody =
+        serde_json::from_slice(&body).map_err(|e| GatewayError::invalid(format!("invalid feedback: {e}")))?;
+    let nums = |v: &serde_json::Value| v.as_f64().or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))));
+    let truth: Vec<f64> = match &b.value {
+        serde_json::Value::Array(a) => a.iter().map(nums).collect::<Option<_>>(),
+        v => nums(v).map(|x| vec![x]),
+    }
+    .ok_or_else(|| GatewayError::invalid("'value' must be a number or an array of numbers"))?;
+    let (version, joined) = book.join(&model, &b.id, &truth)?;
+    let v = version.to_string();
+    core.metrics.feedback(&model, &v, "correct", joined.correct);
+    core.metrics.feedback(&model, &v, "wrong", joined.labels - joined.correct);
+    core.metrics.feedback(&model, &v, "value", joined.values);
+    Ok(Json(serde_json::json!({ "id": b.id, "model_name": model, "model_version": version.to_string() })))
 }
 
 async fn infer_default(State(core): State<Arc<Core>>, Path(model): Path<String>, req: Request) -> Response {

@@ -6,7 +6,7 @@ use crate::error::GatewayError;
 use crate::model::VersionState;
 use crate::model::registry::Registry;
 use crate::model::slot::{Control, ModelSlot};
-use crate::routing::spec::{CanarySpec, Weight};
+use crate::routing::spec::{CanarySpec, ShadowSpec, Weight};
 
 impl Registry {
     fn existing(&self, model: &str) -> Result<std::sync::Arc<ModelSlot>, GatewayError> {
@@ -86,6 +86,27 @@ impl Registry {
         })
     }
 
+    /// Copies `share` of live requests to `version` as a shadow (any ready version; the canary compares it with
+    /// stable on the same inputs). Its answers are compared and never returned.
+    pub fn set_shadow(&self, model: &str, version: u64, share: Weight) -> Result<(), GatewayError> {
+        self.change(model, "shadow_started", |slot, c| {
+            slot.version(&version.to_string())?;
+            c.spec.shadow = Some(ShadowSpec { version, share });
+            Ok((
+                format!("shadow version {version} gets a copy of {} % of requests", share.percent()),
+                serde_json::Value::Null,
+            ))
+        })
+    }
+
+    pub fn clear_shadow(&self, model: &str) -> Result<(), GatewayError> {
+        self.change(model, "shadow_stopped", |_, c| {
+            let s =
+                c.spec.shadow.take().ok_or_else(|| GatewayError::Conflict(format!("model '{model}' has no shadow")))?;
+            Ok((format!("shadow version {} stopped", s.version), serde_json::Value::Null))
+        })
+    }
+
     /// Removes the canary; stable keeps all traffic. `reason` is a short fixed label for metrics (`manual`,
     /// `error_rate`, ...), `note` the human explanation, `data` the measurements behind it.
     pub fn rollback(
@@ -117,6 +138,11 @@ impl Registry {
             if c.spec.canary.is_some_and(|k| k.version == version) {
                 return Err(GatewayError::Conflict(format!(
                     "version {version} is the canary; roll it back before unloading it"
+                )));
+            }
+            if c.spec.shadow.is_some_and(|k| k.version == version) {
+                return Err(GatewayError::Conflict(format!(
+                    "version {version} is the shadow; stop it before unloading it"
                 )));
             }
             slot.remove_version(version);

@@ -82,10 +82,17 @@ pub struct Job {
     pub reply: Reply,
 }
 
+/// What travels on the queue. `Stop` lets the pool shut its workers down while other handles (batchers, shadow
+/// workers) still exist: waiting for every handle to go away could wait forever inside an async runtime.
+enum Msg {
+    Job(Job),
+    Stop,
+}
+
 /// A cloneable way to queue calls; batchers hold one.
 #[derive(Clone)]
 pub struct PoolHandle {
-    tx: Sender<Job>,
+    tx: Sender<Msg>,
     capacity: usize,
     threads: usize,
     busy: Arc<AtomicUsize>,
@@ -100,15 +107,17 @@ impl std::fmt::Debug for PoolHandle {
 impl PoolHandle {
     /// Queues a call; fails fast when the queue is full, in which case the job's callers are told why too.
     pub fn try_submit(&self, job: Job) -> Result<(), GatewayError> {
-        let (job, e) = match self.tx.try_send(job) {
+        let (msg, e) = match self.tx.try_send(Msg::Job(job)) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Full(job)) => {
+            Err(TrySendError::Full(m)) => {
                 let msg = format!("inference queue is full ({} calls waiting); retry later", self.capacity);
-                (job, GatewayError::Overloaded(msg))
+                (m, GatewayError::Overloaded(msg))
             }
-            Err(TrySendError::Disconnected(job)) => (job, GatewayError::ShuttingDown),
+            Err(TrySendError::Disconnected(m)) => (m, GatewayError::ShuttingDown),
         };
-        job.reply.send(Err(e.clone()), Duration::ZERO);
+        if let Msg::Job(job) = msg {
+            job.reply.send(Err(e.clone()), Duration::ZERO);
+        }
         Err(e)
     }
 
@@ -153,7 +162,7 @@ impl InferencePool {
         let n = threads.max(1);
         let threads = (0..n)
             .map(|i| {
-                let (rx, busy): (Receiver<Job>, _) = (rx.clone(), busy.clone());
+                let (rx, busy): (Receiver<Msg>, _) = (rx.clone(), busy.clone());
                 std::thread::Builder::new().name(format!("infer-{i}")).spawn(move || worker(i, rx, busy))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -169,6 +178,11 @@ impl InferencePool {
         self.handle.as_ref().map_or(0, PoolHandle::depth)
     }
 
+    /// The handle, borrowed: the request path submits through it without cloning.
+    pub fn handle_ref(&self) -> &PoolHandle {
+        self.handle.as_ref().unwrap_or_else(|| unreachable!("pool handle used after drop"))
+    }
+
     pub fn threads(&self) -> usize {
         self.threads.len()
     }
@@ -176,16 +190,21 @@ impl InferencePool {
 
 impl Drop for InferencePool {
     fn drop(&mut self) {
-        // Closing the queue lets workers finish what is queued and exit once every other handle (batchers) is gone.
-        self.handle.take();
+        // Workers finish what is queued ahead of the stop messages, then exit; calls queued after them (from
+        // handles that outlive the pool) are answered "shutting down" when the last receiver goes.
+        if let Some(h) = self.handle.take() {
+            for _ in &self.threads {
+                let _ = h.tx.send(Msg::Stop);
+            }
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
-fn worker(index: usize, rx: Receiver<Job>, busy: Arc<AtomicUsize>) {
-    while let Ok(job) = rx.recv() {
+fn worker(index: usize, rx: Receiver<Msg>, busy: Arc<AtomicUsize>) {
+    while let Ok(Msg::Job(job)) = rx.recv() {
         if job.reply.abandoned() {
             // Every caller went away (timeout, disconnect) while the call waited: skip the work.
             continue;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::model::version::ModelVersion;
 
-pub use spec::{RoutingSpec, WEIGHT_SCALE, Weight};
+pub use spec::{RoutingSpec, ShadowSpec, WEIGHT_SCALE, Weight};
 
 /// The canary: a version and its share of unpinned traffic.
 #[derive(Debug, Clone)]
@@ -21,12 +21,20 @@ pub struct Canary {
     pub weight: Weight,
 }
 
+/// The shadow: receives a sampled copy of live requests; its answers are compared, never returned.
+#[derive(Debug, Clone)]
+pub struct Shadow {
+    pub version: Arc<ModelVersion>,
+    pub share: Weight,
+}
+
 /// The live routing table of one model, built from its [`RoutingSpec`] and the versions that are ready.
 #[derive(Debug, Default, Clone)]
 pub struct Routing {
     /// The version that answers requests that do not name one (and are not sent to the canary).
     pub stable: Option<Arc<ModelVersion>>,
     pub canary: Option<Canary>,
+    pub shadow: Option<Shadow>,
 }
 
 /// What a request says about where it wants to go.
@@ -76,6 +84,14 @@ pub fn key_bucket(model: &str, key: &[u8]) -> u32 {
 }
 
 impl Routing {
+    /// The shadow to copy a request answered by `answered` to, if this request is sampled. A version is never
+    /// its own shadow.
+    pub fn sample_shadow(&self, answered: &ModelVersion) -> Option<&Arc<ModelVersion>> {
+        let s = self.shadow.as_ref()?;
+        (s.version.number != answered.number && s.share.0 > 0 && fastrand::u32(0..WEIGHT_SCALE) < s.share.0)
+            .then_some(&s.version)
+    }
+
     /// The version for an unpinned request (the caller handles explicit versions).
     pub fn choose(&self, model: &str, key: Option<&[u8]>) -> Option<&Arc<ModelVersion>> {
         let Some(canary) = &self.canary else { return self.stable.as_ref() };

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Canary, Routing};
+
 use crate::model::VersionState;
 
 /// Weights are in basis points: 10000 is 100 %, so the resolution is 0.01 %.
@@ -34,11 +35,21 @@ pub struct CanarySpec {
     pub weight: Weight,
 }
 
+/// A shadow: a version that receives a sampled copy of live requests, off the hot path, for comparison only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowSpec {
+    pub version: u64,
+    /// Share of live requests copied, in basis points.
+    pub share: Weight,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingSpec {
     /// `None` until a version is ready: then the highest ready version becomes stable.
     pub stable: Option<u64>,
     pub canary: Option<CanarySpec>,
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
 }
 
 impl RoutingSpec {
@@ -60,7 +71,8 @@ impl RoutingSpec {
             .canary
             .and_then(|c| ready(c.version).map(|v| Canary { version: v, weight: c.weight }))
             .filter(|c| stable.as_ref().is_none_or(|s| s.number != c.version.number));
-        Routing { stable, canary }
+        let shadow = self.shadow.and_then(|s| ready(s.version).map(|v| super::Shadow { version: v, share: s.share }));
+        Routing { stable, canary, shadow }
     }
 }
 

@@ -1,0 +1,172 @@
+//! Prediction quality with delayed labels. Answers to requests that carried an `id` are remembered (bounded: the
+//! oldest are forgotten first); `POST /v2/models/{m}/feedback` with the id and the true value joins them and keeps
+//! live accuracy (integer outputs: class labels) or absolute error (numeric outputs) per version.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::error::GatewayError;
+use crate::tensor::{Tensor, TensorData};
+
+/// Shards keep concurrent requests from queuing on one lock.
+const SHARDS: usize = 16;
+
+#[derive(Debug, Clone)]
+struct Answer {
+    model: String,
+    version: u64,
+    /// The first output, flattened: the label(s) of a classifier, the value(s) of a regressor.
+    prediction: Vec<f64>,
+    classes: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<String, Answer>,
+    order: VecDeque<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Quality {
+    pub feedback: u64,
+    /// Labels compared and labels right (classifiers).
+    pub labels: u64,
+    pub correct: u64,
+    /// Values compared and the sum of absolute errors (regressors).
+    pub values: u64,
+    pub sum_abs_error: f64,
+}
+
+impl Quality {
+    pub fn accuracy(&self) -> Option<f64> {
+        (self.labels > 0).then(|| self.correct as f64 / self.labels as f64)
+    }
+
+    pub fn mean_abs_error(&self) -> Option<f64> {
+        (self.values > 0).then(|| self.sum_abs_error / self.values as f64)
+    }
+}
+
+#[derive(Debug)]
+pub struct FeedbackBook {
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+    quality: Mutex<BTreeMap<(String, u64), Quality>>,
+}
+
+impl FeedbackBook {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            quality: Mutex::default(),
+        }
+    }
+
+    fn shard(&self, id: &str) -> &Mutex<Shard> {
+        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        &self.shards[(h % SHARDS as u64) as usize]
+    }
+
+    /// Remembers an answer; called for requests with an id.
+    pub fn remember(&self, id: &str, model: &str, version: u64, outputs: &[Tensor]) {
+        let Some(first) = outputs.first() else { return };
+        let classes = !matches!(first.data, TensorData::F32(_) | TensorData::F64(_));
+        let prediction = (0..first.data.len()).map(|i| first.data.get_f64(i)).collect();
+        let mut s = self.shard(id).lock().unwrap_or_else(|p| p.into_inner());
+        if s.map.insert(id.to_string(), Answer { model: model.to_string(), version, prediction, classes }).is_none() {
+            s.order.push_back(id.to_string());
+        }
+        while s.order.len() > self.per_shard {
+            if let Some(old) = s.order.pop_front() {
+                s.map.remove(&old);
+            }
+        }
+    }
+
+    /// Joins a true value with the remembered answer. Returns the version that answered and what this joined.
+    pub fn join(&self, model: &str, id: &str, truth: &[f64]) -> Result<(u64, Quality), GatewayError> {
+        let answer = {
+            let mut s = self.shard(id).lock().unwrap_or_else(|p| p.into_inner());
+            let a = s.map.get(id).cloned().ok_or_else(|| GatewayError::VersionNotFound {
+                model: model.to_string(),
+                version: format!("request id '{id}' (unknown or expired)"),
+            })?;
+            if a.model != model {
+                return Err(GatewayError::invalid(format!(
+                    "request id '{id}' was answered by model '{}', not '{model}'",
+                    a.model
+                )));
+            }
+            if truth.len() != a.prediction.len() {
+                return Err(GatewayError::invalid(format!(
+                    "'value' has {} elements; the answer to '{id}' had {}",
+                    truth.len(),
+                    a.prediction.len()
+                )));
+            }
+            // One label per answer: a second feedback for the same id would count twice.
+            s.map.remove(id);
+            a
+        };
+        let mut this = Quality { feedback: 1, ..Default::default() };
+        for (p, t) in answer.prediction.iter().zip(truth) {
+            if answer.classes {
+                this.labels += 1;
+                this.correct += u64::from(p == t);
+            } else {
+                this.values += 1;
+                this.sum_abs_error += (p - t).abs();
+            }
+        }
+        let mut q = self.quality.lock().unwrap_or_else(|p| p.into_inner());
+        let e = q.entry((model.to_string(), answer.version)).or_default();
+        e.feedback += 1;
+        e.labels += this.labels;
+        e.correct += this.correct;
+        e.values += this.values;
+        e.sum_abs_error += this.sum_abs_error;
+        Ok((answer.version, this))
+    }
+
+    pub fn quality(&self, model: &str) -> Vec<(u64, Quality)> {
+        let q = self.quality.lock().unwrap_or_else(|p| p.into_inner());
+        q.iter().filter(|(k, _)| k.0 == model).map(|(k, v)| (k.1, v.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(v: Vec<i64>) -> Vec<Tensor> {
+        vec![Tensor { name: "label".into(), shape: vec![v.len() as i64], data: TensorData::I64(v) }]
+    }
+
+    #[test]
+    fn joins_compute_accuracy_and_unknown_ids_are_reported() {
+        let b = FeedbackBook::new(100);
+        b.remember("a", "m", 1, &label(vec![1]));
+        b.remember("b", "m", 1, &label(vec![0, 1]));
+        assert_eq!(b.join("m", "a", &[1.0]).expect("joined").0, 1);
+        b.join("m", "b", &[1.0, 1.0]).expect("joined");
+        let q = &b.quality("m")[0].1;
+        assert_eq!((q.feedback, q.labels, q.correct), (2, 3, 2));
+        assert!(b.join("m", "a", &[1.0]).expect_err("used").to_string().contains("unknown or expired"));
+        assert!(b.join("m", "zzz", &[1.0]).is_err());
+    }
+
+    #[test]
+    fn memory_is_bounded_oldest_first() {
+        let b = FeedbackBook::new(32);
+        for i in 0..1000 {
+            b.remember(&format!("id{i}"), "m", 1, &label(vec![1]));
+        }
+        assert!(b.join("m", "id0", &[1.0]).is_err(), "the oldest were forgotten");
+        assert!(b.join("m", "id999", &[1.0]).is_ok());
+        let kept: usize = b.shards.iter().map(|s| s.lock().expect("lock").map.len()).sum();
+        assert!(kept <= 32 + SHARDS, "{kept}");
+    }
+}
