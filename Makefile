@@ -11,7 +11,7 @@ VENV          := .venv
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: setup run build test lint fmt models bench clean-ort
+.PHONY: setup run build test test-rust test-python lint fmt models bench clean-ort
 
 setup: $(ORT_LIB)
 
@@ -33,8 +33,19 @@ build: setup
 run: build
 	./target/release/gateway --config $(CONFIG)
 
-test: setup
+test: test-rust test-python
+
+test-rust: setup
 	$(CARGO) test --workspace --locked
+
+# The training-side checks (capture replay), in a project-local venv with the pinned training requirements.
+test-python: $(VENV)/.installed
+	$(VENV)/bin/python -m unittest discover -s models/train -p 'test_*.py'
+
+$(VENV)/.installed: models/train/requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r models/train/requirements.txt
+	touch $@
 
 # The standard load scenarios against the release build; reports under bench-results/ (BENCH_DURATION=60 default).
 bench: setup
@@ -48,9 +59,7 @@ fmt:
 	$(CARGO) fmt --all
 
 # Retrain and re-export the bundled models (needs scikit-learn; installed into a project-local venv).
-models:
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r models/train/requirements.txt
+models: $(VENV)/.installed
 	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python breast_cancer.py
 	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python diabetes.py
 

@@ -50,8 +50,11 @@ run() { # name, extra loadtest args...
     --quiet --scenario "$name" --out "$OUT" "$@"
 }
 
-start_gateway config/gateway.toml default
+start_gateway config/bench-baseline.toml baseline
 run 1-open-8333rps-1row --rate 8333 --connections 32
+stop
+
+start_gateway config/gateway.toml default
 run 2-closed-64conn-1row --connections 64 --threads 2
 # 64 rows per request on each model: v1 (logistic regression) costs ONNX Runtime little, so it shows the gateway's
 # own per-prediction overhead; v2 (100 boosted trees) is bound by the model itself.
@@ -60,8 +63,10 @@ run 3b-closed-64rows-v2 --connections 16 --rows 64 --threads 2 --model-version 2
 stop
 
 start_gateway config/bench-features.toml features
-# Every feature on: batching (from the config) and a canary taking 10 % of the traffic.
+# Every feature on: batching, skew checks, capture and feedback (from the config), a canary taking 10 % of the
+# traffic, and a shadow getting a copy of 10 % of the requests.
 "$GW" admin --url "http://$ADMIN" canary "$MODEL" 1 10 >/dev/null
+"$GW" admin --url "http://$ADMIN" shadow "$MODEL" 1 10 >/dev/null
 run 4-open-8333rps-all-features --rate 8333 --connections 32
 run 5-closed-64conn-batching --connections 64 --threads 2
 stop

@@ -34,6 +34,12 @@ pub enum AdminCmd {
     Unload { model: String, version: String },
     /// Send a share of traffic (percent) to a version as the canary.
     Canary { model: String, version: String, weight: f64 },
+    /// Copy a share of requests (percent) to a version as the shadow; its answers are compared, never returned.
+    Shadow { model: String, version: String, percent: f64 },
+    /// Stop the shadow.
+    Unshadow { model: String },
+    /// Train/serve skew of every ready version: drift, invalid values, divergence, feedback accuracy.
+    Skew { model: String },
     /// Change the canary's share of traffic (percent).
     Weight { model: String, weight: f64 },
     /// Make the canary the stable version.
@@ -67,6 +73,13 @@ impl AdminCmd {
                 format!("/admin/models/{model}/canary"),
                 Some(json!({"version": version, "weight": weight})),
             ),
+            Self::Shadow { model, version, percent } => (
+                Method::POST,
+                format!("/admin/models/{model}/shadow"),
+                Some(json!({"version": version, "percent": percent})),
+            ),
+            Self::Unshadow { model } => (Method::DELETE, format!("/admin/models/{model}/shadow"), None),
+            Self::Skew { model } => (Method::GET, format!("/admin/models/{model}/skew"), None),
             Self::Weight { model, weight } => {
                 (Method::PUT, format!("/admin/models/{model}/canary/weight"), Some(json!({"weight": weight})))
             }

@@ -77,13 +77,26 @@ def export(model, version: str, algorithm: str, x_train, x_test, y_test, feature
     print(f"{NAME}/{version}: {algorithm}, test accuracy {accuracy:.3f}")
 
 
+def train() -> dict:
+    """The training-side models, deterministically (fixed seeds): what `replay_capture.py` compares serving with."""
+    ds, x_train, x_test, y_train, y_test = data()
+    lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=SEED)).fit(x_train, y_train)
+    gb = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=SEED).fit(x_train, y_train)
+    return {"1": lr, "2": gb}
+
+
+def predict(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The training-side pipeline on serving-side inputs, as the ONNX signature names them."""
+    x = inputs["input"].astype(np.float32)
+    return {"label": model.predict(x).astype(np.int64), "probabilities": model.predict_proba(x).astype(np.float32)}
+
+
 def main() -> None:
     ds, x_train, x_test, y_train, y_test = data()
     names = [str(n) for n in ds.feature_names]
-    lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=SEED)).fit(x_train, y_train)
-    export(lr, "1", "standard scaler + logistic regression", x_train, x_test, y_test, names)
-    gb = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=SEED).fit(x_train, y_train)
-    export(gb, "2", "gradient boosted trees (100 trees, depth 3)", x_train, x_test, y_test, names)
+    models = train()
+    export(models["1"], "1", "standard scaler + logistic regression", x_train, x_test, y_test, names)
+    export(models["2"], "2", "gradient boosted trees (100 trees, depth 3)", x_train, x_test, y_test, names)
 
 
 if __name__ == "__main__":

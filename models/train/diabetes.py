@@ -64,12 +64,28 @@ def build_graph(model, x_train: np.ndarray) -> onnx.ModelProto:
     return out
 
 
-def main() -> None:
+def split():
     ds = load_diabetes(scaled=False)
     x = ds.data.astype(np.float64)
     y = ds.target.astype(np.float64)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=SEED)
-    model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x_train, y_train)
+    return ds, *train_test_split(x, y, test_size=0.2, random_state=SEED)
+
+
+def train() -> dict:
+    """The training-side model, deterministically: what `replay_capture.py` compares serving with."""
+    _, x_train, _, y_train, _ = split()
+    return {"1": make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x_train, y_train)}
+
+
+def predict(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Serving-side inputs (`features` without sex, `sex` apart) back into the training column order."""
+    x = np.insert(inputs["features"].astype(np.float64), 1, inputs["sex"][:, 0].astype(np.float64), axis=1)
+    return {"progression": model.predict(x).reshape(-1, 1)}
+
+
+def main() -> None:
+    ds, x_train, x_test, y_train, y_test = split()
+    model = train()["1"]
     onx = build_graph(model, x_train)
 
     def feeds(m: np.ndarray) -> dict[str, np.ndarray]:
