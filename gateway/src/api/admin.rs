@@ -290,14 +290,14 @@ async fn skew(State(st): State<AdminState>, Path(model): Path<String>) -> Result
 async fn act(
     st: AdminState,
     model: String,
-    f: impl FnOnce(&crate::model::Registry) -> Result<(), GatewayError> + Send + 'static,
+    f: impl FnOnce(&crate::model::Registry, &str) -> Result<(), GatewayError> + Send + 'static,
 ) -> Result<Json<ModelView>, ApiError> {
     let core = st.core.clone();
     let m = model.clone();
-    tokio::task::spawn_blocking(move || f(&core.registry))
+    tokio::task::spawn_blocking(move || f(&core.registry, &m))
         .await
         .map_err(|e| GatewayError::Internal(format!("admin task failed: {e}")))??;
-    Ok(Json(view(&*st.core.model(&m)?, 50)))
+    Ok(Json(view(&*st.core.model(&model)?, 50)))
 }
 
 async fn load(
@@ -305,8 +305,7 @@ async fn load(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<ModelView>, ApiError> {
     let n = version_number(&version)?;
-    let m = model.clone();
-    act(st, model, move |r| r.load_on_request(&m, n)).await
+    act(st, model, move |r, m| r.load_on_request(m, n)).await
 }
 
 async fn unload(
@@ -315,8 +314,7 @@ async fn unload(
 ) -> Result<Json<ModelView>, ApiError> {
     let n = version_number(&version)?;
     st.core.model(&model)?;
-    let m = model.clone();
-    act(st, model, move |r| r.unload(&m, n)).await
+    act(st, model, move |r, m| r.unload(m, n)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,13 +367,11 @@ async fn shadow(
     let n = version_field(&b.version)?;
     let share = Weight::from_percent(b.percent)
         .ok_or_else(|| GatewayError::invalid(format!("'percent' must be from 0 to 100, got {}", b.percent)))?;
-    let m = model.clone();
-    act(st, model, move |r| r.set_shadow(&m, n, share)).await
+    act(st, model, move |r, m| r.set_shadow(m, n, share)).await
 }
 
 async fn unshadow(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<ModelView>, ApiError> {
-    let m = model.clone();
-    act(st, model, move |r| r.clear_shadow(&m)).await
+    act(st, model, move |r, m| r.clear_shadow(m)).await
 }
 
 async fn canary(
@@ -385,8 +381,7 @@ async fn canary(
 ) -> Result<Json<ModelView>, ApiError> {
     let b = body(b)?;
     let (n, w) = (version_field(&b.version)?, weight_of(b.weight)?);
-    let m = model.clone();
-    act(st, model, move |r| r.set_canary(&m, n, w)).await
+    act(st, model, move |r, m| r.set_canary(m, n, w)).await
 }
 
 async fn weight(
@@ -395,8 +390,7 @@ async fn weight(
     b: Result<Json<WeightBody>, JsonRejection>,
 ) -> Result<Json<ModelView>, ApiError> {
     let w = weight_of(body(b)?.weight)?;
-    let m = model.clone();
-    act(st, model, move |r| r.set_canary_weight(&m, w)).await
+    act(st, model, move |r, m| r.set_canary_weight(m, w)).await
 }
 
 /// An empty body is fine for promote and rollback.
@@ -414,8 +408,7 @@ async fn promote(
     b: Result<Json<NoteBody>, JsonRejection>,
 ) -> Result<Json<ModelView>, ApiError> {
     let note = optional_note(b)?;
-    let m = model.clone();
-    act(st, model, move |r| r.promote(&m, &note)).await
+    act(st, model, move |r, m| r.promote(m, &note)).await
 }
 
 async fn rollback(
@@ -424,8 +417,7 @@ async fn rollback(
     b: Result<Json<NoteBody>, JsonRejection>,
 ) -> Result<Json<ModelView>, ApiError> {
     let note = optional_note(b)?;
-    let m = model.clone();
-    act(st, model, move |r| r.rollback(&m, "manual", &note, serde_json::Value::Null)).await
+    act(st, model, move |r, m| r.rollback(m, "manual", &note, serde_json::Value::Null)).await
 }
 
 #[cfg(test)]

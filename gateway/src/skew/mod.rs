@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::GatewayError;
 use crate::model::manifest::Manifest;
 use crate::tensor::Tensor;
-use drift::{DriftStats, Feature};
+use drift::{DriftStats, Feature, Local};
 
 /// What to do with a request carrying NaN, an infinity or a value outside the declared bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -102,16 +102,20 @@ impl SkewMonitor {
                 }
             }
         }
+        let count_invalid = self.policy == InvalidPolicy::Count;
         for (i, f) in self.drift.features.iter().enumerate() {
             let t = &inputs[f.input];
-            for row in 0..t.shape[0] as usize {
-                let v = t.data.get_f64(row * f.row_len + f.offset);
-                if self.policy == InvalidPolicy::Count
-                    && let Some(kind) = invalid_kind(f, v)
-                {
-                    self.invalid[i][kind].inc();
+            let mut local = Local::default();
+            let mut invalid = [0u64; 3];
+            t.data.for_each_strided(f.offset, f.row_len, t.shape[0] as usize, |v| {
+                if count_invalid && let Some(kind) = invalid_kind(f, v) {
+                    invalid[kind] += 1;
                 }
-                self.drift.record(f, v);
+                DriftStats::count(f, &mut local, v);
+            });
+            self.drift.add(f, &local);
+            for (k, n) in invalid.iter().enumerate().filter(|(_, n)| **n > 0) {
+                self.invalid[i][k].inc_by(*n);
             }
         }
         Ok(())

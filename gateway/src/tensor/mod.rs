@@ -139,6 +139,20 @@ impl TensorData {
         arm!(U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
     }
 
+    /// Calls `f` with `n` values as f64, starting at `start`, `step` apart: one feature's column across rows. The
+    /// type dispatch happens once, not per value.
+    pub fn for_each_strided(&self, start: usize, step: usize, n: usize, mut f: impl FnMut(f64)) {
+        macro_rules! arm {
+            ($($v:ident),*) => {
+                match self {
+                    Self::Bool(d) => d.iter().skip(start).step_by(step.max(1)).take(n).for_each(|x| f(f64::from(u8::from(*x)))),
+                    $(Self::$v(d) => d.iter().skip(start).step_by(step.max(1)).take(n).for_each(|x| f(*x as f64)),)*
+                }
+            };
+        }
+        arm!(U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
+    }
+
     /// Copies `rows` (each `row_len` values long) starting at row `start` into a new buffer of the same type:
     /// how batched outputs are split back per request.
     pub fn slice_rows(&self, start: usize, rows: usize, row_len: usize) -> TensorData {
