@@ -63,11 +63,14 @@ run 3b-closed-64rows-v2 --connections 16 --rows 64 --threads 2 --model-version 2
 stop
 
 start_gateway config/bench-features.toml features
-# Every feature on: batching, skew checks, capture and feedback (from the config), a canary taking 10 % of the
-# traffic, and a shadow getting a copy of 10 % of the requests.
+# Every feature on: skew checks, capture and feedback (from the config), a canary taking 10 % of the traffic, and
+# a shadow getting a copy of 10 % of the requests. Compare its p99 with scenario 1's.
 "$GW" admin --url "http://$ADMIN" canary "$MODEL" 1 10 >/dev/null
 "$GW" admin --url "http://$ADMIN" shadow "$MODEL" 1 10 >/dev/null
 run 4-open-8333rps-all-features --rate 8333 --connections 32
+stop
+
+start_gateway config/bench-batching.toml batching
 run 5-closed-64conn-batching --connections 64 --threads 2
 stop
 
