@@ -33,7 +33,7 @@ build: setup
 run: build
 	./target/release/gateway --config $(CONFIG)
 
-test: test-rust test-python
+test: test-python test-rust
 
 test-rust: setup
 	$(CARGO) test --workspace --locked
