@@ -83,7 +83,7 @@ impl Core {
         }
         // Decide before the inputs move into the call whether this request is copied anywhere afterwards; only
         // sampled requests pay for the copy.
-        let shadow = slot.routing().sample_shadow(v).cloned();
+        let shadow = slot.routing_guard().sample_shadow(v).cloned();
         let capture =
             self.capture.as_ref().filter(|(_, share)| share.0 > 0 && fastrand::u32(0..WEIGHT_SCALE) < share.0);
         let copy = (shadow.is_some() || capture.is_some()).then(|| inputs.clone());

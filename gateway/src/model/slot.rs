@@ -54,6 +54,11 @@ impl ModelSlot {
         self.routing.load_full()
     }
 
+    /// The routing table without touching its reference count: for the request path.
+    pub fn routing_guard(&self) -> arc_swap::Guard<Arc<Routing>> {
+        self.routing.load()
+    }
+
     /// The control block; hold it across a check-and-change so concurrent admin calls cannot interleave.
     pub fn control(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|p| p.into_inner())
