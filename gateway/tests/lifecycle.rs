@@ -218,3 +218,39 @@ async fn a_new_version_directory_is_loaded_without_taking_traffic() {
     assert_eq!(infer_version(&c, &url(&gw, "/v2/models/breast-cancer/infer"), &[("x-model-version", "2")]).await, "2");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_model_that_appears_later_serves_its_first_version_and_not_its_next() {
+    let repo = scratch_dir();
+    copy_version("breast-cancer", "1", &repo, "1");
+    let mut cfg = config(&repo);
+    cfg.models.watch_interval_ms = 50;
+    cfg.server.strict_readiness = false;
+    let gw = start(cfg).await;
+    let c = client();
+    copy_version("diabetes", "1", &repo, "1");
+    let ready = async |v: &str| {
+        for _ in 0..200 {
+            let (_, m) = admin(&c, &gw, Method::GET, "/admin/models/diabetes", None).await;
+            if m["versions"]
+                .as_array()
+                .is_some_and(|vs| vs.iter().any(|x| x["version"] == json!(v) && x["state"] == json!("ready")))
+            {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("diabetes/{v} never became ready");
+    };
+    let m = ready("1").await;
+    assert_eq!(m["stable"], json!("1"), "a new model serves its first version");
+    copy_version("diabetes", "1", &repo, "2");
+    let m = ready("2").await;
+    assert_eq!(m["stable"], json!("1"), "its next version waits for an operator");
+    let body = json!({"inputs": [
+        {"name": "features", "shape": [1, 9], "datatype": "FP64", "data": [50, 25, 90, 180, 100, 50, 4, 4.5, 90]},
+        {"name": "sex", "shape": [1, 1], "datatype": "INT64", "data": [1]}]});
+    let (s, v) = post(&c, &url(&gw, "/v2/models/diabetes/infer"), body.to_string()).await;
+    assert_eq!((s, v["model_version"].clone()), (200, json!("1")));
+    gw.shutdown().await;
+}

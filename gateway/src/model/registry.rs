@@ -219,7 +219,9 @@ impl Registry {
             };
             slot.record(&mut c, kind, msg, Default::default());
             drop(c);
-            self.metrics.set_routing(&slot);
+            // A model that appeared after start gets its first ready version as stable, pinned, so that its later
+            // versions wait for an operator like everyone else's.
+            self.settle(&slot);
             self.persist();
         }
         outcome
