@@ -189,6 +189,21 @@ async fn routing_and_journal_survive_restarts_and_a_truncated_state_file() {
     gw.shutdown().await;
 }
 
+/// Polls the admin API until `model/version` is ready (the watcher loads it); returns the model's view.
+async fn wait_ready(c: &reqwest::Client, gw: &gateway::Gateway, model: &str, version: &str) -> Value {
+    for _ in 0..200 {
+        let (_, m) = admin(c, gw, Method::GET, &format!("/admin/models/{model}"), None).await;
+        let ready = m["versions"]
+            .as_array()
+            .is_some_and(|vs| vs.iter().any(|x| x["version"] == json!(version) && x["state"] == json!("ready")));
+        if ready {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{model}/{version} never became ready");
+}
+
 #[tokio::test]
 async fn a_new_version_directory_is_loaded_without_taking_traffic() {
     let repo = scratch_dir();
@@ -198,19 +213,9 @@ async fn a_new_version_directory_is_loaded_without_taking_traffic() {
     let gw = start(cfg).await;
     let c = client();
     copy_version("breast-cancer", "2", &repo, "2");
-    let mut role = Value::Null;
-    for _ in 0..200 {
-        let (_, v) = admin(&c, &gw, Method::GET, "/admin/models/breast-cancer", None).await;
-        if let Some(v2) =
-            v["versions"].as_array().and_then(|vs| vs.iter().find(|x| x["version"] == json!("2")).cloned())
-            && v2["state"] == json!("ready")
-        {
-            role = v2["role"].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(role, json!("none"), "version 2 loaded and waits for an operator");
+    let m = wait_ready(&c, &gw, "breast-cancer", "2").await;
+    let role = m["versions"].as_array().and_then(|vs| vs.iter().find(|x| x["version"] == json!("2")).cloned());
+    assert_eq!(role.map(|v| v["role"].clone()), Some(json!("none")), "version 2 loaded and waits for an operator");
     for _ in 0..20 {
         assert_eq!(infer_version(&c, &url(&gw, "/v2/models/breast-cancer/infer"), &[]).await, "1");
     }
@@ -229,23 +234,10 @@ async fn a_model_that_appears_later_serves_its_first_version_and_not_its_next() 
     let gw = start(cfg).await;
     let c = client();
     copy_version("diabetes", "1", &repo, "1");
-    let ready = async |v: &str| {
-        for _ in 0..200 {
-            let (_, m) = admin(&c, &gw, Method::GET, "/admin/models/diabetes", None).await;
-            if m["versions"]
-                .as_array()
-                .is_some_and(|vs| vs.iter().any(|x| x["version"] == json!(v) && x["state"] == json!("ready")))
-            {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("diabetes/{v} never became ready");
-    };
-    let m = ready("1").await;
+    let m = wait_ready(&c, &gw, "diabetes", "1").await;
     assert_eq!(m["stable"], json!("1"), "a new model serves its first version");
     copy_version("diabetes", "1", &repo, "2");
-    let m = ready("2").await;
+    let m = wait_ready(&c, &gw, "diabetes", "2").await;
     assert_eq!(m["stable"], json!("1"), "its next version waits for an operator");
     let body = json!({"inputs": [
         {"name": "features", "shape": [1, 9], "datatype": "FP64", "data": [50, 25, 90, 180, 100, 50, 4, 4.5, 90]},

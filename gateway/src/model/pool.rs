@@ -182,10 +182,6 @@ impl InferencePool {
     pub fn handle_ref(&self) -> &PoolHandle {
         self.handle.as_ref().unwrap_or_else(|| unreachable!("pool handle used after drop"))
     }
-
-    pub fn threads(&self) -> usize {
-        self.threads.len()
-    }
 }
 
 impl Drop for InferencePool {
