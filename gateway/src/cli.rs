@@ -54,6 +54,44 @@ pub enum AdminCmd {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Make a version stable directly (e.g. back to the previous one after a promotion).
+    Stable {
+        model: String,
+        version: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Automatic canary analysis: start a rollout, see it, or steer it.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// Start a rollout of a version as the canary, analysed and moved through the policy's weight steps.
+    Start {
+        model: String,
+        version: String,
+        /// Policy fields that differ from the configured policy, as JSON, e.g. '{"interval_secs": 5}'.
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// The current or last rollout, with its last analysis.
+    Status { model: String },
+    /// Stop analysing; the weight stays.
+    Pause { model: String },
+    /// Analyse again (with a fresh window).
+    Resume { model: String },
+    /// End the rollout and remove the canary.
+    Abort {
+        model: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Move to the next step now, without an analysis.
+    Skip { model: String },
+    /// Promote a rollout that waits for approval.
+    Approve { model: String },
 }
 
 impl AdminCmd {
@@ -89,6 +127,37 @@ impl AdminCmd {
             Self::Rollback { model, reason } => {
                 (Method::POST, format!("/admin/models/{model}/rollback"), Some(json!({"reason": reason})))
             }
+            Self::Stable { model, version, reason } => (
+                Method::PUT,
+                format!("/admin/models/{model}/stable"),
+                Some(json!({"version": version, "reason": reason})),
+            ),
+            Self::Rollout(cmd) => cmd.request(),
+        }
+    }
+}
+
+impl RolloutCmd {
+    fn request(&self) -> (Method, String, Option<Value>) {
+        let command = |model: &str, name: &str, reason: &str| {
+            (Method::POST, format!("/admin/models/{model}/rollout/{name}"), Some(json!({"reason": reason})))
+        };
+        match self {
+            Self::Start { model, version, policy } => {
+                // Invalid JSON is passed on as a string, so the API's message names the problem.
+                let policy = policy.as_deref().map(|p| serde_json::from_str(p).unwrap_or(Value::String(p.into())));
+                let mut body = json!({"version": version});
+                if let Some(p) = policy {
+                    body["policy"] = p;
+                }
+                (Method::POST, format!("/admin/models/{model}/rollout"), Some(body))
+            }
+            Self::Status { model } => (Method::GET, format!("/admin/models/{model}/rollout"), None),
+            Self::Pause { model } => command(model, "pause", ""),
+            Self::Resume { model } => command(model, "resume", ""),
+            Self::Abort { model, reason } => command(model, "abort", reason),
+            Self::Skip { model } => command(model, "skip", ""),
+            Self::Approve { model } => command(model, "approve", ""),
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct Config {
     pub mirror: MirrorConfig,
     pub capture: CaptureConfig,
     pub feedback: FeedbackConfig,
+    /// Automatic canary analysis: the default rollout policy and per-model overrides.
+    pub rollout: crate::rollout::RolloutConfig,
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub onnxruntime: OnnxRuntimeConfig,
@@ -347,6 +349,11 @@ impl Config {
         toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
     }
 
+    /// What rollout checks can measure with this config.
+    pub fn rollout_features(&self) -> crate::rollout::policy::Features {
+        crate::rollout::policy::Features { skew: self.skew.enabled, feedback: self.feedback.capacity > 0 }
+    }
+
     /// Checks every field and returns all problems together.
     pub fn validate(&self) -> Result<Resolved, Vec<String>> {
         let mut errors = Vec::new();
@@ -397,6 +404,7 @@ impl Config {
         if !self.models.repository.is_dir() {
             errors.push(format!("models.repository '{}' is not a directory", self.models.repository.display()));
         }
+        errors.extend(self.rollout.problems(self.rollout_features()));
         if !matches!(self.logging.format.as_str(), "plain" | "json") {
             errors.push(format!("logging.format = '{}' must be 'plain' or 'json'", self.logging.format));
         }

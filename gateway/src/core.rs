@@ -2,6 +2,7 @@
 //! signature, run it on the inference pool, select the outputs. HTTP (and later gRPC) only decode and encode.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -10,6 +11,7 @@ use crate::mirror::feedback::FeedbackBook;
 use crate::mirror::{Mirror, ShadowJob};
 use crate::model::pool::InferencePool;
 use crate::model::{ModelSlot, ModelVersion, Registry};
+use crate::rollout::stats::Outcome;
 use crate::routing::{RouteHint, WEIGHT_SCALE, Weight};
 use crate::tensor::Tensor;
 
@@ -30,6 +32,38 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
 }
 
+/// Which side of the version's success rate an error falls on; the status table decides what is the server's fault.
+fn outcome_of(e: &GatewayError) -> Outcome {
+    match e {
+        GatewayError::Overloaded(_) | GatewayError::ShuttingDown => Outcome::Shed,
+        e if crate::api::error::http_status(e).is_server_error() => Outcome::ServerError,
+        _ => Outcome::ClientError,
+    }
+}
+
+/// Records a request in its version's stats when it ends; a request dropped before it ends (a timeout, a client
+/// gone) counts as a server-side failure, since a version too slow to answer is failing.
+struct Tally<'a> {
+    version: &'a ModelVersion,
+    started: Instant,
+    done: bool,
+}
+
+impl Tally<'_> {
+    fn finish(&mut self, outcome: Outcome) {
+        self.done = true;
+        self.version.stats.record(outcome, self.started.elapsed());
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.version.stats.record(Outcome::ServerError, self.started.elapsed());
+        }
+    }
+}
+
 /// Shared state of a running gateway.
 #[derive(Debug)]
 pub struct Core {
@@ -47,6 +81,8 @@ pub struct Core {
     /// The capture log and the share of requests it takes.
     pub capture: Option<(CaptureLog, Weight)>,
     pub feedback: Option<FeedbackBook>,
+    /// Canary analysis and automatic rollouts.
+    pub rollouts: crate::rollout::Controller,
 }
 
 impl Core {
@@ -62,7 +98,14 @@ impl Core {
         req: InferRequest,
     ) -> Result<InferResponse, (Option<Arc<ModelVersion>>, GatewayError)> {
         let v = slot.resolve(hint).map_err(|e| (None, e))?;
-        match self.run(slot, &v, req).await {
+        let mut tally = Tally { version: &v, started: Instant::now(), done: false };
+        let result = self.run(slot, &v, req).await;
+        tally.finish(match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => outcome_of(e),
+        });
+        drop(tally);
+        match result {
             Ok((id, outputs)) => Ok(InferResponse { version: v, id, outputs }),
             Err(e) => Err((Some(v), e)),
         }
@@ -75,6 +118,7 @@ impl Core {
         req: InferRequest,
     ) -> Result<(Option<String>, Vec<Tensor>), GatewayError> {
         let (inputs, rows) = v.validate_inputs(req.inputs, self.max_batch_rows)?;
+        v.stats.add_rows(rows);
         if let Some(skew) = &v.skew {
             skew.observe(&inputs, &v.input_names)?;
         }

@@ -7,6 +7,7 @@
 //!   registry of loaded versions.
 //! - [`routing`]: the per-model routing table (stable, canary and weight) that picks the version answering a
 //!   request: URL version, pin header, sticky routing key, or a random draw.
+//! - [`rollout`]: automatic canary analysis: weight steps, checks against stable, promotion and rollback.
 //! - [`skew`]: train/serve skew on live inputs: drift (PSI) against the training baseline, invariants.
 //! - [`state`]: routing and the event journal, written atomically and restored at start.
 //! - [`core`]: the request path shared by every front end (resolve, validate, infer, select outputs).
@@ -28,6 +29,7 @@ pub mod error;
 pub mod metrics;
 pub mod mirror;
 pub mod model;
+pub mod rollout;
 pub mod routing;
 pub mod skew;
 pub mod state;
@@ -133,6 +135,7 @@ impl Gateway {
             mirror: Mirror::start(config.mirror.queue_capacity, config.mirror.workers, pool_handle, metrics.clone()),
             capture,
             feedback: (config.feedback.capacity > 0).then(|| FeedbackBook::new(config.feedback.capacity)),
+            rollouts: rollout::Controller::new(config.rollout.clone(), config.rollout_features()),
         });
 
         let http = bind(resolved.http_addr, "server.http_addr").await?;
@@ -142,11 +145,12 @@ impl Gateway {
             (http.local_addr()?, metrics_listener.local_addr()?, admin.local_addr()?);
         tracing::info!(%http_addr, %metrics_addr, %admin_addr, library = %library.display(), "gateway listening");
 
-        let loader = core.registry.clone();
+        let loader = core.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = loader.load_repository() {
+            if let Err(e) = loader.registry.load_repository() {
                 tracing::error!(error = %e, "cannot load the model repository");
             }
+            loader.rollouts.resume_after_restart(&loader);
         });
 
         let limits = api::http::Limits {
@@ -180,6 +184,24 @@ impl Gateway {
                 }
             })
         });
+        // Rollouts are analysed on their own intervals; this task only checks a few times a second which are due.
+        let controller = {
+            let (core, mut stop) = (core.clone(), rx.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if core.registry.initial_load_done() {
+                                core.rollouts.tick(&core);
+                            }
+                        }
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            })
+        };
         let serve = |listener: TcpListener, app: axum::Router| {
             tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(signal(rx.clone())).into_future())
         };
@@ -202,7 +224,7 @@ impl Gateway {
                 tracing::warn!("grace period over; closing the remaining connections");
                 servers.iter().for_each(JoinHandle::abort);
             }
-            for t in [watcher, drift_ticker].into_iter().flatten() {
+            for t in [watcher, drift_ticker, Some(controller)].into_iter().flatten() {
                 let _ = t.await;
             }
         });

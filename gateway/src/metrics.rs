@@ -47,6 +47,11 @@ pub struct Metrics {
     pub capture_written: IntCounter,
     pub capture_dropped: IntCounter,
     feedback: IntCounterVec,
+    rollout_phase: IntGaugeVec,
+    rollout_failed: IntGaugeVec,
+    rollout_step: IntGaugeVec,
+    rollout_decisions: IntCounterVec,
+    rollout_check: prometheus::GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -201,6 +206,37 @@ impl Metrics {
             Opts::new("gateway_feedback_total", "Delayed labels joined, by outcome (correct, wrong, value)."),
             &["model", "version", "outcome"],
         ));
+        let rollout_phase = must(IntGaugeVec::new(
+            Opts::new(
+                "gateway_rollout_phase",
+                "1 for the phase of a model's current or last rollout (progressing, paused, awaiting_approval, \
+                 promoted, rolled_back, aborted), 0 for the others.",
+            ),
+            &["model", "phase"],
+        ));
+        let rollout_failed = must(IntGaugeVec::new(
+            Opts::new("gateway_rollout_failed_intervals", "Failed analyses in the current rollout."),
+            &["model"],
+        ));
+        let rollout_step = must(IntGaugeVec::new(
+            Opts::new("gateway_rollout_step", "Weight step of the current rollout, from 1."),
+            &["model"],
+        ));
+        let rollout_decisions = must(IntCounterVec::new(
+            Opts::new(
+                "gateway_rollout_decisions_total",
+                "Rollout analyses by decision: advance, hold, failed, await_approval, promote, rollback.",
+            ),
+            &["model", "decision"],
+        ));
+        let rollout_check = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "gateway_rollout_check_value",
+                "Value a rollout check measured at the last analysis (NaN without data); thresholds are in the \
+                 journal.",
+            ),
+            &["model", "check"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -230,6 +266,11 @@ impl Metrics {
             Box::new(capture_written.clone()),
             Box::new(capture_dropped.clone()),
             Box::new(feedback.clone()),
+            Box::new(rollout_phase.clone()),
+            Box::new(rollout_failed.clone()),
+            Box::new(rollout_step.clone()),
+            Box::new(rollout_decisions.clone()),
+            Box::new(rollout_check.clone()),
         ] {
             must(registry.register(c));
         }
@@ -263,6 +304,11 @@ impl Metrics {
             capture_written,
             capture_dropped,
             feedback,
+            rollout_phase,
+            rollout_failed,
+            rollout_step,
+            rollout_decisions,
+            rollout_check,
         }
     }
 
@@ -309,6 +355,29 @@ impl Metrics {
 
     pub fn rolled_back(&self, model: &str, reason: &'static str) {
         self.rollbacks.with_label_values(&[model, reason]).inc();
+    }
+
+    /// Mirrors a model's rollout into the phase, step and failed-interval gauges.
+    pub fn set_rollout(&self, slot: &crate::model::ModelSlot) {
+        let c = slot.control();
+        let Some(r) = c.rollout.as_ref() else { return };
+        let m = &*slot.name;
+        for p in crate::rollout::machine::Phase::ALL {
+            self.rollout_phase.with_label_values(&[m, p.label()]).set(i64::from(p == r.phase));
+        }
+        self.rollout_failed.with_label_values(&[m]).set(i64::from(r.failed_intervals));
+        self.rollout_step.with_label_values(&[m]).set(r.step as i64 + 1);
+    }
+
+    pub fn rollout_decision(&self, model: &str, decision: &'static str) {
+        self.rollout_decisions.with_label_values(&[model, decision]).inc();
+    }
+
+    pub fn rollout_checks(&self, model: &str, checks: &[crate::rollout::analysis::CheckResult]) {
+        for c in checks {
+            let check = crate::rollout::analysis::reason_label(&c.check);
+            self.rollout_check.with_label_values(&[model, check]).set(c.value.unwrap_or(f64::NAN));
+        }
     }
 
     pub fn invalid_value(&self, model: &str, version: &str, feature: &str, kind: &str) -> IntCounter {

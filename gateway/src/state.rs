@@ -1,4 +1,5 @@
-//! State that must survive a restart: each model's routing (stable, canary and weight) and its event journal.
+//! State that must survive a restart: each model's routing (stable, canary and weight), its rollout, and its
+//! event journal.
 //! Written atomically (temp file, fsync, rename, fsync of the directory), so after a crash at any moment the file
 //! holds either the previous or the new state, never a mix. A missing file means a first start; a corrupt one is
 //! moved aside with a clear log line and the gateway starts from the repository defaults rather than crash-looping.
@@ -45,6 +46,9 @@ pub struct ModelState {
     pub routing: RoutingSpec,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// The current or last rollout; an active one resumes after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::machine::Rollout>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -152,6 +156,7 @@ mod tests {
                     weight_percent: Some(1.25),
                     data: serde_json::Value::Null,
                 }],
+                rollout: None,
             },
         );
         StateFile { schema: SCHEMA, models }

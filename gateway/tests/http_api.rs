@@ -17,7 +17,7 @@ async fn health_metadata_and_readiness_endpoints() {
 
     let (s, body) = get(&c, &url(&gw, "/v2/models/breast-cancer")).await;
     assert_eq!(s, 200);
-    assert_eq!(body["versions"], json!(["1", "2"]));
+    assert_eq!(body["versions"], json!(["1", "2", "3"]));
     assert_eq!(body["inputs"], json!([{"name": "input", "datatype": "FP32", "shape": [-1, 30]}]));
     assert_eq!(body["outputs"][0], json!({"name": "label", "datatype": "INT64", "shape": [-1]}));
     assert_eq!(body["outputs"][1], json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}));

@@ -1,4 +1,8 @@
-"""Train and export the `breast-cancer` model: version 1 (logistic regression), version 2 (gradient boosted trees).
+"""Train and export the `breast-cancer` model: version 1 (logistic regression), version 2 (gradient boosted trees),
+and version 3, a deliberately bad candidate for the rollout demonstration: the same trees trained on labels that a
+simulated data-pipeline bug flipped for large tumours, so it calls many malignant tumours benign. Its manifest marks
+it `"stage": "candidate"`, so the gateway never makes it stable on its own; only a canary (and the rollout
+controller, which rolls it back) gives it traffic.
 
 Input `input` FP32 [-1, 30]; outputs `label` INT64 [-1] and `probabilities` FP32 [-1, 2] (no ZipMap, so the
 probabilities are a plain tensor that any Open Inference Protocol client can read).
@@ -34,7 +38,7 @@ def data():
     return ds, x_train, x_test, y_train, y_test
 
 
-def export(model, version: str, algorithm: str, x_train, x_test, y_test, feature_names) -> None:
+def export(model, version: str, algorithm: str, x_train, x_test, y_test, feature_names, extra=None) -> None:
     onx = to_onnx(model, x_train[:1], options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
     # skl2onnx names the graph input `X`; the protocol name users see is `input`.
     onx.graph.input[0].name = "input"
@@ -72,6 +76,7 @@ def export(model, version: str, algorithm: str, x_train, x_test, y_test, feature
             ],
             "outputs": [tensor_spec("label", "INT64", [-1]), tensor_spec("probabilities", "FP32", [-1, 2])],
             "golden": golden,
+            **(extra or {}),
         },
     )
     print(f"{NAME}/{version}: {algorithm}, test accuracy {accuracy:.3f}")
@@ -82,7 +87,19 @@ def train() -> dict:
     ds, x_train, x_test, y_train, y_test = data()
     lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=SEED)).fit(x_train, y_train)
     gb = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=SEED).fit(x_train, y_train)
-    return {"1": lr, "2": gb}
+    bad = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=SEED)
+    bad.fit(x_train, corrupted(ds, x_train, y_train))
+    return {"1": lr, "2": gb, "3": bad}
+
+
+# The bug version 3 simulates: labels flipped for tumours whose worst area is above this training quantile.
+CORRUPT_QUANTILE = 0.6
+
+
+def corrupted(ds, x_train, y_train):
+    col = list(ds.feature_names).index("worst area")
+    cut = np.quantile(x_train[:, col], CORRUPT_QUANTILE)
+    return np.where(x_train[:, col] > cut, 1 - y_train, y_train)
 
 
 def predict(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -97,6 +114,16 @@ def main() -> None:
     models = train()
     export(models["1"], "1", "standard scaler + logistic regression", x_train, x_test, y_test, names)
     export(models["2"], "2", "gradient boosted trees (100 trees, depth 3)", x_train, x_test, y_test, names)
+    export(
+        models["3"],
+        "3",
+        "gradient boosted trees on corrupted labels (deliberately bad: for the rollback demonstration)",
+        x_train,
+        x_test,
+        y_test,
+        names,
+        extra={"stage": "candidate"},
+    )
 
 
 if __name__ == "__main__":

@@ -91,6 +91,9 @@ pub fn router(core: Arc<Core>, token: AdminToken) -> Router {
         .route("/admin/models/{model}/promote", post(promote))
         .route("/admin/models/{model}/rollback", post(rollback))
         .route("/admin/models/{model}/shadow", post(shadow).delete(unshadow))
+        .route("/admin/models/{model}/stable", put(stable))
+        .route("/admin/models/{model}/rollout", post(rollout_start).get(rollout_show))
+        .route("/admin/models/{model}/rollout/{command}", post(rollout_command))
         .fallback(|| async {
             let msg = "no such admin endpoint; see the README for the /admin routes";
             (axum::http::StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": msg })))
@@ -292,12 +295,20 @@ async fn act(
     model: String,
     f: impl FnOnce(&crate::model::Registry, &str) -> Result<(), GatewayError> + Send + 'static,
 ) -> Result<Json<ModelView>, ApiError> {
-    let core = st.core.clone();
     let m = model.clone();
-    tokio::task::spawn_blocking(move || f(&core.registry, &m))
-        .await
-        .map_err(|e| GatewayError::Internal(format!("admin task failed: {e}")))??;
+    blocking(&st, move |core| f(&core.registry, &m)).await?;
     Ok(Json(view(&*st.core.model(&model)?, 50)))
+}
+
+/// Runs an action that takes locks and writes the state file, off the async workers.
+async fn blocking<T: Send + 'static>(
+    st: &AdminState,
+    f: impl FnOnce(&Core) -> Result<T, GatewayError> + Send + 'static,
+) -> Result<T, GatewayError> {
+    let core = st.core.clone();
+    tokio::task::spawn_blocking(move || f(&core))
+        .await
+        .map_err(|e| GatewayError::Internal(format!("admin task failed: {e}")))?
 }
 
 async fn load(
@@ -418,6 +429,85 @@ async fn rollback(
 ) -> Result<Json<ModelView>, ApiError> {
     let note = optional_note(b)?;
     act(st, model, move |r, m| r.rollback(m, "manual", &note, serde_json::Value::Null)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StableBody {
+    version: serde_json::Value,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Makes a version stable directly, e.g. to go back to the previous version after a promotion.
+async fn stable(
+    State(st): State<AdminState>,
+    Path(model): Path<String>,
+    b: Result<Json<StableBody>, JsonRejection>,
+) -> Result<Json<ModelView>, ApiError> {
+    let b = body(b)?;
+    let n = version_field(&b.version)?;
+    let note = if b.reason.is_empty() { "set by an operator".to_string() } else { b.reason };
+    act(st, model, move |r, m| r.set_stable(m, n, &note)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    version: serde_json::Value,
+    /// Policy fields that differ from the model's configured policy.
+    #[serde(default)]
+    policy: Option<serde_json::Value>,
+}
+
+/// A rollout as the API shows it: the stored state plus its weight steps and current weight.
+fn rollout_view(r: &crate::rollout::machine::Rollout) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        let steps: Vec<f64> = r.policy.steps().iter().map(|w| w.percent()).collect();
+        o.insert("weight_percent".into(), serde_json::json!(r.weight().percent()));
+        o.insert("steps_percent".into(), serde_json::json!(steps));
+    }
+    v
+}
+
+async fn rollout_start(
+    State(st): State<AdminState>,
+    Path(model): Path<String>,
+    b: Result<Json<RolloutBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b = body(b)?;
+    let n = version_field(&b.version)?;
+    if b.policy.as_ref().is_some_and(|p| !p.is_object()) {
+        return Err(GatewayError::invalid("'policy' must be an object of policy fields").into());
+    }
+    st.core.model(&model)?;
+    let r = blocking(&st, move |core| core.rollouts.start(core, &model, n, b.policy.as_ref())).await?;
+    Ok(Json(rollout_view(&r)))
+}
+
+async fn rollout_show(
+    State(st): State<AdminState>,
+    Path(model): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let slot = st.core.model(&model)?;
+    let r = slot.control().rollout.clone();
+    Ok(Json(r.as_ref().map_or(serde_json::Value::Null, rollout_view)))
+}
+
+async fn rollout_command(
+    State(st): State<AdminState>,
+    Path((model, command)): Path<(String, String)>,
+    b: Result<Json<NoteBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cmd = crate::rollout::Command::parse(&command).ok_or_else(|| {
+        GatewayError::invalid(format!("unknown rollout command '{command}'; use pause, resume, abort, skip or approve"))
+    })?;
+    let note = optional_note(b)?;
+    st.core.model(&model)?;
+    let m = model.clone();
+    blocking(&st, move |core| core.rollouts.command(core, &m, cmd, &note)).await?;
+    rollout_show(State(st), Path(model)).await
 }
 
 #[cfg(test)]

@@ -34,6 +34,19 @@ impl PairStats {
     pub fn mean_rel_diff(&self) -> Option<f64> {
         (self.values_compared > 0).then(|| self.sum_rel_diff / self.values_compared as f64)
     }
+
+    /// What was added after `earlier` (the maximum cannot be diffed: it stays the running one).
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            pairs: self.pairs.saturating_sub(earlier.pairs),
+            label_compared: self.label_compared.saturating_sub(earlier.label_compared),
+            label_disagreed: self.label_disagreed.saturating_sub(earlier.label_disagreed),
+            values_compared: self.values_compared.saturating_sub(earlier.values_compared),
+            sum_abs_diff: (self.sum_abs_diff - earlier.sum_abs_diff).max(0.0),
+            max_abs_diff: self.max_abs_diff,
+            sum_rel_diff: (self.sum_rel_diff - earlier.sum_rel_diff).max(0.0),
+        }
+    }
 }
 
 /// Key: model, live version, shadow version.
@@ -79,6 +92,12 @@ impl DivergenceBook {
         t.sum_abs_diff += s.sum_abs_diff;
         t.sum_rel_diff += s.sum_rel_diff;
         t.max_abs_diff = t.max_abs_diff.max(s.max_abs_diff);
+    }
+
+    /// Totals for one (live, shadow) pair of a model.
+    pub fn pair(&self, model: &str, live: u64, shadow: u64) -> PairStats {
+        let book = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        book.get(&(model.to_string(), live, shadow)).cloned().unwrap_or_default()
     }
 
     /// Totals for every pair of one model.

@@ -47,6 +47,17 @@ impl Quality {
     pub fn mean_abs_error(&self) -> Option<f64> {
         (self.values > 0).then(|| self.sum_abs_error / self.values as f64)
     }
+
+    /// What was joined after `earlier`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            feedback: self.feedback.saturating_sub(earlier.feedback),
+            labels: self.labels.saturating_sub(earlier.labels),
+            correct: self.correct.saturating_sub(earlier.correct),
+            values: self.values.saturating_sub(earlier.values),
+            sum_abs_error: (self.sum_abs_error - earlier.sum_abs_error).max(0.0),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -6,6 +6,7 @@ use crate::error::GatewayError;
 use crate::model::VersionState;
 use crate::model::registry::Registry;
 use crate::model::slot::{Control, ModelSlot};
+use crate::rollout::machine::Phase;
 use crate::routing::spec::{CanarySpec, ShadowSpec, Weight};
 
 impl Registry {
@@ -14,7 +15,7 @@ impl Registry {
     }
 
     /// Applies a change under the control lock; on success publishes, records and persists.
-    fn change(
+    pub(crate) fn change(
         &self,
         model: &str,
         kind: &str,
@@ -28,6 +29,7 @@ impl Registry {
             slot.record(&mut c, kind, message, data);
         }
         self.metrics.set_routing(&slot);
+        self.metrics.set_rollout(&slot);
         self.persist();
         Ok(())
     }
@@ -35,6 +37,7 @@ impl Registry {
     /// Sends `weight` of unpinned traffic to `version`, replacing any current canary.
     pub fn set_canary(&self, model: &str, version: u64, weight: Weight) -> Result<(), GatewayError> {
         self.change(model, "canary_started", |slot, c| {
+            refuse_during_rollout(c, "start another canary")?;
             slot.version(&version.to_string())?;
             if c.spec.stable == Some(version) {
                 return Err(GatewayError::Conflict(format!("version {version} is already the stable version")));
@@ -46,6 +49,11 @@ impl Registry {
 
     pub fn set_canary_weight(&self, model: &str, weight: Weight) -> Result<(), GatewayError> {
         self.change(model, "weight_changed", |_, c| {
+            if c.rollout.as_ref().is_some_and(|r| r.phase.is_active() && r.phase != Phase::Paused) {
+                return Err(GatewayError::Conflict(format!(
+                    "a rollout controls the canary weight of '{model}'; pause or abort it first"
+                )));
+            }
             let canary = c.spec.canary.as_mut().ok_or_else(|| no_canary(model))?;
             let before = canary.weight;
             canary.weight = weight;
@@ -65,16 +73,16 @@ impl Registry {
             c.spec.canary = None;
             self.metrics.promoted(model);
             let was = before.map_or_else(|| "none".to_string(), |v| v.to_string());
-            Ok((
-                format!("version {} promoted to stable (was {was}){}", canary.version, suffix(note)),
-                serde_json::Value::Null,
-            ))
+            let message = format!("version {} promoted to stable (was {was}){}", canary.version, suffix(note));
+            end_rollout(c, canary.version, Phase::Promoted, &message);
+            Ok((message, serde_json::Value::Null))
         })
     }
 
     /// Makes `version` stable directly (no canary phase), for `models.serve_new_versions`.
     pub fn set_stable(&self, model: &str, version: u64, note: &str) -> Result<(), GatewayError> {
         self.change(model, "stable_changed", |slot, c| {
+            refuse_during_rollout(c, "change the stable version")?;
             slot.version(&version.to_string())?;
             let before = c.spec.stable;
             c.spec.stable = Some(version);
@@ -90,6 +98,7 @@ impl Registry {
     /// stable on the same inputs). Its answers are compared and never returned.
     pub fn set_shadow(&self, model: &str, version: u64, share: Weight) -> Result<(), GatewayError> {
         self.change(model, "shadow_started", |slot, c| {
+            refuse_while_mirroring(c)?;
             slot.version(&version.to_string())?;
             c.spec.shadow = Some(ShadowSpec { version, share });
             Ok((
@@ -101,6 +110,7 @@ impl Registry {
 
     pub fn clear_shadow(&self, model: &str) -> Result<(), GatewayError> {
         self.change(model, "shadow_stopped", |_, c| {
+            refuse_while_mirroring(c)?;
             let s =
                 c.spec.shadow.take().ok_or_else(|| GatewayError::Conflict(format!("model '{model}' has no shadow")))?;
             Ok((format!("shadow version {} stopped", s.version), serde_json::Value::Null))
@@ -119,7 +129,9 @@ impl Registry {
         self.change(model, "rolled_back", |_, c| {
             let canary = c.spec.canary.take().ok_or_else(|| no_canary(model))?;
             self.metrics.rolled_back(model, reason);
-            Ok((format!("canary version {} rolled back ({reason}){}", canary.version, suffix(note)), data))
+            let message = format!("canary version {} rolled back ({reason}){}", canary.version, suffix(note));
+            end_rollout(c, canary.version, Phase::RolledBack, &message);
+            Ok((message, data))
         })
     }
 
@@ -160,6 +172,39 @@ impl Registry {
         self.repository.version_dir(model, &version.to_string()).map_err(GatewayError::InvalidInput)?;
         slot.set_state(version, Some(VersionState::Loading));
         self.load(model, version).map_err(GatewayError::LoadFailed)
+    }
+}
+
+fn refuse_during_rollout(c: &Control, what: &str) -> Result<(), GatewayError> {
+    match c.rollout.as_ref().filter(|r| r.phase.is_active()) {
+        Some(r) => Err(GatewayError::Conflict(format!(
+            "cannot {what}: a rollout of version {} is {}; abort it first",
+            r.canary,
+            r.phase.label()
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn refuse_while_mirroring(c: &Control) -> Result<(), GatewayError> {
+    match c.rollout.as_ref().filter(|r| r.phase.is_active() && r.mirroring) {
+        Some(r) => Err(GatewayError::Conflict(format!(
+            "the rollout of version {} mirrors requests to it as the shadow for its divergence check; abort the \
+             rollout first",
+            r.canary
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// An operator promoting or rolling back by hand ends the rollout of that canary, and the shadow it started.
+fn end_rollout(c: &mut Control, canary: u64, phase: Phase, message: &str) {
+    let Some(r) = c.rollout.as_mut().filter(|r| r.phase.is_active() && r.canary == canary) else { return };
+    r.phase = phase;
+    r.message = format!("ended by an operator: {message}");
+    r.updated_at = crate::state::now_rfc3339();
+    if std::mem::take(&mut r.mirroring) && c.spec.shadow.is_some_and(|s| s.version == canary) {
+        c.spec.shadow = None;
     }
 }
 

@@ -29,6 +29,18 @@ pub struct Manifest {
     pub outputs: Vec<TensorSpec>,
     #[serde(default, skip_serializing)]
     pub golden: Vec<GoldenExample>,
+    /// `candidate` keeps a version out of the automatic "highest ready version is stable" choice: it takes traffic
+    /// only when an operator or a rollout makes it canary or stable.
+    #[serde(default)]
+    pub stage: Stage,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    #[default]
+    Release,
+    Candidate,
 }
 
 /// A tensor in the model's signature. The first dimension is the batch dimension and is always -1.

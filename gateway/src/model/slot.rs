@@ -26,6 +26,8 @@ pub struct ModelSlot {
 pub struct Control {
     pub spec: RoutingSpec,
     pub events: VecDeque<Event>,
+    /// The current or last rollout of this model.
+    pub rollout: Option<crate::rollout::machine::Rollout>,
 }
 
 impl std::fmt::Debug for ModelSlot {
@@ -37,7 +39,11 @@ impl std::fmt::Debug for ModelSlot {
 impl ModelSlot {
     pub fn new(name: &str, restored: Option<ModelState>) -> Self {
         let restored = restored.unwrap_or_default();
-        let control = Control { spec: restored.routing, events: restored.events.into_iter().collect() };
+        let control = Control {
+            spec: restored.routing,
+            events: restored.events.into_iter().collect(),
+            rollout: restored.rollout,
+        };
         Self {
             name: name.into(),
             versions: ArcSwap::from_pointee(BTreeMap::new()),
@@ -114,7 +120,7 @@ impl ModelSlot {
     /// What to persist for this model.
     pub fn snapshot(&self) -> ModelState {
         let c = self.control();
-        ModelState { routing: c.spec.clone(), events: c.events.iter().cloned().collect() }
+        ModelState { routing: c.spec.clone(), events: c.events.iter().cloned().collect(), rollout: c.rollout.clone() }
     }
 
     /// A ready version by its number as written in a URL or header.

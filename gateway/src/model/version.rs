@@ -26,6 +26,8 @@ pub struct ModelVersion {
     /// Input names in signature order, for messages.
     pub input_names: Vec<String>,
     pub metrics: VersionMetrics,
+    /// Outcomes and latency for canary analysis.
+    pub stats: crate::rollout::stats::VersionStats,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -232,5 +234,6 @@ pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) 
         skew,
         input_names,
         metrics: ctx.metrics,
+        stats: Default::default(),
     })
 }

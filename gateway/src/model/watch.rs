@@ -75,9 +75,15 @@ pub fn spawn(
                 let m = model.clone();
                 let loaded =
                     tokio::task::spawn_blocking(move || reg.load(&m, n)).await.map(|r| r.is_ok()).unwrap_or(false);
+                // A candidate (manifest `stage`) waits for a canary even when new versions are served at once.
+                let candidate = registry
+                    .get(&model)
+                    .and_then(|s| s.version(&n.to_string()).ok())
+                    .is_some_and(|v| v.manifest.stage == crate::model::manifest::Stage::Candidate);
                 if loaded
                     && new
                     && serve_new
+                    && !candidate
                     && let Err(e) = registry.set_stable(&model, n, "models.serve_new_versions is on")
                 {
                     tracing::warn!(model = %model, version = n, error = %e, "cannot make the new version stable");

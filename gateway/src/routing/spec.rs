@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Canary, Routing};
 
 use crate::model::VersionState;
+use crate::model::manifest::Stage;
 
 /// Weights are in basis points: 10000 is 100 %, so the resolution is 0.01 %.
 pub const WEIGHT_SCALE: u32 = 10_000;
@@ -45,7 +46,7 @@ pub struct ShadowSpec {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingSpec {
-    /// `None` until a version is ready: then the highest ready version becomes stable.
+    /// `None` until a version is ready: then the highest ready version that is not a candidate becomes stable.
     pub stable: Option<u64>,
     pub canary: Option<CanarySpec>,
     #[serde(default)]
@@ -60,9 +61,10 @@ impl RoutingSpec {
             Some(VersionState::Ready(v)) => Some(v.clone()),
             _ => None,
         };
+        // Candidates (manifest `stage`) never become stable by default; only an explicit choice makes them so.
         let highest = || {
             versions.values().rev().find_map(|s| match s {
-                VersionState::Ready(v) => Some(v.clone()),
+                VersionState::Ready(v) if v.manifest.stage != Stage::Candidate => Some(v.clone()),
                 _ => None,
             })
         };
