@@ -145,12 +145,11 @@ impl Gateway {
             (http.local_addr()?, metrics_listener.local_addr()?, admin.local_addr()?);
         tracing::info!(%http_addr, %metrics_addr, %admin_addr, library = %library.display(), "gateway listening");
 
-        let loader = core.clone();
+        let loader = core.registry.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = loader.registry.load_repository() {
+            if let Err(e) = loader.load_repository() {
                 tracing::error!(error = %e, "cannot load the model repository");
             }
-            loader.rollouts.resume_after_restart(&loader);
         });
 
         let limits = api::http::Limits {

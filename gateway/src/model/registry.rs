@@ -142,6 +142,14 @@ impl Registry {
         }
         for slot in self.models() {
             self.settle(&slot);
+            let mut c = slot.control();
+            if let Some(r) = c.rollout.as_ref().filter(|r| r.phase.is_active()) {
+                // The controller picks it up at its next tick; say so in the journal.
+                let message = crate::rollout::restored_message(r);
+                slot.record(&mut c, "rollout_restored", message, Default::default());
+            }
+            drop(c);
+            self.metrics.set_rollout(&slot);
         }
         self.loaded.store(true, Ordering::Release);
         self.persist();

@@ -462,31 +462,20 @@ impl Controller {
         };
         Ok((sample, drift))
     }
+}
 
-    /// After a restart: journals each rollout that is picked up again. Its window starts afresh.
-    pub fn resume_after_restart(&self, core: &Core) {
-        for slot in core.registry.models() {
-            let active = slot.control().rollout.as_ref().is_some_and(|r| r.phase.is_active());
-            if !active {
-                continue;
-            }
-            let _ = core.registry.change(&slot.name, "rollout_restored", |_, c| {
-                let r = c.rollout.as_ref().ok_or_else(|| conflict("gone".into()))?;
-                Ok((
-                    format!(
-                        "rollout of version {} restored after a restart: {} at {}, step {} of {}, {} failed intervals; the analysis window starts afresh",
-                        r.canary,
-                        r.phase.label(),
-                        pct(r.weight()),
-                        r.step + 1,
-                        r.policy.steps().len(),
-                        r.failed_intervals
-                    ),
-                    serde_json::Value::Null,
-                ))
-            });
-        }
-    }
+/// The journal line for a rollout found in the state file at start: it resumes where it was, with a fresh window.
+pub fn restored_message(r: &Rollout) -> String {
+    format!(
+        "rollout of version {} restored after a restart: {} at {}, step {} of {}, {} failed intervals; the analysis \
+         window starts afresh",
+        r.canary,
+        r.phase.label(),
+        pct(r.weight()),
+        r.step + 1,
+        r.policy.steps().len(),
+        r.failed_intervals
+    )
 }
 
 /// Applies a decision to the routing and the rollout state (control lock held).
