@@ -11,7 +11,7 @@ VENV          := .venv
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: setup run build test test-rust test-python lint fmt models bench clean-ort
+.PHONY: setup run build test test-rust test-python lint fmt models bench demo-rollback demo-promote clean-ort
 
 setup: $(ORT_LIB)
 
@@ -51,6 +51,13 @@ $(VENV)/.installed: models/train/requirements.txt
 bench: setup
 	loadtest/bench.sh
 
+# Automatic canary analysis, live: a bad version rolled back, a good one promoted step by step (each < 2 min).
+demo-rollback: setup
+	loadtest/demo.sh rollback
+
+demo-promote: setup
+	loadtest/demo.sh promote
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
@@ -62,6 +69,7 @@ fmt:
 models: $(VENV)/.installed
 	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python breast_cancer.py
 	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python diabetes.py
+	cd models/train && ../../$(VENV)/bin/python fixtures.py
 
 clean-ort:
 	rm -rf .ort

@@ -12,6 +12,7 @@ Run: `python models/train/breast_cancer.py` (or `make models`).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from skl2onnx import to_onnx
 
-from common import feature_baseline, golden_examples, run_onnx, tensor_spec, trained_at, write_version
+from common import MODELS_DIR, feature_baseline, golden_examples, run_onnx, tensor_spec, trained_at, write_version
 
 NAME = "breast-cancer"
 SEED = 7
@@ -108,8 +109,18 @@ def predict(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"label": model.predict(x).astype(np.int64), "probabilities": model.predict_proba(x).astype(np.float32)}
 
 
+def write_traffic(x_test) -> None:
+    """The held-out rows as JSON Lines for the load tester (`--rows-file`): realistic traffic for the rollout
+    demonstration, where uniform random rows would look drifted to every version."""
+    out = MODELS_DIR.parent / "loadtest" / "data" / f"{NAME}-test.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps([round(float(v), 6) for v in row]) + "\n" for row in x_test))
+    print(f"{out.relative_to(MODELS_DIR.parent)}: {len(x_test)} held-out rows")
+
+
 def main() -> None:
     ds, x_train, x_test, y_train, y_test = data()
+    write_traffic(x_test)
     names = [str(n) for n in ds.feature_names]
     models = train()
     export(models["1"], "1", "standard scaler + logistic regression", x_train, x_test, y_test, names)
