@@ -464,6 +464,25 @@ mod tests {
     }
 
     #[test]
+    fn rollout_policies_layer_per_model_and_are_validated() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["config/gateway.toml", "config/demo.toml"] {
+            let cfg = Config::from_file(&root.join(file)).expect("parses");
+            assert!(cfg.rollout.problems(cfg.rollout_features()).is_empty(), "{file}");
+        }
+        let cfg: Config = toml::from_str(
+            "[skew]\nenabled = false\n[rollout.policy]\ninterval_secs = 5\n\
+             [rollout.models.a]\nthreshold = 0\nchecks = { max_psi = 0.2 }\n[rollout.models.b]\nintervall = 1\n",
+        )
+        .expect("parses");
+        assert_eq!(cfg.rollout.policy("c").expect("default").interval_secs, 5.0);
+        let errors = cfg.rollout.problems(cfg.rollout_features()).join("\n");
+        for expected in ["rollout.models.a.threshold", "skew.enabled", "rollout.models.b", "intervall"] {
+            assert!(errors.contains(expected), "{expected} missing from:\n{errors}");
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let err = toml::from_str::<Config>("[server]\nhttp_adr = '1'\n").expect_err("typo");
         assert!(err.to_string().contains("http_adr"), "{err}");
