@@ -190,13 +190,17 @@ impl Gateway {
                 let mut tick = tokio::time::interval(Duration::from_millis(250));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if core.registry.initial_load_done() {
-                                core.rollouts.tick(&core);
-                            }
-                        }
-                        _ = stop.wait_for(|s| *s) => return,
+                    let stopped = tokio::select! {
+                        _ = tick.tick() => false,
+                        _ = stop.wait_for(|s| *s) => true,
+                    };
+                    if stopped {
+                        return;
+                    }
+                    if core.registry.initial_load_done() {
+                        // Decisions write the state file (fsync): off the async workers.
+                        let c = core.clone();
+                        let _ = tokio::task::spawn_blocking(move || c.rollouts.tick(&c)).await;
                     }
                 }
             })

@@ -373,6 +373,13 @@ impl Metrics {
         self.rollout_decisions.with_label_values(&[model, decision]).inc();
     }
 
+    /// A new rollout starts without the last one's measurements.
+    pub fn rollout_checks_reset(&self, model: &str) {
+        for check in crate::rollout::analysis::CHECKS {
+            let _ = self.rollout_check.remove_label_values(&[model, check]);
+        }
+    }
+
     pub fn rollout_checks(&self, model: &str, checks: &[crate::rollout::analysis::CheckResult]) {
         for c in checks {
             let check = crate::rollout::analysis::reason_label(&c.check);

@@ -64,7 +64,11 @@ pub struct Rollout {
     pub canary: u64,
     /// The stable version when the rollout started; the canary is compared with it.
     pub stable: u64,
+    #[serde(deserialize_with = "crate::rollout::policy::lenient")]
     pub policy: RolloutPolicy,
+    /// Bumped by every change, so a decision computed before an operator's command is not applied after it.
+    #[serde(default)]
+    pub generation: u64,
     pub phase: Phase,
     /// Index of the current weight in `policy.steps()`.
     pub step: usize,
@@ -173,8 +177,14 @@ impl Rollout {
                 self.phase = Phase::RolledBack;
             }
         }
+        self.touch(message);
+    }
+
+    /// Records a change: new message, time and generation.
+    pub fn touch(&mut self, message: String) {
         self.message = message;
         self.updated_at = crate::state::now_rfc3339();
+        self.generation += 1;
     }
 }
 
@@ -187,6 +197,7 @@ mod tests {
         Rollout {
             canary: 2,
             stable: 1,
+            generation: 0,
             policy: RolloutPolicy {
                 weights: vec![10.0, 50.0],
                 threshold,

@@ -189,6 +189,7 @@ impl Controller {
                 step: 0,
                 failed_intervals: 0,
                 analyses: 0,
+                generation: 0,
                 started_at: now.clone(),
                 updated_at: now,
                 mirroring,
@@ -220,29 +221,39 @@ impl Controller {
     /// Applies an operator command.
     pub fn command(&self, core: &Core, model: &str, cmd: Command, note: &str) -> Result<(), GatewayError> {
         let note = if note.is_empty() { String::new() } else { format!(": {note}") };
+        // A skip past the last step promotes, and is journaled as the promotion it is.
+        let skip_promotes = cmd == Command::Skip
+            && core.model(model)?.control().rollout.as_ref().is_some_and(|r| r.next_step() == Decision::Promote);
         let kind = match cmd {
             Command::Pause => "rollout_paused",
             Command::Resume => "rollout_resumed",
             Command::Abort => "rollout_aborted",
+            Command::Skip if skip_promotes => "promoted",
             Command::Skip => "rollout_skipped",
-            Command::Approve => "rollout_approved",
+            Command::Approve => "promoted",
         };
-        let mut resumed = None;
         core.registry.change(model, kind, |_, c| {
             let r = c
                 .rollout
                 .as_mut()
                 .filter(|r| r.phase.is_active())
                 .ok_or_else(|| conflict(format!("model '{model}' has no active rollout")))?;
+            let before = r.weight();
             let message = match (cmd, r.phase) {
                 (Command::Pause, Phase::Progressing | Phase::AwaitingApproval) => {
                     r.phase = Phase::Paused;
-                    format!("rollout paused at {}{note}", pct(r.weight()))
+                    format!("rollout paused at {}{note}", pct(before))
                 }
                 (Command::Resume, Phase::Paused) => {
                     r.phase = Phase::Progressing;
-                    resumed = Some(r.clone());
-                    format!("rollout resumed at {}; the analysis window starts afresh{note}", pct(r.weight()))
+                    // An operator may have moved the weight while paused; the rollout goes on from its own step.
+                    let mut msg =
+                        format!("rollout resumed at {}; the analysis window starts afresh{note}", pct(before));
+                    if let Some(k) = c.spec.canary.as_mut().filter(|k| k.weight != before) {
+                        msg = format!("{msg} (weight {} set back to the step's)", pct(k.weight));
+                        k.weight = before;
+                    }
+                    msg
                 }
                 (Command::Abort, _) => {
                     let v = r.canary;
@@ -257,13 +268,20 @@ impl Controller {
                         Decision::Advance { from, to } => {
                             format!("step skipped by an operator: {} -> {}{note}", pct(*from), pct(*to))
                         }
-                        _ => format!("last step skipped by an operator{note}"),
+                        Decision::Promote => format!(
+                            "last step skipped by an operator: version {} promoted to stable (was {}){note}",
+                            r.canary, r.stable
+                        ),
+                        _ => format!("last step skipped by an operator; waiting for approval{note}"),
                     };
                     apply(core, model, c, &d, msg.clone());
                     msg
                 }
                 (Command::Approve, Phase::AwaitingApproval) => {
-                    let msg = format!("promotion approved by an operator{note}");
+                    let msg = format!(
+                        "promotion approved by an operator: version {} promoted to stable (was {}){note}",
+                        r.canary, r.stable
+                    );
                     apply(core, model, c, &Decision::Promote, msg.clone());
                     msg
                 }
@@ -272,17 +290,21 @@ impl Controller {
                 }
             };
             let r = c.rollout.as_mut().expect("checked above");
-            r.message = message.clone();
-            r.updated_at = crate::state::now_rfc3339();
-            Ok((message, serde_json::Value::Null))
-        })?;
-        match (cmd, resumed) {
-            (Command::Resume, Some(r)) => self.begin_window(core, model, &r),
-            (Command::Abort | Command::Approve, _) => {
+            r.touch(message.clone());
+            // Whatever the command, the next analysis starts from a fresh sample (data from before a pause, a
+            // skip or a manual weight change says nothing about the new situation), taken here under the lock
+            // so that no tick can analyse the old window against the new state.
+            if r.phase.is_active() {
+                self.begin_window(core, model, r);
+            } else {
                 self.windows().remove(model);
             }
-            _ => {}
-        }
+            let data = serde_json::json!({
+                "canary": r.canary, "stable": r.stable, "phase": r.phase.label(), "step": r.step,
+                "weight_before": before.percent(), "weight_after": r.weight().percent(),
+            });
+            Ok((message, data))
+        })?;
         Ok(())
     }
 
@@ -307,6 +329,14 @@ impl Controller {
     pub fn analyse_now(&self, core: &Core, model: &str) -> Option<Decision> {
         let slot = core.registry.get(model)?;
         let rollout = slot.control().rollout.clone().filter(|r| r.phase.analyses())?;
+        // A rollout restored from the state file was validated by the build and config that started it; this
+        // one may lack what it needs (skew turned off, say), and would then hold or pass on nothing.
+        let problems = rollout.policy.problems("policy", self.features);
+        if !problems.is_empty() {
+            let why = format!("its policy is not valid on this gateway: {}", problems.join("; "));
+            self.abandon(core, model, &rollout, why);
+            return None;
+        }
         let (sample, drift) = match self.sample(core, model, &rollout) {
             Ok(s) => s,
             Err(why) => {
@@ -373,19 +403,36 @@ impl Controller {
                 r.canary, analysis.reason
             ),
         };
-        core.metrics.rollout_decision(model, d.label());
-        core.metrics.rollout_checks(model, &analysis.checks);
-        let data = serde_json::json!({
+        let checks = analysis.checks.clone();
+        let after = match d {
+            Decision::Advance { to, .. } => to.percent(),
+            Decision::Promote => 100.0,
+            Decision::RollBack { .. } => 0.0,
+            _ => r.weight().percent(),
+        };
+        let mut data = serde_json::json!({
             "decision": d.label(),
+            "canary": r.canary,
+            "stable": r.stable,
             "step": r.step,
+            "weight_before": r.weight().percent(),
+            "weight_after": after,
             "failed_intervals": match d { Decision::Failed { count } | Decision::RollBack { count, .. } => *count, _ => r.failed_intervals },
             "threshold": r.policy.threshold,
-            "analysis": analysis,
+            "analysis": &analysis,
         });
         let result = core.registry.change(model, kind, |_, c| {
-            let current = c.rollout.as_ref().filter(|now| now.started_at == r.started_at && now.phase.analyses());
+            let current = c.rollout.as_ref().filter(|now| now.generation == r.generation && now.phase.analyses());
             if current.is_none() {
-                return Err(conflict("the rollout changed during the analysis".into()));
+                return Err(conflict("the rollout changed during the analysis (an operator acted)".into()));
+            }
+            // Consecutive holds replace each other with a count, so a quiet night does not push the rollout's
+            // real decisions out of the bounded journal.
+            if matches!(d, Decision::Hold(_)) && c.events.back().is_some_and(|e| e.kind == "rollout_held") {
+                let previous = c.events.pop_back().expect("checked");
+                let repeats = previous.data["holds"].as_u64().unwrap_or(1) + 1;
+                data["holds"] = repeats.into();
+                data["first_hold_at"] = previous.data.get("first_hold_at").cloned().unwrap_or(previous.at.into());
             }
             apply(core, model, c, d, message.clone());
             if let Some(now) = c.rollout.as_mut() {
@@ -394,11 +441,28 @@ impl Controller {
             }
             Ok((message, data))
         });
-        if let Err(e) = result {
-            tracing::info!(model, error = %e, "rollout decision not applied");
+        match result {
+            Ok(()) => {
+                core.metrics.rollout_decision(model, d.label());
+                core.metrics.rollout_checks(model, &checks);
+            }
+            Err(e) => tracing::info!(model, error = %e, "rollout decision not applied"),
         }
-        if matches!(d, Decision::Promote | Decision::RollBack { .. }) {
-            self.windows().remove(model);
+        let mut windows = self.windows();
+        match d {
+            Decision::Promote | Decision::RollBack { .. } => {
+                windows.remove(model);
+            }
+            // A failed interval is judged on its own evidence: the next analysis must not fail again on the same
+            // samples, so the window restarts from the newest one.
+            Decision::Failed { .. } => {
+                if let Some(w) = windows.get_mut(model) {
+                    let last = w.samples.pop_back();
+                    w.samples.clear();
+                    w.samples.extend(last);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -413,9 +477,10 @@ impl Controller {
                 .ok_or_else(|| conflict("already ended".into()))?;
             let v = r.canary;
             r.phase = Phase::Aborted;
-            r.message = message.clone();
+            r.touch(message.clone());
             end_canary(c, v);
-            Ok((message, serde_json::Value::Null))
+            core.metrics.rolled_back(model, "aborted");
+            Ok((message, serde_json::json!({"canary": v})))
         });
         self.windows().remove(model);
     }

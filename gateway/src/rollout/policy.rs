@@ -102,6 +102,14 @@ impl Checks {
     }
 }
 
+pub const MIN_INTERVAL_SECS: f64 = 0.1;
+pub const MAX_INTERVAL_SECS: f64 = 86_400.0;
+/// Most intervals in one window.
+pub const MAX_WINDOW_INTERVALS: usize = 1000;
+/// Finest weight step (the routing resolution is 0.01 %).
+pub const MIN_STEP_PERCENT: f64 = 0.01;
+pub const MAX_STEPS: usize = 100;
+
 /// What a policy may use on this gateway, for validation.
 #[derive(Debug, Clone, Copy)]
 pub struct Features {
@@ -148,28 +156,53 @@ impl RolloutPolicy {
         let mut errors = Vec::new();
         let mut err = |field: &str, msg: String| errors.push(format!("{prefix}.{field} {msg}"));
         let finite_positive = |v: f64| v.is_finite() && v > 0.0;
-        if !finite_positive(self.interval_secs) {
-            err("interval_secs", format!("= {} must be greater than 0", self.interval_secs));
-        }
-        if !(self.window_secs.is_finite() && self.window_secs >= self.interval_secs) {
+        if !(self.interval_secs.is_finite() && (MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&self.interval_secs)) {
+            err(
+                "interval_secs",
+                format!("= {} must be from {MIN_INTERVAL_SECS} to {MAX_INTERVAL_SECS}", self.interval_secs),
+            );
+        } else if !(self.window_secs.is_finite()
+            && self.window_secs >= self.interval_secs
+            && self.window_secs <= self.interval_secs * MAX_WINDOW_INTERVALS as f64)
+        {
             err(
                 "window_secs",
-                format!("= {} must be at least interval_secs ({})", self.window_secs, self.interval_secs),
+                format!(
+                    "= {} must be from interval_secs ({}) to {MAX_WINDOW_INTERVALS} intervals",
+                    self.window_secs, self.interval_secs
+                ),
             );
         }
         if self.threshold == 0 {
             err("threshold", "must be at least 1".into());
         }
+        if self.min_requests == 0 {
+            err("min_requests", "must be at least 1: a verdict on no traffic is no verdict".into());
+        }
+        // A step is a share below 100 %: the step to 100 % is the promotion, and at 100 % stable would get no
+        // traffic to be compared with.
+        let step = |v: f64| v.is_finite() && (MIN_STEP_PERCENT..100.0).contains(&v);
         let percent = |v: f64| v.is_finite() && v > 0.0 && v <= 100.0;
         if self.weights.is_empty() {
-            if !percent(self.step_weight) {
-                err("step_weight", format!("= {} must be in (0, 100]", self.step_weight));
+            if !step(self.step_weight) {
+                err("step_weight", format!("= {} must be from {MIN_STEP_PERCENT} to below 100", self.step_weight));
+            } else if !(step(self.max_weight) && self.max_weight >= self.step_weight) {
+                err("max_weight", format!("= {} must be from step_weight to below 100", self.max_weight));
+            } else if self.max_weight / self.step_weight > MAX_STEPS as f64 {
+                err("step_weight", format!("makes more than {MAX_STEPS} steps up to max_weight"));
             }
-            if !(percent(self.max_weight) && self.max_weight >= self.step_weight) {
-                err("max_weight", format!("= {} must be in [step_weight, 100]", self.max_weight));
-            }
-        } else if !self.weights.iter().all(|&w| percent(w)) || self.weights.windows(2).any(|p| p[0] >= p[1]) {
-            err("weights", format!("= {:?} must increase strictly, each in (0, 100]", self.weights));
+        } else if !self.weights.iter().all(|&w| step(w))
+            || self.weights.windows(2).any(|p| p[0] + MIN_STEP_PERCENT > p[1])
+            || self.weights.len() > MAX_STEPS
+        {
+            err(
+                "weights",
+                format!(
+                    "= {:?} must increase strictly (by {MIN_STEP_PERCENT} or more), each from {MIN_STEP_PERCENT} to \
+                     below 100, at most {MAX_STEPS} steps",
+                    self.weights
+                ),
+            );
         }
         if !(self.mirror_percent.is_finite() && (0.0..=100.0).contains(&self.mirror_percent)) {
             err("mirror_percent", format!("= {} must be in [0, 100]", self.mirror_percent));
@@ -198,10 +231,42 @@ impl RolloutPolicy {
         if (c.max_psi.is_some() || c.max_invalid_rate.is_some()) && !features.skew {
             err("checks", "uses max_psi or max_invalid_rate, which need skew.enabled = true".into());
         }
+        let blocking = c.min_success_rate.is_some()
+            || c.max_p99_ms.is_some()
+            || c.max_p99_ratio.is_some()
+            || c.needs_mirror()
+            || c.max_psi.is_some()
+            || c.max_invalid_rate.is_some();
+        if !blocking {
+            err("checks", "must turn on at least one check besides accuracy (which waits for delayed labels)".into());
+        }
         if c.max_accuracy_drop.is_some() && !features.feedback {
             err("checks.max_accuracy_drop", "needs feedback.capacity above 0".into());
         }
         errors
+    }
+}
+
+/// Reads a policy stored in the state file by an older or newer build: fields this build does not know are
+/// dropped and missing ones take their defaults, so a version change never makes the state file unreadable.
+pub fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RolloutPolicy, D::Error> {
+    let stored = serde_json::Value::deserialize(d)?;
+    let mut base = serde_json::to_value(RolloutPolicy::default()).map_err(serde::de::Error::custom)?;
+    merge_known(&mut base, &stored);
+    serde_json::from_value(base).map_err(serde::de::Error::custom)
+}
+
+/// Like [`merge`], but only for keys `base` already has.
+fn merge_known(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if let Some(slot) = b.get_mut(k) {
+                    merge_known(slot, v);
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
     }
 }
 
@@ -251,6 +316,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_policy_from_another_build_still_reads() {
+        #[derive(Deserialize)]
+        struct Stored {
+            #[serde(deserialize_with = "lenient")]
+            policy: RolloutPolicy,
+        }
+        let s: Stored = serde_json::from_value(serde_json::json!({"policy": {
+            "interval_secs": 7, "future_field": 1, "checks": {"max_psi": 0.3, "future_check": 2}
+        }}))
+        .expect("lenient");
+        assert_eq!((s.policy.interval_secs, s.policy.checks.max_psi), (7.0, Some(0.3)));
+        assert_eq!(s.policy.threshold, RolloutPolicy::default().threshold);
+    }
+
+    #[test]
     fn every_bad_field_is_named() {
         let p = RolloutPolicy {
             interval_secs: 0.0,
@@ -265,6 +345,21 @@ mod tests {
             assert!(errors.contains(&format!("rollout.policy.{field}")), "{field} missing from:\n{errors}");
         }
         assert!(RolloutPolicy::default().problems("p", ALL).is_empty());
+        let huge = RolloutPolicy { interval_secs: 1e19, window_secs: 1e19, ..Default::default() };
+        assert!(huge.problems("p", ALL).iter().any(|e| e.contains("p.interval_secs")));
+        let wide = RolloutPolicy { interval_secs: 1.0, window_secs: 1e300, ..Default::default() };
+        assert!(wide.problems("p", ALL).iter().any(|e| e.contains("p.window_secs")));
+        let tiny = RolloutPolicy { step_weight: 1e-7, max_weight: 50.0, ..Default::default() };
+        assert!(tiny.problems("p", ALL).iter().any(|e| e.contains("p.step_weight")));
+        let full = RolloutPolicy { weights: vec![50.0, 100.0], ..Default::default() };
+        assert!(full.problems("p", ALL).iter().any(|e| e.contains("p.weights")), "100 % is the promotion");
+        let blind = RolloutPolicy {
+            min_requests: 0,
+            checks: Checks { min_success_rate: None, max_p99_ratio: None, ..Default::default() },
+            ..Default::default()
+        };
+        let errors = blind.problems("p", ALL).join("\n");
+        assert!(errors.contains("p.min_requests") && errors.contains("p.checks"), "{errors}");
         let drift = RolloutPolicy { checks: Checks { max_psi: Some(0.2), ..Default::default() }, ..Default::default() };
         let errors = drift.problems("p", Features { skew: false, feedback: true });
         assert!(errors.iter().any(|e| e.contains("skew.enabled")), "{errors:?}");
