@@ -37,7 +37,7 @@ wait_ready() {
 export GATEWAY_ADMIN_TOKEN="bench-$$-$RANDOM"
 ADMIN=127.0.0.1:18003
 start_gateway() {
-  "$GW" --config "$1" --http-addr "$HTTP" --metrics-addr 127.0.0.1:18002 --admin-addr "$ADMIN" \
+  "$GW" --config "$1" --http-addr "$HTTP" --grpc-addr 127.0.0.1:18001 --metrics-addr 127.0.0.1:18002 --admin-addr "$ADMIN" \
     --state-dir "$OUT/state-$2" --log-format json >"$OUT/gateway-$2.log" 2>&1 &
   pid=$!
   wait_ready "$HTTP" /v2/health/ready

@@ -32,6 +32,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Open Inference Protocol over HTTP (Triton's port).
     pub http_addr: String,
+    /// Open Inference Protocol over gRPC.
+    pub grpc_addr: String,
     /// Prometheus `/metrics`.
     pub metrics_addr: String,
     /// Largest request body accepted, in bytes; larger bodies get 413.
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             http_addr: "0.0.0.0:8000".into(),
+            grpc_addr: "0.0.0.0:8001".into(),
             metrics_addr: "0.0.0.0:8002".into(),
             max_body_bytes: 4 * 1024 * 1024,
             max_concurrent_requests: 2048,
@@ -336,6 +339,7 @@ impl Default for LoggingConfig {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub request_timeout: Duration,
@@ -364,12 +368,16 @@ impl Config {
             })
         };
         let http_addr = addr("server.http_addr", &self.server.http_addr);
+        let grpc_addr = addr("server.grpc_addr", &self.server.grpc_addr);
         let metrics_addr = addr("server.metrics_addr", &self.server.metrics_addr);
         let admin_addr = addr("admin.addr", &self.admin.addr);
         let mut bound: Vec<(&str, SocketAddr)> = Vec::new();
-        for (field, a) in
-            [("server.http_addr", http_addr), ("server.metrics_addr", metrics_addr), ("admin.addr", admin_addr)]
-        {
+        for (field, a) in [
+            ("server.http_addr", http_addr),
+            ("server.grpc_addr", grpc_addr),
+            ("server.metrics_addr", metrics_addr),
+            ("admin.addr", admin_addr),
+        ] {
             if let Some((other, _)) = bound.iter().find(|(_, b)| a.port() != 0 && *b == a) {
                 errors.push(format!("{field} and {other} must differ"));
             }
@@ -417,6 +425,7 @@ impl Config {
         };
         Ok(Resolved {
             http_addr,
+            grpc_addr,
             metrics_addr,
             admin_addr,
             request_timeout: Duration::from_millis(self.server.request_timeout_ms),

@@ -64,6 +64,7 @@ use crate::state::StateStore;
 #[derive(Debug)]
 pub struct Gateway {
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub core: Arc<Core>,
@@ -139,11 +140,12 @@ impl Gateway {
         });
 
         let http = bind(resolved.http_addr, "server.http_addr").await?;
+        let grpc = bind(resolved.grpc_addr, "server.grpc_addr").await?;
         let metrics_listener = bind(resolved.metrics_addr, "server.metrics_addr").await?;
         let admin = bind(resolved.admin_addr, "admin.addr").await?;
-        let (http_addr, metrics_addr, admin_addr) =
-            (http.local_addr()?, metrics_listener.local_addr()?, admin.local_addr()?);
-        tracing::info!(%http_addr, %metrics_addr, %admin_addr, library = %library.display(), "gateway listening");
+        let (http_addr, grpc_addr, metrics_addr, admin_addr) =
+            (http.local_addr()?, grpc.local_addr()?, metrics_listener.local_addr()?, admin.local_addr()?);
+        tracing::info!(%http_addr, %grpc_addr, %metrics_addr, %admin_addr, library = %library.display(), "gateway listening");
 
         let loader = core.registry.clone();
         tokio::task::spawn_blocking(move || {
@@ -208,7 +210,12 @@ impl Gateway {
         let serve = |listener: TcpListener, app: axum::Router| {
             tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(signal(rx.clone())).into_future())
         };
+        let grpc_serve = tonic::transport::Server::builder()
+            .add_service(api::grpc::service(core.clone(), &limits))
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc), signal(rx.clone()));
+        let grpc_server = tokio::spawn(async move { grpc_serve.await.map_err(std::io::Error::other) });
         let mut servers = [
+            grpc_server,
             serve(http, api::http::router(core.clone(), &limits)),
             serve(metrics_listener, api::metrics::router(core.clone())),
             serve(admin, api::admin::router(core.clone(), token)),
@@ -231,7 +238,7 @@ impl Gateway {
                 let _ = t.await;
             }
         });
-        Ok(Self { http_addr, metrics_addr, admin_addr, core, shutdown, task })
+        Ok(Self { http_addr, grpc_addr, metrics_addr, admin_addr, core, shutdown, task })
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded by the grace period) and returns when done.

@@ -19,6 +19,9 @@ struct Cli {
     /// Overrides server.http_addr.
     #[arg(long)]
     http_addr: Option<String>,
+    /// Overrides server.grpc_addr.
+    #[arg(long)]
+    grpc_addr: Option<String>,
     /// Overrides server.metrics_addr.
     #[arg(long)]
     metrics_addr: Option<String>,
@@ -76,6 +79,9 @@ fn main() -> ExitCode {
     };
     if let Some(v) = cli.http_addr {
         config.server.http_addr = v;
+    }
+    if let Some(v) = cli.grpc_addr {
+        config.server.grpc_addr = v;
     }
     if let Some(v) = cli.metrics_addr {
         config.server.metrics_addr = v;

@@ -65,6 +65,8 @@ impl std::fmt::Debug for Metrics {
 pub struct VersionMetrics {
     pub http_ok: IntCounter,
     pub http_duration: Histogram,
+    pub grpc_ok: IntCounter,
+    pub grpc_duration: Histogram,
     pub inference_duration: Histogram,
     pub batch_rows: Histogram,
 }
@@ -316,6 +318,8 @@ impl Metrics {
         VersionMetrics {
             http_ok: self.requests.with_label_values(&[model, version, "http", "200"]),
             http_duration: self.request_duration.with_label_values(&[model, version, "http"]),
+            grpc_ok: self.requests.with_label_values(&[model, version, "grpc", "200"]),
+            grpc_duration: self.request_duration.with_label_values(&[model, version, "grpc"]),
             inference_duration: self.inference_duration.with_label_values(&[model, version]),
             batch_rows: self.batch_rows.with_label_values(&[model, version]),
         }

@@ -17,6 +17,7 @@ async fn report_counts_add_up_against_the_real_gateway() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cfg = Config::default();
     cfg.server.http_addr = "127.0.0.1:0".into();
+    cfg.server.grpc_addr = "127.0.0.1:0".into();
     cfg.server.metrics_addr = "127.0.0.1:0".into();
     cfg.admin.addr = "127.0.0.1:0".into();
     cfg.state.dir = std::env::temp_dir().join(format!("loadtest-state-{}", std::process::id()));

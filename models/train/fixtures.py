@@ -4,7 +4,7 @@ examples and load like any healthy version) and fail only at serving time, insid
 
 - `erroring`: a Gather whose index leaves its data when `mean radius` > 25, so those requests fail in the runtime
   (the gateway answers 500), as a model with a bad op on part of the input space would;
-- `slow`: three 384x384 matrix products on every call, result multiplied by zero, so it answers right but slowly.
+- `slow`: three 512x512 matrix products on every call, result multiplied by zero, so it answers right but slowly.
 
 The extra nodes take their operands from the input, so ONNX Runtime cannot fold them away at session creation.
 
@@ -24,7 +24,7 @@ MODELS = Path(__file__).resolve().parent.parent
 OUT = MODELS.parent / "gateway" / "tests" / "fixtures" / "breast-cancer"
 # Requests whose first feature exceeds this fail on the erroring variant; the training maximum is about 28.
 ERROR_ABOVE = 25.0
-SLOW_SIZE = 384
+SLOW_SIZE = 512
 SLOW_PRODUCTS = 3
 
 

@@ -1,5 +1,5 @@
-//! The one place where domain errors become protocol errors. Clients get `{"error": "..."}` with the status from
-//! this table; server-side faults are logged with their full message.
+//! The one place where domain errors become protocol errors: HTTP clients get `{"error": "..."}` with the status
+//! from this table, gRPC clients the table's code with the same message; server-side faults are logged.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,19 +7,44 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::GatewayError;
 
+/// The table: each error's HTTP status and gRPC code. Both front ends read it; neither invents its own mapping.
+pub fn codes(e: &GatewayError) -> (StatusCode, tonic::Code) {
+    use tonic::Code;
+    match e {
+        GatewayError::InvalidInput(_) => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
+        GatewayError::ModelNotFound(_) | GatewayError::VersionNotFound { .. } => {
+            (StatusCode::NOT_FOUND, Code::NotFound)
+        }
+        GatewayError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
+        GatewayError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted),
+        GatewayError::Conflict(_) => (StatusCode::CONFLICT, Code::FailedPrecondition),
+        GatewayError::LoadFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, Code::FailedPrecondition),
+        GatewayError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, Code::Unauthenticated),
+        GatewayError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::ResourceExhausted),
+        GatewayError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
+        GatewayError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, Code::DeadlineExceeded),
+        GatewayError::Inference(_) | GatewayError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
+    }
+}
+
 /// HTTP status for each error.
 pub fn http_status(e: &GatewayError) -> StatusCode {
-    match e {
-        GatewayError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-        GatewayError::ModelNotFound(_) | GatewayError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
-        GatewayError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        GatewayError::Conflict(_) => StatusCode::CONFLICT,
-        GatewayError::LoadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        GatewayError::Overloaded(_) | GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        GatewayError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        GatewayError::Inference(_) | GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    codes(e).0
+}
+
+/// The gRPC status for an error: the table's code and the same message HTTP clients get.
+pub fn grpc_status(e: &GatewayError) -> tonic::Status {
+    log(e);
+    tonic::Status::new(codes(e).1, e.to_string())
+}
+
+/// Server-side faults are logged with their message; client mistakes and load shedding only at debug.
+fn log(e: &GatewayError) {
+    let status = http_status(e);
+    if status.is_server_error() && !matches!(e, GatewayError::Overloaded(_) | GatewayError::NotReady { .. }) {
+        tracing::error!(error = %e, "request failed on the server side");
+    } else {
+        tracing::debug!(error = %e, status = status.as_u16(), "request refused");
     }
 }
 
@@ -36,11 +61,7 @@ impl From<GatewayError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = http_status(&self.0);
-        if status.is_server_error() && !matches!(self.0, GatewayError::Overloaded(_) | GatewayError::NotReady { .. }) {
-            tracing::error!(error = %self.0, "request failed on the server side");
-        } else {
-            tracing::debug!(error = %self.0, status = status.as_u16(), "request refused");
-        }
+        log(&self.0);
         let retry = matches!(self.0, GatewayError::Overloaded(_) | GatewayError::ShuttingDown);
         let mut resp = (status, Json(serde_json::json!({ "error": self.0.to_string() }))).into_response();
         if retry {
@@ -61,5 +82,10 @@ mod tests {
         assert_eq!(http_status(&GatewayError::PayloadTooLarge { limit: 1 }), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(http_status(&GatewayError::Overloaded("q".into())), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(http_status(&GatewayError::Timeout(5)), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(codes(&GatewayError::invalid("x")).1, tonic::Code::InvalidArgument);
+        assert_eq!(codes(&GatewayError::Overloaded("q".into())).1, tonic::Code::ResourceExhausted);
+        assert_eq!(codes(&GatewayError::ShuttingDown).1, tonic::Code::Unavailable);
+        assert_eq!(codes(&GatewayError::Timeout(5)).1, tonic::Code::DeadlineExceeded);
+        assert_eq!(codes(&GatewayError::ModelNotFound("m".into())).1, tonic::Code::NotFound);
     }
 }

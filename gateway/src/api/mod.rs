@@ -1,8 +1,9 @@
-//! Front ends: the Open Inference Protocol over HTTP, the metrics endpoint, and the one table that maps domain
-//! errors to protocol statuses.
+//! Front ends: the Open Inference Protocol over HTTP and gRPC, the admin API, the metrics endpoint, and the one
+//! table that maps domain errors to protocol statuses.
 
 pub mod admin;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod json;
 pub mod metrics;

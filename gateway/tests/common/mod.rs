@@ -28,6 +28,7 @@ pub fn scratch_dir() -> PathBuf {
 pub fn config(repository: &Path) -> Config {
     let mut c = Config::default();
     c.server.http_addr = "127.0.0.1:0".into();
+    c.server.grpc_addr = "127.0.0.1:0".into();
     c.server.metrics_addr = "127.0.0.1:0".into();
     c.admin.addr = "127.0.0.1:0".into();
     c.models.repository = repository.to_path_buf();

@@ -1,0 +1,256 @@
+//! Open Inference Protocol over gRPC (package `inference`, service `GRPCInferenceService`), with tonic. Like the
+//! HTTP front end it only decodes, calls [`Core`], and encodes: routing, batching, canaries, mirroring, skew
+//! statistics and metrics are the core's, and errors map through the one table in `api::error`.
+//!
+//! Routing hints travel as metadata: the `model_version` field plays the URL's part, and the pin and routing-key
+//! headers of the config are read as metadata keys of the same names. Admission is the same as HTTP's: a bounded
+//! number of requests in progress (beyond it, RESOURCE_EXHAUSTED at once), and a deadline that is the sooner of the
+//! configured request timeout and the client's `grpc-timeout`.
+
+pub mod codec;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use crate::api::error::{codes, grpc_status};
+use crate::core::{Core, InferRequest};
+use crate::error::GatewayError;
+use crate::metrics::{InFlight, UNKNOWN_MODEL};
+use crate::model::{ModelSlot, ModelVersion, VersionState};
+use crate::routing::RouteHint;
+
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}
+
+use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+
+pub struct GrpcApi {
+    core: Arc<Core>,
+    admission: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// The gRPC service, with message size limits from the config (`server.max_body_bytes`).
+pub fn service(core: Arc<Core>, limits: &crate::api::http::Limits) -> GrpcInferenceServiceServer<GrpcApi> {
+    let api = GrpcApi { core, admission: Arc::new(Semaphore::new(limits.max_concurrent)), timeout: limits.timeout };
+    GrpcInferenceServiceServer::new(api)
+        .max_decoding_message_size(limits.max_body_bytes)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// Parses `grpc-timeout` (an integer and a unit: H, M, S, m, u, n).
+fn client_deadline(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Whether outputs go back raw: as the inputs came, unless the request says otherwise with the bool parameter
+/// `binary_data_output` or the outputs with `binary_data` (Triton's names).
+fn raw_outputs(req: &pb::ModelInferRequest, inputs_raw: bool) -> bool {
+    let flag = |p: &std::collections::HashMap<String, pb::InferParameter>, key: &str| match p.get(key)?.parameter_choice
+    {
+        Some(pb::infer_parameter::ParameterChoice::BoolParam(b)) => Some(b),
+        _ => None,
+    };
+    flag(&req.parameters, "binary_data_output")
+        .or_else(|| req.outputs.iter().find_map(|o| flag(&o.parameters, "binary_data")))
+        .unwrap_or(inputs_raw)
+}
+
+fn tensor_metadata(specs: &[crate::model::manifest::TensorSpec]) -> Vec<pb::model_metadata_response::TensorMetadata> {
+    specs
+        .iter()
+        .map(|s| pb::model_metadata_response::TensorMetadata {
+            name: s.name.clone(),
+            datatype: s.datatype.as_str().into(),
+            shape: s.shape.clone(),
+        })
+        .collect()
+}
+
+fn metadata(slot: &ModelSlot, v: &ModelVersion) -> pb::ModelMetadataResponse {
+    let inputs: Vec<_> = v.manifest.inputs.iter().map(|i| i.spec.clone()).collect();
+    pb::ModelMetadataResponse {
+        name: slot.name.to_string(),
+        versions: slot
+            .versions()
+            .iter()
+            .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+            .map(|(n, _)| n.to_string())
+            .collect(),
+        platform: "onnxruntime_onnx".into(),
+        inputs: tensor_metadata(&inputs),
+        outputs: tensor_metadata(&v.manifest.outputs),
+    }
+}
+
+impl GrpcApi {
+    /// A ready version: the one named, or the one routing would choose.
+    fn version(&self, model: &str, version: &str) -> Result<(Arc<ModelSlot>, Arc<ModelVersion>), GatewayError> {
+        let slot = self.core.model(model)?;
+        let v = if version.is_empty() { slot.resolve(RouteHint::default())? } else { slot.version(version)? };
+        Ok((slot, v))
+    }
+
+    fn failed(&self, model: &str, version: &str, start: Instant, e: GatewayError) -> Status {
+        let code = codes(&e).0.as_u16();
+        self.core.metrics.request_failed(model, version, "grpc", code);
+        self.core.metrics.observe_failed_duration(model, version, "grpc", start.elapsed().as_secs_f64());
+        grpc_status(&e)
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GrpcApi {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse { ready: self.core.ready() }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let r = req.into_inner();
+        match self.version(&r.name, &r.version) {
+            Ok(_) => Ok(Response::new(pb::ModelReadyResponse { ready: true })),
+            // Known but not ready is an answer, not an error.
+            Err(GatewayError::NotReady { .. }) => Ok(Response::new(pb::ModelReadyResponse { ready: false })),
+            Err(e) => Err(grpc_status(&e)),
+        }
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "gateway".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec![],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = req.into_inner();
+        let (slot, v) = self.version(&r.name, &r.version).map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(metadata(&slot, &v)))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let start = Instant::now();
+        let _in_flight = InFlight::new(&self.core.metrics.in_flight);
+        let (meta, _, mut r) = req.into_parts();
+        let slot = match self.core.model(&r.model_name) {
+            Ok(s) => s,
+            Err(e) => return Err(self.failed(UNKNOWN_MODEL, "", start, e)),
+        };
+        let Ok(_permit) = self.admission.try_acquire() else {
+            let e = GatewayError::Overloaded("too many requests in progress; retry later".into());
+            return Err(self.failed(&slot.name, "", start, e));
+        };
+        let raw_out = {
+            let (inputs, raw) = (std::mem::take(&mut r.inputs), std::mem::take(&mut r.raw_input_contents));
+            match codec::decode_inputs(inputs, raw) {
+                Ok((inputs, raw_in)) => {
+                    let outputs = (!r.outputs.is_empty()).then(|| r.outputs.iter().map(|o| o.name.clone()).collect());
+                    let raw_out = raw_outputs(&r, raw_in);
+                    let id = (!r.id.is_empty()).then(|| std::mem::take(&mut r.id));
+                    (InferRequest { id, inputs, outputs }, raw_out)
+                }
+                Err(e) => return Err(self.failed(&slot.name, "", start, e)),
+            }
+        };
+        let (infer, raw_out) = raw_out;
+        let text = |key: &str| meta.get(key).and_then(|v| v.to_str().ok());
+        let hint = RouteHint {
+            url_version: (!r.model_version.is_empty()).then_some(r.model_version.as_str()),
+            pinned: text(&self.core.routing.pin_header),
+            key: meta.get(&self.core.routing.key_header).map(|v| v.as_bytes()),
+        };
+        let deadline = client_deadline(&meta).map_or(self.timeout, |d| d.min(self.timeout));
+        let result = match tokio::time::timeout(deadline, self.core.infer(&slot, hint, infer)).await {
+            Ok(r) => r,
+            Err(_) => Err((None, GatewayError::Timeout(deadline.as_millis() as u64))),
+        };
+        match result {
+            Ok(resp) => {
+                let v = &resp.version;
+                let mut out = pb::ModelInferResponse {
+                    model_name: slot.name.to_string(),
+                    model_version: v.version.to_string(),
+                    id: resp.id.clone().unwrap_or_default(),
+                    ..Default::default()
+                };
+                for t in &resp.outputs {
+                    out.outputs.push(pb::model_infer_response::InferOutputTensor {
+                        name: t.name.clone(),
+                        datatype: t.datatype().as_str().into(),
+                        shape: t.shape.clone(),
+                        parameters: Default::default(),
+                        contents: (!raw_out).then(|| codec::to_contents(&t.data)),
+                    });
+                    if raw_out {
+                        out.raw_output_contents.push(codec::to_raw(&t.data));
+                    }
+                }
+                v.metrics.grpc_ok.inc();
+                v.metrics.grpc_duration.observe(start.elapsed().as_secs_f64());
+                let mut response = Response::new(out);
+                if let Ok(h) = v.version.parse() {
+                    response.metadata_mut().insert(crate::api::http::VERSION_HEADER, h);
+                }
+                Ok(response)
+            }
+            Err((v, e)) => {
+                let version = v.as_ref().map_or("", |v| &*v.version);
+                Err(self.failed(&slot.name, version, start, e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_units() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        for (v, d) in
+            [("5S", Duration::from_secs(5)), ("250m", Duration::from_millis(250)), ("1H", Duration::from_secs(3600))]
+        {
+            m.insert("grpc-timeout", v.parse().expect("ascii"));
+            assert_eq!(client_deadline(&m), Some(d), "{v}");
+        }
+        m.insert("grpc-timeout", "5x".parse().expect("ascii"));
+        assert_eq!(client_deadline(&m), None);
+    }
+}
