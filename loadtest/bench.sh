@@ -46,7 +46,7 @@ start_gateway() {
 run() { # name, extra loadtest args...
   local name=$1; shift
   echo "== $name"
-  "$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration "$DURATION" --warmup "$WARMUP" \
+  "$LT" run --url "${URL:-http://$HTTP}" --model "$MODEL" --manifest "$MANIFEST" --duration "$DURATION" --warmup "$WARMUP" \
     --quiet --scenario "$name" --out "$OUT" "$@"
 }
 
@@ -60,6 +60,9 @@ run 2-closed-64conn-1row --connections 64 --threads 2
 # own per-prediction overhead; v2 (100 boosted trees) is bound by the model itself.
 run 3a-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1
 run 3b-closed-64rows-v2 --connections 16 --rows 64 --threads 2 --model-version 2
+# The same over gRPC (inputs as raw little-endian tensors, as tritonclient sends them).
+URL=grpc://127.0.0.1:18001 run 2g-grpc-closed-64conn-1row --connections 64 --threads 2
+URL=grpc://127.0.0.1:18001 run 3g-grpc-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1
 stop
 
 start_gateway config/bench-features.toml features

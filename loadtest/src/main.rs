@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use loadtest::client::{Target, http::get_json};
+use loadtest::client::{Protocol, Target, http::get_json};
 use loadtest::report::{Report, html, table};
 use loadtest::runner::{Mode, Plan, run};
 use loadtest::workload;
@@ -33,7 +33,7 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Base URL of the server.
+    /// Base URL of the server: http://host:port for JSON over HTTP, grpc://host:port for gRPC.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
     /// Model to call.
@@ -128,7 +128,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
-    let rest = a.url.strip_prefix("http://").context("--url must start with http://")?;
+    let (protocol, rest) = match (a.url.strip_prefix("http://"), a.url.strip_prefix("grpc://")) {
+        (Some(rest), _) => (Protocol::Http, rest),
+        (_, Some(rest)) => (Protocol::Grpc, rest),
+        _ => bail!("--url must start with http:// (JSON over HTTP) or grpc:// (gRPC)"),
+    };
     let authority = rest.split('/').next().unwrap_or(rest).to_string();
     let addr = authority
         .to_socket_addrs()
@@ -139,6 +143,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         bail!("{addr} is not a loopback address; pass --allow-remote to load another machine");
     }
     let target = Target {
+        protocol,
         addr,
         authority,
         model: a.model.clone(),
@@ -150,10 +155,12 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         Some(v) => format!("/v2/models/{}/versions/{v}", a.model),
         None => format!("/v2/models/{}", a.model),
     };
-    let meta = if a.signature.is_empty() {
-        get_json(&target, &meta_path).await.context("cannot read the model metadata")?
-    } else {
+    let meta = if !a.signature.is_empty() {
         signature_metadata(&a.signature)?
+    } else if protocol == Protocol::Grpc {
+        loadtest::client::grpc::metadata(&target).await.context("cannot read the model metadata over gRPC")?
+    } else {
+        get_json(&target, &meta_path).await.context("cannot read the model metadata")?
     };
     let manifest = match &a.manifest {
         Some(p) => Some(serde_json::from_str(
@@ -162,10 +169,14 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let inputs = workload::inputs_from_metadata(&meta, manifest.as_ref())?;
-    let wl = match &a.rows_file {
+    let mut wl = match &a.rows_file {
         Some(p) => workload::from_rows_file(&inputs, p, a.rows)?,
         None => workload::random(&inputs, a.rows, 256, 42),
     };
+    if protocol == Protocol::Grpc {
+        wl.bodies =
+            wl.bodies.iter().map(|b| loadtest::client::grpc::encode(b, &target)).collect::<anyhow::Result<_>>()?;
+    }
     let plan = Plan {
         mode: a.rate.map_or(Mode::Closed, |rate| Mode::Open { rate }),
         connections: a.connections.max(1),

@@ -34,6 +34,7 @@ async fn server(delay: Duration, stall_at: u64, stall: Duration) -> SocketAddr {
 
 fn target(addr: SocketAddr) -> Arc<Target> {
     Arc::new(Target {
+        protocol: loadtest::client::Protocol::Http,
         addr,
         authority: addr.to_string(),
         model: "m".into(),

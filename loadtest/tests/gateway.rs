@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gateway::Gateway;
 use gateway::config::Config;
-use loadtest::client::{Target, http::get_json};
+use loadtest::client::{Protocol, Target, http::get_json};
 use loadtest::report::Report;
 use loadtest::runner::{Mode, Plan, run};
 use loadtest::workload;
@@ -29,6 +29,7 @@ async fn report_counts_add_up_against_the_real_gateway() {
     assert!(gw.wait_loaded(Duration::from_secs(30)).await);
 
     let target = Arc::new(Target {
+        protocol: Protocol::Http,
         addr: gw.http_addr,
         authority: gw.http_addr.to_string(),
         model: "breast-cancer".into(),
@@ -82,12 +83,45 @@ async fn report_counts_add_up_against_the_real_gateway() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert!(served >= total_ok, "gateway served {served}, load tester saw {total_ok} ok");
+
+    // The same load over gRPC: messages encoded once, inputs raw; every request answered, counted as gRPC.
+    let grpc = Arc::new(Target {
+        protocol: Protocol::Grpc,
+        addr: gw.grpc_addr,
+        authority: gw.grpc_addr.to_string(),
+        ..(*target).clone()
+    });
+    let meta = loadtest::client::grpc::metadata(&grpc).await.expect("metadata over gRPC");
+    assert_eq!(meta["inputs"][0]["name"], "input");
+    let mut wl = workload::random(&workload::inputs_from_metadata(&meta, Some(&manifest)).expect("inputs"), 2, 16, 1);
+    wl.bodies = wl.bodies.iter().map(|b| loadtest::client::grpc::encode(b, &grpc).expect("encode")).collect();
+    let plan = Plan {
+        mode: Mode::Closed,
+        connections: 4,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        timeout: Duration::from_secs(5),
+        max_requests: Some(2000),
+    };
+    let r = run(&plan, grpc, Arc::new(wl), None).await.expect("run");
+    let report = Report::build("grpc", "test", "breast-cancer", &plan, 2, &r);
+    assert!(report.ok > 0 && report.failed == 0, "{}", report.summary());
+    assert_eq!(report.versions.get("2"), Some(&report.ok), "{}", report.summary());
+    let text = reqwest_free_scrape(gw.metrics_addr).await;
+    assert!(text.contains(r#"protocol="grpc""#), "{text}");
     gw.shutdown().await;
 }
 
 async fn reqwest_free_scrape(addr: std::net::SocketAddr) -> String {
-    let t =
-        Target { addr, authority: addr.to_string(), model: String::new(), version: None, pin: None, routing_key: None };
+    let t = Target {
+        protocol: Protocol::Http,
+        addr,
+        authority: addr.to_string(),
+        model: String::new(),
+        version: None,
+        pin: None,
+        routing_key: None,
+    };
     // /metrics is text, not JSON: fetch it through the same hyper client the tool uses.
     loadtest::client::http::get_text(&t, "/metrics").await.expect("scrape")
 }

@@ -1,6 +1,7 @@
-//! Connections to the target. Each worker owns one connection; each protocol is one module and one variant of
-//! [`Conn`], so adding gRPC means adding `grpc.rs` and a variant, nothing else.
+//! Connections to the target. Each worker owns one connection; each protocol is one module (`http`, `grpc`) and
+//! one variant of [`Conn`].
 
+pub mod grpc;
 pub mod http;
 
 use std::net::SocketAddr;
@@ -18,9 +19,18 @@ pub enum Outcome {
     Failed(&'static str),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// JSON over HTTP/1.1 (`http://` URLs).
+    Http,
+    /// Protobuf over HTTP/2 (`grpc://` URLs).
+    Grpc,
+}
+
 /// Where and what to send.
 #[derive(Debug, Clone)]
 pub struct Target {
+    pub protocol: Protocol,
     pub addr: SocketAddr,
     pub authority: String,
     pub model: String,
@@ -40,7 +50,8 @@ impl Target {
     }
 }
 
-/// Per-request variation: the body and, when configured, a routing key.
+/// Per-request variation: the body (JSON for HTTP, an encoded `ModelInferRequest` for gRPC) and, when
+/// configured, a routing key.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub body: Bytes,
@@ -49,22 +60,28 @@ pub struct Request {
 
 pub enum Conn {
     Http(http::HttpConn),
+    Grpc(grpc::GrpcConn),
 }
 
 impl Conn {
     pub async fn connect(target: &Target) -> Result<Self, &'static str> {
-        http::HttpConn::connect(target).await.map(Conn::Http)
+        match target.protocol {
+            Protocol::Http => http::HttpConn::connect(target).await.map(Conn::Http),
+            Protocol::Grpc => grpc::GrpcConn::connect(target).await.map(Conn::Grpc),
+        }
     }
 
     pub async fn infer(&mut self, target: &Target, req: Request) -> Outcome {
         match self {
             Conn::Http(c) => c.infer(target, req).await,
+            Conn::Grpc(c) => c.infer(target, req).await,
         }
     }
 
     pub fn is_closed(&self) -> bool {
         match self {
             Conn::Http(c) => c.is_closed(),
+            Conn::Grpc(c) => c.is_closed(),
         }
     }
 }
