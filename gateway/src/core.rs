@@ -10,6 +10,7 @@ use crate::mirror::capture::{CaptureLog, Record};
 use crate::mirror::feedback::FeedbackBook;
 use crate::mirror::{Mirror, ShadowJob};
 use crate::model::pool::InferencePool;
+use crate::model::version::Backend;
 use crate::model::{ModelSlot, ModelVersion, Registry};
 use crate::rollout::stats::Outcome;
 use crate::routing::{RouteHint, WEIGHT_SCALE, Weight};
@@ -131,22 +132,33 @@ impl Core {
         let capture =
             self.capture.as_ref().filter(|(_, share)| share.0 > 0 && fastrand::u32(0..WEIGHT_SCALE) < share.0);
         let copy = (shadow.is_some() || capture.is_some()).then(|| inputs.clone());
-        let submitted = match &v.batcher {
-            Some(b) => b.submit(inputs, rows),
-            None => {
+        let mut outputs = match &v.backend {
+            Backend::Onnx(model) => {
+                let submitted = match &v.batcher {
+                    Some(b) => b.submit(inputs, rows),
+                    None => {
+                        v.metrics.batch_rows.observe(rows as f64);
+                        self.pool.handle_ref().submit(model.clone(), inputs)
+                    }
+                };
+                let rx = submitted.inspect_err(|e| {
+                    if matches!(e, GatewayError::Overloaded(_)) {
+                        self.metrics.queue_rejections.inc();
+                    }
+                })?;
+                let (result, took) =
+                    rx.await.map_err(|_| GatewayError::Internal("the inference worker dropped the call".into()))?;
+                v.metrics.inference_duration.observe(took.as_secs_f64());
+                result?
+            }
+            Backend::Remote(remote) => {
                 v.metrics.batch_rows.observe(rows as f64);
-                self.pool.handle_ref().submit(v.backend.clone(), inputs)
+                let started = Instant::now();
+                let result = remote.infer(inputs, &v.manifest).await;
+                v.metrics.inference_duration.observe(started.elapsed().as_secs_f64());
+                result?
             }
         };
-        let rx = submitted.inspect_err(|e| {
-            if matches!(e, GatewayError::Overloaded(_)) {
-                self.metrics.queue_rejections.inc();
-            }
-        })?;
-        let (result, took) =
-            rx.await.map_err(|_| GatewayError::Internal("the inference worker dropped the call".into()))?;
-        v.metrics.inference_duration.observe(took.as_secs_f64());
-        let mut outputs = result?;
         if let Some(copy) = copy {
             self.after_answer(v, shadow, capture.map(|c| &c.0), req.id.as_deref(), copy, &outputs);
         }

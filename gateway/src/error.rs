@@ -39,6 +39,9 @@ pub enum GatewayError {
     /// The server is draining for shutdown.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// A remote version's upstream failed: unreachable, a 5xx, or an answer that cannot be read.
+    #[error("{0}")]
+    Upstream(String),
     /// ONNX Runtime failed on input that passed validation: a server-side fault, logged with its chain.
     #[error("inference failed: {0}")]
     Inference(String),

@@ -52,6 +52,7 @@ pub struct Metrics {
     rollout_step: IntGaugeVec,
     rollout_decisions: IntCounterVec,
     rollout_check: prometheus::GaugeVec,
+    upstream_up: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -239,6 +240,13 @@ impl Metrics {
             ),
             &["model", "check"],
         ));
+        let upstream_up = must(IntGaugeVec::new(
+            Opts::new(
+                "gateway_upstream_up",
+                "1 while a remote version's upstream answers its readiness probe and its circuit is closed.",
+            ),
+            &["model", "version"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -273,6 +281,7 @@ impl Metrics {
             Box::new(rollout_step.clone()),
             Box::new(rollout_decisions.clone()),
             Box::new(rollout_check.clone()),
+            Box::new(upstream_up.clone()),
         ] {
             must(registry.register(c));
         }
@@ -311,7 +320,14 @@ impl Metrics {
             rollout_step,
             rollout_decisions,
             rollout_check,
+            upstream_up,
         }
+    }
+
+    pub fn upstream_up(&self, model: &str, version: &str) -> IntGauge {
+        let g = self.upstream_up.with_label_values(&[model, version]);
+        g.set(1);
+        g
     }
 
     pub fn version(&self, model: &str, version: &str) -> VersionMetrics {

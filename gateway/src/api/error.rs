@@ -23,6 +23,7 @@ pub fn codes(e: &GatewayError) -> (StatusCode, tonic::Code) {
         GatewayError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::ResourceExhausted),
         GatewayError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
         GatewayError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, Code::DeadlineExceeded),
+        GatewayError::Upstream(_) => (StatusCode::BAD_GATEWAY, Code::Unavailable),
         GatewayError::Inference(_) | GatewayError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
     }
 }

@@ -134,6 +134,7 @@ async fn version_metadata(
 async fn model_ready(State(core): State<Arc<Core>>, Path(model): Path<String>) -> Result<Response, ApiError> {
     let slot = core.model(&model)?;
     let v = slot.resolve(RouteHint::default())?;
+    v.availability()?;
     Ok(Json(serde_json::json!({ "name": model, "version": &*v.version, "ready": true })).into_response())
 }
 
@@ -142,7 +143,7 @@ async fn version_ready(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let slot = core.model(&model)?;
-    slot.version(&version)?;
+    slot.version(&version)?.availability()?;
     Ok(Json(serde_json::json!({ "name": model, "version": version, "ready": true })).into_response())
 }
 

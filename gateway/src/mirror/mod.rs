@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::metrics::Metrics;
 use crate::model::ModelVersion;
 use crate::model::pool::PoolHandle;
+use crate::model::version::Backend;
 use crate::tensor::Tensor;
 use divergence::DivergenceBook;
 
@@ -64,28 +65,34 @@ impl Mirror {
 }
 
 async fn run_shadow(job: ShadowJob, pool: &PoolHandle, book: &DivergenceBook, metrics: &Metrics) {
-    // Shadows use spare capacity only: when every inference thread is busy with live calls, the copy is dropped
-    // rather than queued in front of live work.
-    if pool.saturated() {
-        metrics.mirror_dropped("busy");
-        return;
-    }
-    let rx = match pool.submit(job.shadow.backend.clone(), job.inputs) {
-        Ok(rx) => rx,
-        Err(_) => {
-            metrics.mirror_dropped("busy");
-            return;
+    let outputs = match &job.shadow.backend {
+        Backend::Onnx(model) => {
+            // Shadows use spare capacity only: when every inference thread is busy with live calls, the copy is
+            // dropped rather than queued in front of live work.
+            if pool.saturated() {
+                metrics.mirror_dropped("busy");
+                return;
+            }
+            let Ok(rx) = pool.submit(model.clone(), job.inputs) else {
+                metrics.mirror_dropped("busy");
+                return;
+            };
+            match rx.await {
+                Ok((r, _)) => r,
+                Err(_) => Err(crate::error::GatewayError::Internal("the inference worker dropped the call".into())),
+            }
         }
+        // A remote shadow costs this process no inference thread; its own concurrency bound refuses when full.
+        Backend::Remote(remote) => remote.infer(job.inputs, &job.shadow.manifest).await,
     };
-    match rx.await {
-        Ok((Ok(outputs), _)) => {
+    match outputs {
+        Ok(outputs) => {
             let key = (job.live.model.to_string(), job.live.number, job.shadow.number);
             book.record(key, &job.outputs, &outputs, metrics);
         }
-        Ok((Err(e), _)) => {
+        Err(e) => {
             tracing::warn!(model = %job.shadow.model, version = %job.shadow.version, error = %e, "shadow call failed");
             metrics.mirror_dropped("shadow_error");
         }
-        Err(_) => metrics.mirror_dropped("shadow_error"),
     }
 }

@@ -33,6 +33,9 @@ pub struct Manifest {
     /// only when an operator or a rollout makes it canary or stable.
     #[serde(default)]
     pub stage: Stage,
+    /// Present for a version served by another inference server instead of a local `model.onnx`.
+    #[serde(default)]
+    pub remote: Option<crate::model::remote::RemoteSpec>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -1,5 +1,5 @@
-//! Model versions and everything needed to serve them: the manifest, the repository on disk, the ONNX backend,
-//! the inference thread pool, and the registry of loaded models.
+//! Model versions and everything needed to serve them: the manifest, the repository on disk, the backends (ONNX
+//! in-process, or a remote inference server), the inference thread pool, and the registry of loaded models.
 
 pub mod batcher;
 pub mod lifecycle;
@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod onnx;
 pub mod pool;
 pub mod registry;
+pub mod remote;
 pub mod repository;
 pub mod slot;
 pub mod version;

@@ -18,7 +18,7 @@ pub struct ModelVersion {
     pub version: Arc<str>,
     pub number: u64,
     pub manifest: Manifest,
-    pub backend: Arc<OnnxModel>,
+    pub backend: Backend,
     /// Present when dynamic batching is on for this model.
     pub batcher: Option<Batcher>,
     /// Present when skew checks are on.
@@ -28,6 +28,15 @@ pub struct ModelVersion {
     pub metrics: VersionMetrics,
     /// Outcomes and latency for canary analysis.
     pub stats: crate::rollout::stats::VersionStats,
+}
+
+/// Where a version's calls run.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// ONNX Runtime in this process, on the inference threads.
+    Onnx(Arc<OnnxModel>),
+    /// Another Open Inference Protocol server.
+    Remote(Arc<crate::model::remote::RemoteModel>),
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -93,6 +102,18 @@ impl ModelVersion {
         Ok((ordered, batch))
     }
 
+    /// Whether the version can take calls now: a remote one not while its upstream is down or not ready.
+    pub fn availability(&self) -> Result<(), GatewayError> {
+        match &self.backend {
+            Backend::Remote(r) if !r.is_up() => Err(GatewayError::NotReady {
+                model: self.model.to_string(),
+                version: self.version.to_string(),
+                reason: format!("the upstream {} is down or not ready", r.spec.url),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Time since the version was trained.
     pub fn age(&self) -> std::time::Duration {
         self.manifest
@@ -145,10 +166,13 @@ fn check_tensor(spec: &TensorSpec, t: &Tensor) -> Result<(), GatewayError> {
 
 /// Runs every golden example through the backend and compares with the expected outputs. A version that fails
 /// never takes traffic: this is QA before serving.
-pub fn check_golden(manifest: &Manifest, backend: &OnnxModel) -> Result<(), String> {
+pub fn check_golden(
+    manifest: &Manifest,
+    run: impl Fn(Vec<Tensor>) -> Result<Vec<Tensor>, GatewayError>,
+) -> Result<(), String> {
     for (i, ex) in manifest.golden.iter().enumerate() {
         let mut inputs = Vec::new();
-        for spec in backend.inputs() {
+        for spec in manifest.inputs.iter().map(|i| &i.spec) {
             let g = ex
                 .inputs
                 .iter()
@@ -156,7 +180,7 @@ pub fn check_golden(manifest: &Manifest, backend: &OnnxModel) -> Result<(), Stri
                 .ok_or_else(|| format!("golden example {i} lacks input '{}'", spec.name))?;
             inputs.push(g.to_tensor(spec.datatype)?);
         }
-        let outputs = backend.run(0, inputs).map_err(|e| format!("golden example {i}: {e}"))?;
+        let outputs = run(inputs).map_err(|e| format!("golden example {i}: {e}"))?;
         for want in &ex.outputs {
             let spec = manifest
                 .output(&want.name)
@@ -202,6 +226,8 @@ pub struct LoadContext<'a> {
     pub metrics: VersionMetrics,
     /// Counter for invalid values of (feature, kind).
     pub invalid_counter: &'a dyn Fn(&str, &str) -> prometheus::IntCounter,
+    /// 1 while a remote version's upstream is up.
+    pub upstream_up: prometheus::IntGauge,
 }
 
 /// Loads one version from its directory: manifest, ONNX session(s) checked against it, golden examples, and its
@@ -209,18 +235,34 @@ pub struct LoadContext<'a> {
 pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) -> Result<ModelVersion, String> {
     let version = number.to_string();
     let manifest = Manifest::load(dir, model, &version)?;
-    let onnx = dir.join(crate::model::repository::MODEL_FILE);
-    let backend = Arc::new(OnnxModel::load(ctx.env, &onnx, &manifest, ctx.session_options)?);
-    check_golden(&manifest, &backend).map_err(|e| format!("golden examples failed: {e}"))?;
-    let batcher = match ctx.batching {
-        Some(policy) => {
-            let name = format!("{model}-{version}");
-            let rows = ctx.metrics.batch_rows.clone();
-            let b = Batcher::spawn(&name, backend.clone(), ctx.pool.clone(), policy, rows)
-                .map_err(|e| format!("cannot start the batching thread: {e}"))?;
-            Some(b)
+    let (backend, batcher) = match &manifest.remote {
+        Some(spec) => {
+            let remote = Arc::new(crate::model::remote::RemoteModel::new(spec.clone(), model, ctx.upstream_up)?);
+            // Golden examples go to the upstream too: a remote version is checked before it takes traffic.
+            let rt = tokio::runtime::Handle::current();
+            check_golden(&manifest, |inputs| rt.block_on(remote.check(inputs, &manifest)))
+                .map_err(|e| format!("golden examples failed against {}: {e}", spec.url))?;
+            remote.spawn_probe();
+            // Batching gathers calls for the local inference threads; a remote server batches on its own.
+            (Backend::Remote(remote), None)
         }
-        None => None,
+        None => {
+            let onnx = dir.join(crate::model::repository::MODEL_FILE);
+            let backend = Arc::new(OnnxModel::load(ctx.env, &onnx, &manifest, ctx.session_options)?);
+            check_golden(&manifest, |inputs| backend.run(0, inputs))
+                .map_err(|e| format!("golden examples failed: {e}"))?;
+            let batcher = match ctx.batching {
+                Some(policy) => {
+                    let name = format!("{model}-{version}");
+                    let rows = ctx.metrics.batch_rows.clone();
+                    let b = Batcher::spawn(&name, backend.clone(), ctx.pool.clone(), policy, rows)
+                        .map_err(|e| format!("cannot start the batching thread: {e}"))?;
+                    Some(b)
+                }
+                None => None,
+            };
+            (Backend::Onnx(backend), batcher)
+        }
     };
     let skew = ctx.skew.map(|(slots, policy)| SkewMonitor::new(&manifest, slots, policy, ctx.invalid_counter));
     let input_names = manifest.inputs.iter().map(|i| i.spec.name.clone()).collect();

@@ -134,7 +134,7 @@ impl GrpcInferenceService for GrpcApi {
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = req.into_inner();
         match self.version(&r.name, &r.version) {
-            Ok(_) => Ok(Response::new(pb::ModelReadyResponse { ready: true })),
+            Ok((_, v)) => Ok(Response::new(pb::ModelReadyResponse { ready: v.availability().is_ok() })),
             // Known but not ready is an answer, not an error.
             Err(GatewayError::NotReady { .. }) => Ok(Response::new(pb::ModelReadyResponse { ready: false })),
             Err(e) => Err(grpc_status(&e)),

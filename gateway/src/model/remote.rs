@@ -1,0 +1,475 @@
+//! Remote versions: a model version served by another Open Inference Protocol server (Triton, MLServer, KServe, or
+//! another gateway), over HTTP or gRPC. The version's manifest declares the signature as usual and says where the
+//! upstream is (`"remote": {"url": "grpc://host:8001", ...}`); the version is validated, routed, canaried, mirrored
+//! and measured like a local one, and only the call itself leaves the process.
+//!
+//! Each remote version has pooled connections (hyper's pool for HTTP/1.1, one multiplexed HTTP/2 channel for
+//! gRPC), a deadline per call, a bound on calls in flight (beyond it, 503 at once), a circuit breaker that fails
+//! fast while the upstream is down, and a health probe of the upstream's readiness endpoint that keeps the
+//! breaker open while the upstream says it is not ready.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::api::grpc::{codec, pb};
+use crate::error::GatewayError;
+use crate::model::manifest::Manifest;
+use crate::tensor::{Tensor, element_count};
+
+/// Where a remote version lives and how to call it (the manifest's `remote` section).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSpec {
+    /// `http://host:port` (JSON over HTTP) or `grpc://host:port`.
+    pub url: String,
+    /// The model's name upstream; default: the same name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The version upstream; default: whatever the upstream routes to.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Deadline per call.
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    /// Calls in flight at once; beyond it requests are refused at once (503 / RESOURCE_EXHAUSTED).
+    #[serde(default = "defaults::max_concurrency")]
+    pub max_concurrency: usize,
+    /// Consecutive failures (connection errors, 5xx, timeouts) that open the circuit.
+    #[serde(default = "defaults::failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open circuit fails fast before one probe call is let through.
+    #[serde(default = "defaults::open_ms")]
+    pub open_ms: u64,
+    /// How often the upstream's readiness endpoint is asked; 0 turns the probe off.
+    #[serde(default = "defaults::health_interval_ms")]
+    pub health_interval_ms: u64,
+}
+
+mod defaults {
+    pub fn timeout_ms() -> u64 {
+        2000
+    }
+    pub fn max_concurrency() -> usize {
+        256
+    }
+    pub fn failure_threshold() -> u32 {
+        5
+    }
+    pub fn open_ms() -> u64 {
+        5000
+    }
+    pub fn health_interval_ms() -> u64 {
+        2000
+    }
+}
+
+/// Deadline for the golden examples run against the upstream when a remote version loads.
+const LOAD_DEADLINE: Duration = Duration::from_secs(10);
+
+enum Transport {
+    Http { client: Client<HttpConnector, Full<Bytes>>, base: String },
+    Grpc { client: pb::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel> },
+}
+
+#[derive(Debug)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+        reason: String,
+    },
+    /// One probe call is out; the others still fail fast.
+    HalfOpen,
+}
+
+/// Closed → (threshold consecutive failures) → Open → (after `open_for`) → HalfOpen: one call goes through; its
+/// success closes the circuit, its failure opens it again.
+#[derive(Debug)]
+struct Breaker {
+    state: Mutex<State>,
+    threshold: u32,
+    open_for: Duration,
+}
+
+impl Breaker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a call may go out now; the reason it may not.
+    fn admit(&self) -> Result<(), String> {
+        let mut s = self.lock();
+        match &*s {
+            State::Closed { .. } => Ok(()),
+            State::Open { until, .. } if Instant::now() >= *until => {
+                *s = State::HalfOpen;
+                Ok(())
+            }
+            State::Open { reason, until } => Err(format!(
+                "the circuit to the upstream is open ({reason}); retrying in {} ms",
+                until.saturating_duration_since(Instant::now()).as_millis()
+            )),
+            State::HalfOpen => Err("the circuit to the upstream is half-open: a probe call is in flight".into()),
+        }
+    }
+
+    fn success(&self) {
+        *self.lock() = State::Closed { failures: 0 };
+    }
+
+    fn failure(&self, reason: &str) {
+        let mut s = self.lock();
+        let failures = match &*s {
+            State::Closed { failures } => failures + 1,
+            State::HalfOpen => self.threshold,
+            State::Open { .. } => return,
+        };
+        *s = if failures >= self.threshold {
+            tracing::warn!(reason, failures, "upstream circuit opened");
+            State::Open {
+                until: Instant::now() + self.open_for,
+                reason: format!("{failures} failures, last: {reason}"),
+            }
+        } else {
+            State::Closed { failures }
+        };
+    }
+
+    /// Opens the circuit now (the upstream says it is not ready).
+    fn trip(&self, reason: &str) {
+        let mut s = self.lock();
+        if !matches!(&*s, State::Open { .. }) {
+            tracing::warn!(reason, "upstream circuit opened by the health probe");
+        }
+        *s = State::Open { until: Instant::now() + self.open_for, reason: reason.to_string() };
+    }
+
+    fn is_open(&self) -> bool {
+        !matches!(&*self.lock(), State::Closed { .. })
+    }
+}
+
+pub struct RemoteModel {
+    pub spec: RemoteSpec,
+    model: String,
+    transport: Transport,
+    permits: Semaphore,
+    breaker: Breaker,
+    /// What the last health probe said.
+    ready: AtomicBool,
+    up: prometheus::IntGauge,
+}
+
+impl std::fmt::Debug for RemoteModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteModel").field("url", &self.spec.url).field("model", &self.model).finish()
+    }
+}
+
+/// What a failed call was, for the breaker and the client.
+fn upstream(msg: String) -> GatewayError {
+    GatewayError::Upstream(msg)
+}
+
+impl RemoteModel {
+    /// Builds the client; connections are made on first use. Must run inside the Tokio runtime.
+    pub fn new(spec: RemoteSpec, model: &str, up: prometheus::IntGauge) -> Result<Self, String> {
+        let target_model = spec.model.clone().unwrap_or_else(|| model.to_string());
+        let transport = if let Some(rest) = spec.url.strip_prefix("grpc://") {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{rest}"))
+                .map_err(|e| format!("remote.url '{}': {e}", spec.url))?
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_millis(spec.timeout_ms));
+            Transport::Grpc {
+                client: pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(endpoint.connect_lazy()),
+            }
+        } else if spec.url.starts_with("http://") {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(Duration::from_millis(spec.timeout_ms)));
+            let client = Client::builder(TokioExecutor::new()).build(connector);
+            Transport::Http { client, base: spec.url.trim_end_matches('/').to_string() }
+        } else {
+            return Err(format!("remote.url '{}' must start with http:// or grpc://", spec.url));
+        };
+        if spec.max_concurrency == 0 || spec.failure_threshold == 0 || spec.timeout_ms == 0 {
+            return Err("remote.max_concurrency, remote.failure_threshold and remote.timeout_ms must be above 0".into());
+        }
+        Ok(Self {
+            model: target_model,
+            transport,
+            permits: Semaphore::new(spec.max_concurrency),
+            breaker: Breaker {
+                state: Mutex::new(State::Closed { failures: 0 }),
+                threshold: spec.failure_threshold,
+                open_for: Duration::from_millis(spec.open_ms),
+            },
+            ready: AtomicBool::new(true),
+            up,
+            spec,
+        })
+    }
+
+    /// Calls the upstream with the deadline, the concurrency bound and the breaker.
+    pub async fn infer(&self, inputs: Vec<Tensor>, manifest: &Manifest) -> Result<Vec<Tensor>, GatewayError> {
+        self.infer_within(inputs, manifest, Duration::from_millis(self.spec.timeout_ms)).await
+    }
+
+    /// The golden examples at load: correctness, not latency, so a cold connection gets a generous deadline.
+    pub async fn check(&self, inputs: Vec<Tensor>, manifest: &Manifest) -> Result<Vec<Tensor>, GatewayError> {
+        self.infer_within(inputs, manifest, Duration::from_millis(self.spec.timeout_ms).max(LOAD_DEADLINE)).await
+    }
+
+    async fn infer_within(
+        &self,
+        inputs: Vec<Tensor>,
+        manifest: &Manifest,
+        deadline: Duration,
+    ) -> Result<Vec<Tensor>, GatewayError> {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            return Err(GatewayError::Overloaded(format!(
+                "{} calls to the upstream {} are in flight already; retry later",
+                self.spec.max_concurrency, self.spec.url
+            )));
+        };
+        self.breaker.admit().map_err(|reason| GatewayError::NotReady {
+            model: manifest.name.clone(),
+            version: manifest.version.clone(),
+            reason,
+        })?;
+        let result = match tokio::time::timeout(deadline, self.call(inputs, manifest)).await {
+            Ok(r) => r,
+            Err(_) => Err(GatewayError::Timeout(deadline.as_millis() as u64)),
+        };
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(e @ (GatewayError::Upstream(_) | GatewayError::Timeout(_))) => self.breaker.failure(&e.to_string()),
+            // The upstream answered (a 4xx): it is up.
+            Err(_) => self.breaker.success(),
+        }
+        result
+    }
+
+    async fn call(&self, inputs: Vec<Tensor>, manifest: &Manifest) -> Result<Vec<Tensor>, GatewayError> {
+        match &self.transport {
+            Transport::Http { client, base } => self.call_http(client, base, inputs, manifest).await,
+            Transport::Grpc { client } => self.call_grpc(client.clone(), inputs).await,
+        }
+    }
+
+    fn infer_path(&self) -> String {
+        match &self.spec.version {
+            Some(v) => format!("/v2/models/{}/versions/{v}/infer", self.model),
+            None => format!("/v2/models/{}/infer", self.model),
+        }
+    }
+
+    async fn call_http(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        base: &str,
+        inputs: Vec<Tensor>,
+        manifest: &Manifest,
+    ) -> Result<Vec<Tensor>, GatewayError> {
+        let tensors: Vec<serde_json::Value> = inputs
+            .iter()
+            .map(|t| serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.datatype(), "data": t.data}))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "inputs": tensors }))
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let req = http::Request::post(format!("{base}{}", self.infer_path()))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let resp = client.request(req).await.map_err(|e| upstream(format!("{}: {e}", self.spec.url)))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| upstream(format!("{}: reading the answer: {e}", self.spec.url)))?
+            .to_bytes();
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            let msg = format!("upstream {} answered {status}: {msg}", self.spec.url);
+            return Err(if status.is_client_error() { GatewayError::InvalidInput(msg) } else { upstream(msg) });
+        }
+        decode_http_outputs(&bytes, manifest).map_err(|e| upstream(format!("{}: {e}", self.spec.url)))
+    }
+
+    async fn call_grpc(
+        &self,
+        mut client: pb::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>,
+        inputs: Vec<Tensor>,
+    ) -> Result<Vec<Tensor>, GatewayError> {
+        let mut req = pb::ModelInferRequest {
+            model_name: self.model.clone(),
+            model_version: self.spec.version.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        for t in inputs {
+            req.raw_input_contents.push(codec::to_raw(&t.data));
+            req.inputs.push(pb::model_infer_request::InferInputTensor {
+                name: t.name,
+                datatype: t.data.datatype().as_str().into(),
+                shape: t.shape,
+                parameters: Default::default(),
+                contents: None,
+            });
+        }
+        let resp = match client.model_infer(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                let msg = format!("upstream {} answered {:?}: {}", self.spec.url, s.code(), s.message());
+                return Err(match s.code() {
+                    tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::OutOfRange => {
+                        GatewayError::InvalidInput(msg)
+                    }
+                    tonic::Code::DeadlineExceeded => GatewayError::Timeout(self.spec.timeout_ms),
+                    _ => upstream(msg),
+                });
+            }
+        };
+        let outputs = resp
+            .outputs
+            .into_iter()
+            .map(|o| pb::model_infer_request::InferInputTensor {
+                name: o.name,
+                datatype: o.datatype,
+                shape: o.shape,
+                parameters: o.parameters,
+                contents: o.contents,
+            })
+            .collect();
+        codec::decode_inputs(outputs, resp.raw_output_contents)
+            .map(|(t, _)| t)
+            .map_err(|e| upstream(format!("{}: cannot read the answer: {e}", self.spec.url)))
+    }
+
+    /// Asks the upstream whether the model is ready.
+    async fn probe(&self) -> Result<(), String> {
+        let timeout = Duration::from_millis(self.spec.timeout_ms);
+        let check = async {
+            match &self.transport {
+                Transport::Http { client, base } => {
+                    let path = match &self.spec.version {
+                        Some(v) => format!("/v2/models/{}/versions/{v}/ready", self.model),
+                        None => format!("/v2/models/{}/ready", self.model),
+                    };
+                    let req = http::Request::get(format!("{base}{path}"))
+                        .body(Full::new(Bytes::new()))
+                        .map_err(|e| e.to_string())?;
+                    let resp = client.request(req).await.map_err(|e| format!("unreachable: {e}"))?;
+                    let status = resp.status();
+                    let _ = resp.into_body().collect().await;
+                    if status.is_success() { Ok(()) } else { Err(format!("ready endpoint answered {status}")) }
+                }
+                Transport::Grpc { client } => {
+                    let req = pb::ModelReadyRequest {
+                        name: self.model.clone(),
+                        version: self.spec.version.clone().unwrap_or_default(),
+                    };
+                    match client.clone().model_ready(req).await {
+                        Ok(r) if r.get_ref().ready => Ok(()),
+                        Ok(_) => Err("ModelReady says not ready".into()),
+                        Err(s) => Err(format!("ModelReady failed: {:?} {}", s.code(), s.message())),
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, check).await.unwrap_or_else(|_| Err("readiness probe timed out".into()))
+    }
+
+    /// Whether the upstream is believed up: its last probe passed and the circuit is closed.
+    pub fn is_up(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.breaker.is_open()
+    }
+
+    /// Probes the upstream every `health_interval_ms` while the version exists (the task holds a weak reference
+    /// and ends when the version is dropped).
+    pub fn spawn_probe(self: &Arc<Self>) {
+        if self.spec.health_interval_ms == 0 {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let every = Duration::from_millis(self.spec.health_interval_ms);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(this) = weak.upgrade() else { return };
+                match this.probe().await {
+                    Ok(()) => this.ready.store(true, Ordering::Relaxed),
+                    Err(reason) => {
+                        this.ready.store(false, Ordering::Relaxed);
+                        this.breaker.trip(&format!("upstream not ready: {reason}"));
+                    }
+                }
+                this.up.set(i64::from(this.is_up()));
+            }
+        });
+    }
+}
+
+#[derive(Deserialize)]
+struct HttpAnswer {
+    outputs: Vec<crate::model::manifest::GoldenTensor>,
+}
+
+/// Outputs of an HTTP answer, typed by the manifest's output datatypes.
+fn decode_http_outputs(bytes: &[u8], manifest: &Manifest) -> Result<Vec<Tensor>, String> {
+    let answer: HttpAnswer = serde_json::from_slice(bytes).map_err(|e| format!("invalid answer: {e}"))?;
+    answer
+        .outputs
+        .iter()
+        .map(|o| {
+            let spec = manifest.output(&o.name).ok_or_else(|| format!("unexpected output '{}'", o.name))?;
+            element_count(&o.shape).ok_or_else(|| format!("output '{}' has a bad shape", o.name))?;
+            o.to_tensor(spec.datatype)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_half_opens_after_the_wait() {
+        let b = Breaker {
+            state: Mutex::new(State::Closed { failures: 0 }),
+            threshold: 3,
+            open_for: Duration::from_millis(30),
+        };
+        b.failure("x");
+        b.success();
+        b.failure("x");
+        b.failure("x");
+        assert!(b.admit().is_ok(), "two consecutive failures after a success: still closed");
+        b.failure("x");
+        let e = b.admit().expect_err("open");
+        assert!(e.contains("circuit to the upstream is open (3 failures, last: x)"), "{e}");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit().is_ok(), "one probe after the wait");
+        assert!(b.admit().is_err(), "only one");
+        b.failure("still down");
+        assert!(b.admit().is_err(), "a failed probe opens it again");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit().is_ok());
+        b.success();
+        assert!(b.admit().is_ok() && !b.is_open(), "a good probe closes it");
+    }
+}
