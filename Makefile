@@ -35,16 +35,18 @@ run: build
 
 test: test-python test-rust
 
-test-rust: setup
+test-rust: setup $(VENV)/.installed
 	$(CARGO) test --workspace --locked
 
 # The training-side checks (capture replay), in a project-local venv with the pinned training requirements.
 test-python: $(VENV)/.installed
 	$(VENV)/bin/python -m unittest discover -s models/train -p 'test_*.py'
 
-$(VENV)/.installed: models/train/requirements.txt
+# Also tritonclient, which gateway/tests/clients.rs drives against a real gateway.
+$(VENV)/.installed: models/train/requirements.txt gateway/tests/clients/requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r models/train/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r models/train/requirements.txt \
+		-r gateway/tests/clients/requirements.txt
 	touch $@
 
 # The standard load scenarios against the release build; reports under bench-results/ (BENCH_DURATION=60 default).
