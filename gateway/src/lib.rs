@@ -3,15 +3,15 @@
 //! # Layout
 //! - [`config`]: the typed configuration, validated as a whole before any port is bound.
 //! - [`tensor`]: protocol-neutral tensors and typed JSON decoding of tensor data.
-//! - [`model`]: manifests, the model repository, the ONNX Runtime backend, the inference thread pool, and the
-//!   registry of loaded versions.
+//! - [`model`]: manifests, the model repository, the backends (ONNX Runtime in-process, or a remote inference
+//!   server with a circuit breaker), the inference thread pool, and the registry of loaded versions.
 //! - [`routing`]: the per-model routing table (stable, canary and weight) that picks the version answering a
 //!   request: URL version, pin header, sticky routing key, or a random draw.
 //! - [`rollout`]: automatic canary analysis: weight steps, checks against stable, promotion and rollback.
 //! - [`skew`]: train/serve skew on live inputs: drift (PSI) against the training baseline, invariants.
 //! - [`state`]: routing and the event journal, written atomically and restored at start.
 //! - [`core`]: the request path shared by every front end (resolve, validate, infer, select outputs).
-//! - [`api`]: the HTTP front end, the admin API, the metrics endpoint, and the error-to-status table.
+//! - [`api`]: the HTTP and gRPC front ends, the admin API, the metrics endpoint, and the error-to-status table.
 //! - [`cli`]: the `gateway admin ...` client.
 //! - [`mirror`]: after the answer, off the hot path: shadow copies and their divergence, the capture log,
 //!   delayed-label feedback.
