@@ -11,7 +11,7 @@ VENV          := .venv
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: setup run build test test-rust test-python lint fmt models bench demo-rollback demo-promote clean-ort
+.PHONY: setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote clean-ort
 
 setup: $(ORT_LIB)
 
@@ -33,7 +33,7 @@ build: setup
 run: build
 	./target/release/gateway --config $(CONFIG)
 
-test: test-python test-rust
+test: test-python test-deploy test-rust
 
 test-rust: setup $(VENV)/.installed
 	$(CARGO) test --workspace --locked
@@ -42,12 +42,25 @@ test-rust: setup $(VENV)/.installed
 test-python: $(VENV)/.installed
 	$(VENV)/bin/python -m unittest discover -s models/train -p 'test_*.py'
 
-# Also tritonclient, which gateway/tests/clients.rs drives against a real gateway.
-$(VENV)/.installed: models/train/requirements.txt gateway/tests/clients/requirements.txt
+# Also tritonclient, which gateway/tests/clients.rs drives against a real gateway, and the Kubernetes validator.
+$(VENV)/.installed: models/train/requirements.txt gateway/tests/clients/requirements.txt deploy/requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r models/train/requirements.txt \
-		-r gateway/tests/clients/requirements.txt
+		-r gateway/tests/clients/requirements.txt -r deploy/requirements.txt
 	touch $@
+
+# Debian's prometheus package brings promtool and the Prometheus server (gateway/tests/prometheus.rs starts one).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+/usr/bin/promtool:
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+
+# The deployment files: Prometheus config and alert rules (checked and unit-tested with promtool), Kubernetes
+# manifests (validated against the API schemas).
+test-deploy: /usr/bin/promtool $(VENV)/.installed
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+	$(VENV)/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 
 # The standard load scenarios against the release build; reports under bench-results/ (BENCH_DURATION=60 default).
 bench: setup
