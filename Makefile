@@ -11,7 +11,7 @@ VENV          := .venv
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote clean-ort
+.PHONY: setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort
 
 setup: $(ORT_LIB)
 
@@ -72,6 +72,10 @@ demo-rollback: setup
 
 demo-promote: setup
 	loadtest/demo.sh promote
+
+# The container image (deploy/Dockerfile), with ONNX Runtime from the same wheel version as `make setup`.
+docker:
+	docker build -f deploy/Dockerfile --build-arg ORT_VERSION=$(ORT_VERSION) -t gateway .
 
 lint:
 	$(CARGO) fmt --all -- --check

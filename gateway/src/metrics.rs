@@ -285,6 +285,8 @@ impl Metrics {
         ] {
             must(registry.register(c));
         }
+        // Memory, CPU, open files and threads of this process, under the standard `process_` names.
+        must(registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())));
         Self {
             registry,
             requests,
