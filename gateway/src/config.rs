@@ -25,6 +25,7 @@ pub struct Config {
     pub state: StateConfig,
     pub onnxruntime: OnnxRuntimeConfig,
     pub logging: LoggingConfig,
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -335,6 +336,24 @@ impl Default for LoggingConfig {
     }
 }
 
+/// Distributed tracing over OTLP.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// OpenTelemetry collector for spans, OTLP over gRPC (e.g. `http://127.0.0.1:4317`); unset turns exporting off.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of new traces exported, percent; requests that arrive with a sampled `traceparent` always are.
+    pub sample_percent: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: "gateway".into(), sample_percent: 100.0 }
+    }
+}
+
 /// The parts of the config that need parsing, checked and typed.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -413,6 +432,14 @@ impl Config {
             errors.push(format!("models.repository '{}' is not a directory", self.models.repository.display()));
         }
         errors.extend(self.rollout.problems(self.rollout_features()));
+        if !(0.0..=100.0).contains(&self.tracing.sample_percent) {
+            errors.push(format!("tracing.sample_percent = {} must be from 0 to 100", self.tracing.sample_percent));
+        }
+        if let Some(e) = &self.tracing.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            errors.push(format!("tracing.otlp_endpoint = '{e}' must be a URL like http://127.0.0.1:4317"));
+        }
         if !matches!(self.logging.format.as_str(), "plain" | "json") {
             errors.push(format!("logging.format = '{}' must be 'plain' or 'json'", self.logging.format));
         }

@@ -10,11 +10,14 @@ use crate::mirror::capture::{CaptureLog, Record};
 use crate::mirror::feedback::FeedbackBook;
 use crate::mirror::{Mirror, ShadowJob};
 use crate::model::pool::InferencePool;
+use crate::model::pool::Trace;
 use crate::model::version::Backend;
 use crate::model::{ModelSlot, ModelVersion, Registry};
 use crate::rollout::stats::Outcome;
 use crate::routing::{RouteHint, WEIGHT_SCALE, Weight};
+use crate::telemetry::REQUEST_TARGET;
 use crate::tensor::Tensor;
+use tracing::Instrument;
 
 /// A decoded inference request, independent of the wire format.
 #[derive(Debug, Default)]
@@ -98,7 +101,11 @@ impl Core {
         hint: RouteHint<'_>,
         req: InferRequest,
     ) -> Result<InferResponse, (Option<Arc<ModelVersion>>, GatewayError)> {
-        let v = slot.resolve(hint).map_err(|e| (None, e))?;
+        let v = {
+            let _route = tracing::debug_span!(target: REQUEST_TARGET, "route").entered();
+            slot.resolve(hint).map_err(|e| (None, e))?
+        };
+        tracing::Span::current().record("version", &*v.version);
         let mut tally = Tally { version: &v, started: Instant::now(), done: false };
         let result = self.run(slot, &v, req).await;
         tally.finish(match &result {
@@ -138,7 +145,11 @@ impl Core {
                     Some(b) => b.submit(inputs, rows),
                     None => {
                         v.metrics.batch_rows.observe(rows as f64);
-                        self.pool.handle_ref().submit(model.clone(), inputs)
+                        let trace = Trace {
+                            queue: tracing::debug_span!(target: REQUEST_TARGET, "queue"),
+                            parent: tracing::Span::current(),
+                        };
+                        self.pool.handle_ref().submit_traced(model.clone(), inputs, trace)
                     }
                 };
                 let rx = submitted.inspect_err(|e| {
@@ -154,7 +165,8 @@ impl Core {
             Backend::Remote(remote) => {
                 v.metrics.batch_rows.observe(rows as f64);
                 let started = Instant::now();
-                let result = remote.infer(inputs, &v.manifest).await;
+                let span = tracing::debug_span!(target: REQUEST_TARGET, "infer", backend = "remote");
+                let result = remote.infer(inputs, &v.manifest).instrument(span).await;
                 v.metrics.inference_duration.observe(started.elapsed().as_secs_f64());
                 result?
             }

@@ -112,7 +112,6 @@ fn main() -> ExitCode {
         println!("configuration {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    gateway::telemetry::init(&config.logging);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway-io").build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -120,7 +119,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(gateway::run(config, shutdown_signal())) {
+    // Inside the runtime: the OTLP exporter's channel lives on it. Dropped after the drain, flushing the spans.
+    let telemetry = match runtime.block_on(async { gateway::telemetry::init(&config.logging, &config.tracing) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(gateway::run(config, shutdown_signal()));
+    runtime.block_on(async { tokio::task::spawn_blocking(move || drop(telemetry)).await.ok() });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,15 +1,120 @@
-//! Logging setup: plain or JSON lines through `tracing`, filtered by config or `RUST_LOG`.
+//! Logs and traces. Logs are plain or JSON lines through `tracing`, filtered by config or `RUST_LOG`. Traces: the
+//! request path runs in spans (`request`, then `decode`, `route`, `queue`, `infer`, `encode`), which go to an
+//! OpenTelemetry collector over OTLP/gRPC when `tracing.otlp_endpoint` is set. A W3C `traceparent` on a request
+//! (HTTP header or gRPC metadata) makes its spans part of the caller's trace, and the trace id is a field of the
+//! request span, so it is in every log line written inside a request.
+//!
+//! The inner spans are at DEBUG under the target [`REQUEST_TARGET`]: only the OTLP layer asks for them, so with
+//! tracing off they cost a callsite check and nothing else.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LoggingConfig;
+use crate::config::{LoggingConfig, TracingConfig};
 
-/// Installs the global subscriber. Called once, by the binary; tests leave logging off.
-pub fn init(cfg: &LoggingConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let result = if cfg.format == "json" { builder.json().try_init() } else { builder.try_init() };
-    if let Err(e) = result {
-        eprintln!("logging already initialised: {e}");
+/// Target of the request-path spans.
+pub const REQUEST_TARGET: &str = "gateway::request";
+
+/// Keeps the trace exporter alive; dropping it flushes the spans still buffered.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("cannot flush the trace exporter: {e}");
+        }
     }
+}
+
+/// Installs the global subscriber: the log layer, and the OTLP layer when an endpoint is configured. Called once,
+/// by the binary, inside the Tokio runtime (the OTLP exporter's gRPC channel lives on it).
+pub fn init(logging: &LoggingConfig, tracing_cfg: &TracingConfig) -> Result<Telemetry, String> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&logging.level));
+    let logs = if logging.format == "json" {
+        tracing_subscriber::fmt::layer().with_target(false).json().boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_target(false).boxed()
+    };
+    let mut telemetry = Telemetry::default();
+    let traces = match &tracing_cfg.otlp_endpoint {
+        Some(endpoint) => {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()
+                .map_err(|e| format!("tracing.otlp_endpoint {endpoint}: {e}"))?;
+            let resource =
+                opentelemetry_sdk::Resource::builder().with_service_name(tracing_cfg.service_name.clone()).build();
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource)
+                // A sampled caller's trace is always kept; new traces are sampled at the configured share.
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                    tracing_cfg.sample_percent / 100.0,
+                ))))
+                .build();
+            let tracer = provider.tracer("gateway");
+            telemetry.provider = Some(provider);
+            let only_requests = Targets::new().with_target(REQUEST_TARGET, tracing::Level::DEBUG);
+            Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(only_requests))
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .try_init()
+        .map_err(|e| format!("logging already initialised: {e}"))?;
+    Ok(telemetry)
+}
+
+/// Reads W3C trace context from HTTP headers or gRPC metadata.
+pub struct Carrier<'a>(pub &'a http::HeaderMap);
+
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Joins `span` to the caller's trace (when the request carries a `traceparent`) and records the trace id on it.
+pub fn adopt(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&Carrier(headers));
+    let caller = parent.span().span_context().clone();
+    if caller.is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    // With the OTLP layer the span has its own context (the caller's trace, or a new one); without it, the
+    // caller's trace id is still worth logging.
+    let own = span.context().span().span_context().clone();
+    let trace_id = if own.is_valid() { own.trace_id() } else { caller.trace_id() };
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+}
+
+/// The request id: the caller's `x-request-id` if it sent a usable one, else a new random one.
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| format!("{:016x}", fastrand::u64(..)), str::to_owned)
 }

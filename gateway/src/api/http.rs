@@ -19,6 +19,8 @@ use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
 use crate::model::{ModelSlot, ModelVersion, VersionState};
 use crate::routing::RouteHint;
+use crate::telemetry::{self, REQUEST_TARGET};
+use tracing::Instrument;
 
 /// Response header naming the version that answered (also in the body as `model_version`).
 pub const VERSION_HEADER: &str = "x-model-version";
@@ -196,7 +198,30 @@ async fn infer_version(
     infer(core, model, Some(version), req).await
 }
 
+/// Runs a request inside its `request` span (joined to the caller's trace) and tags the answer with its id.
 async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Request) -> Response {
+    let request_id = telemetry::request_id(req.headers());
+    let span = tracing::info_span!(
+        target: REQUEST_TARGET,
+        "request",
+        otel.kind = "server",
+        protocol = "http",
+        model = %model,
+        version = tracing::field::Empty,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    telemetry::adopt(&span, req.headers());
+    let mut resp = infer_in_span(core, model, version, req).instrument(span.clone()).await;
+    span.record("status", resp.status().as_u16());
+    if let Ok(h) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", h);
+    }
+    resp
+}
+
+async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, req: Request) -> Response {
     let start = Instant::now();
     // Counted from the headers on, so a slow upload is in flight too (and drained on shutdown).
     let _in_flight = InFlight::new(&core.metrics.in_flight);
@@ -217,7 +242,11 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
             return failed(&core, &slot.name, "", start, e);
         }
     };
-    let req = match decode_request(&body) {
+    let decoded = {
+        let _decode = tracing::debug_span!(target: REQUEST_TARGET, "decode", bytes = body.len()).entered();
+        decode_request(&body)
+    };
+    let req = match decoded {
         Ok(r) => r,
         Err(e) => return failed(&core, &slot.name, "", start, e),
     };
@@ -228,7 +257,10 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
     match core.infer(&slot, hint, req).await {
         Ok(resp) => {
             let v = &resp.version;
-            let bytes = encode_response(&resp);
+            let bytes = {
+                let _encode = tracing::debug_span!(target: REQUEST_TARGET, "encode").entered();
+                encode_response(&resp)
+            };
             v.metrics.http_ok.inc();
             v.metrics.http_duration.observe(start.elapsed().as_secs_f64());
             let mut r = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response();

@@ -106,7 +106,7 @@ fn gather(rx: Receiver<Pending>, model: Arc<OnnxModel>, pool: PoolHandle, policy
 fn dispatch(model: &Arc<OnnxModel>, pool: &PoolHandle, mut batch: Vec<Pending>) {
     let job = if batch.len() == 1 {
         let p = batch.pop().unwrap_or_else(|| unreachable!("one element"));
-        Job { model: model.clone(), inputs: p.inputs, reply: Reply::One(p.reply) }
+        Job { model: model.clone(), inputs: p.inputs, reply: Reply::One(p.reply), trace: Default::default() }
     } else {
         let mut iter = batch.into_iter();
         let Some(first) = iter.next() else { return };
@@ -120,7 +120,7 @@ fn dispatch(model: &Arc<OnnxModel>, pool: &PoolHandle, mut batch: Vec<Pending>) 
             }
             callers.push((p.rows, p.reply));
         }
-        Job { model: model.clone(), inputs, reply: Reply::Batch(callers) }
+        Job { model: model.clone(), inputs, reply: Reply::Batch(callers), trace: Default::default() }
     };
     // A refused job has already told its callers why.
     let _ = pool.try_submit(job);

@@ -80,6 +80,20 @@ pub struct Job {
     pub model: Arc<OnnxModel>,
     pub inputs: Vec<Tensor>,
     pub reply: Reply,
+    pub trace: Trace,
+}
+
+/// Spans of a traced call: `queue` ends when a worker takes the call (the worker drops it), and the worker runs
+/// the call in an `infer` span under `parent`. Both are `Span::none()` for untraced calls (batches, shadows).
+pub struct Trace {
+    pub queue: tracing::Span,
+    pub parent: tracing::Span,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self { queue: tracing::Span::none(), parent: tracing::Span::none() }
+    }
 }
 
 /// What travels on the queue. `Stop` lets the pool shut its workers down while other handles (batchers, shadow
@@ -127,8 +141,18 @@ impl PoolHandle {
         model: Arc<OnnxModel>,
         inputs: Vec<Tensor>,
     ) -> Result<oneshot::Receiver<JobResult>, GatewayError> {
+        self.submit_traced(model, inputs, Trace::default())
+    }
+
+    /// Queues one unbatched call inside the request's spans.
+    pub fn submit_traced(
+        &self,
+        model: Arc<OnnxModel>,
+        inputs: Vec<Tensor>,
+        trace: Trace,
+    ) -> Result<oneshot::Receiver<JobResult>, GatewayError> {
         let (tx, rx) = oneshot::channel();
-        self.try_submit(Job { model, inputs, reply: Reply::One(tx) })?;
+        self.try_submit(Job { model, inputs, reply: Reply::One(tx), trace })?;
         Ok(rx)
     }
 
@@ -206,6 +230,14 @@ fn worker(index: usize, rx: Receiver<Msg>, busy: Arc<AtomicUsize>) {
             continue;
         }
         busy.fetch_add(1, Ordering::Relaxed);
+        let Trace { queue, parent } = job.trace;
+        drop(queue);
+        let span = if parent.is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(target: crate::telemetry::REQUEST_TARGET, parent: &parent, "infer", worker = index)
+        };
+        let _entered = span.enter();
         let start = Instant::now();
         let model = job.model;
         let inputs = job.inputs;

@@ -21,6 +21,8 @@ use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
 use crate::model::{ModelSlot, ModelVersion, VersionState};
 use crate::routing::RouteHint;
+use crate::telemetry::{self, REQUEST_TARGET};
+use tracing::Instrument;
 
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
@@ -44,7 +46,7 @@ pub fn service(core: Arc<Core>, limits: &crate::api::http::Limits) -> GrpcInfere
 }
 
 /// Parses `grpc-timeout` (an integer and a unit: H, M, S, m, u, n).
-fn client_deadline(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+fn client_deadline(meta: &http::HeaderMap) -> Option<Duration> {
     let v = meta.get("grpc-timeout")?.to_str().ok()?;
     let (n, unit) = v.split_at(v.len().checked_sub(1)?);
     let n: u64 = n.parse().ok()?;
@@ -165,9 +167,49 @@ impl GrpcInferenceService for GrpcApi {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        let headers = meta.into_headers();
+        let request_id = telemetry::request_id(&headers);
+        let span = tracing::info_span!(
+            target: REQUEST_TARGET,
+            "request",
+            otel.kind = "server",
+            protocol = "grpc",
+            model = %r.model_name,
+            version = tracing::field::Empty,
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        telemetry::adopt(&span, &headers);
+        let result = self.infer_in_span(headers, r).instrument(span.clone()).await;
+        span.record("status", result.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
+        let id = tonic::metadata::MetadataValue::try_from(request_id.as_str()).ok();
+        match result {
+            Ok(mut resp) => {
+                if let Some(id) = id {
+                    resp.metadata_mut().insert("x-request-id", id);
+                }
+                Ok(resp)
+            }
+            Err(mut status) => {
+                if let Some(id) = id {
+                    status.metadata_mut().insert("x-request-id", id);
+                }
+                Err(status)
+            }
+        }
+    }
+}
+
+impl GrpcApi {
+    async fn infer_in_span(
+        &self,
+        meta: http::HeaderMap,
+        mut r: pb::ModelInferRequest,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let start = Instant::now();
         let _in_flight = InFlight::new(&self.core.metrics.in_flight);
-        let (meta, _, mut r) = req.into_parts();
         let slot = match self.core.model(&r.model_name) {
             Ok(s) => s,
             Err(e) => return Err(self.failed(UNKNOWN_MODEL, "", start, e)),
@@ -178,7 +220,11 @@ impl GrpcInferenceService for GrpcApi {
         };
         let raw_out = {
             let (inputs, raw) = (std::mem::take(&mut r.inputs), std::mem::take(&mut r.raw_input_contents));
-            match codec::decode_inputs(inputs, raw) {
+            let decoded = {
+                let _decode = tracing::debug_span!(target: REQUEST_TARGET, "decode").entered();
+                codec::decode_inputs(inputs, raw)
+            };
+            match decoded {
                 Ok((inputs, raw_in)) => {
                     let outputs = (!r.outputs.is_empty()).then(|| r.outputs.iter().map(|o| o.name.clone()).collect());
                     let raw_out = raw_outputs(&r, raw_in);
@@ -202,6 +248,7 @@ impl GrpcInferenceService for GrpcApi {
         };
         match result {
             Ok(resp) => {
+                let _encode = tracing::debug_span!(target: REQUEST_TARGET, "encode").entered();
                 let v = &resp.version;
                 let mut out = pb::ModelInferResponse {
                     model_name: slot.name.to_string(),
@@ -243,7 +290,7 @@ mod tests {
 
     #[test]
     fn grpc_timeout_header_units() {
-        let mut m = tonic::metadata::MetadataMap::new();
+        let mut m = http::HeaderMap::new();
         for (v, d) in
             [("5S", Duration::from_secs(5)), ("250m", Duration::from_millis(250)), ("1H", Duration::from_secs(3600))]
         {
