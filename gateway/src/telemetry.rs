@@ -4,8 +4,10 @@
 //! (HTTP header or gRPC metadata) makes its spans part of the caller's trace, and the trace id is a field of the
 //! request span, so it is in every log line written inside a request.
 //!
-//! The inner spans are at DEBUG under the target [`REQUEST_TARGET`]: only the OTLP layer asks for them, so with
-//! tracing off they cost a callsite check and nothing else.
+//! The request-path spans are at DEBUG under the target [`REQUEST_TARGET`]: the OTLP layer always asks for them,
+//! the log layer only when its filter says so (`logging.level = "info,gateway::request=debug"` puts the request
+//! span, with its request id and trace id, on every log line inside a request). With neither, they cost a callsite
+//! check per request and nothing else: an always-on span measured 19 % of closed-loop throughput.
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -95,7 +97,11 @@ impl Extractor for Carrier<'_> {
 }
 
 /// Joins `span` to the caller's trace (when the request carries a `traceparent`) and records the trace id on it.
+/// Nothing to do, and nothing spent, when no layer wants the span.
 pub fn adopt(span: &tracing::Span, headers: &http::HeaderMap) {
+    if span.is_disabled() {
+        return;
+    }
     let parent = TraceContextPropagator::new().extract(&Carrier(headers));
     let caller = parent.span().span_context().clone();
     if caller.is_valid() {

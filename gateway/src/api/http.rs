@@ -201,7 +201,7 @@ async fn infer_version(
 /// Runs a request inside its `request` span (joined to the caller's trace) and tags the answer with its id.
 async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Request) -> Response {
     let request_id = telemetry::request_id(req.headers());
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         target: REQUEST_TARGET,
         "request",
         otel.kind = "server",

@@ -170,7 +170,7 @@ impl GrpcInferenceService for GrpcApi {
         let (meta, _, r) = req.into_parts();
         let headers = meta.into_headers();
         let request_id = telemetry::request_id(&headers);
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             target: REQUEST_TARGET,
             "request",
             otel.kind = "server",
