@@ -158,6 +158,28 @@ impl Breaker {
     fn is_open(&self) -> bool {
         !matches!(&*self.lock(), State::Closed { .. })
     }
+
+    /// A call ended without an outcome (its caller went away): a half-open circuit waits out another period.
+    fn abandoned(&self) {
+        let mut s = self.lock();
+        if matches!(&*s, State::HalfOpen) {
+            *s = State::Open { until: Instant::now() + self.open_for, reason: "the probe call was abandoned".into() };
+        }
+    }
+}
+
+/// Marks a call in flight; dropped unfinished, it tells the breaker.
+struct Pending<'a> {
+    breaker: &'a Breaker,
+    done: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.breaker.abandoned();
+        }
+    }
 }
 
 pub struct RemoteModel {
@@ -248,10 +270,14 @@ impl RemoteModel {
             version: manifest.version.clone(),
             reason,
         })?;
+        // If the caller goes away mid-call (its own deadline, a disconnect), a half-open probe must not stay
+        // "in flight" forever.
+        let mut pending = Pending { breaker: &self.breaker, done: false };
         let result = match tokio::time::timeout(deadline, self.call(inputs, manifest)).await {
             Ok(r) => r,
             Err(_) => Err(GatewayError::Timeout(deadline.as_millis() as u64)),
         };
+        pending.done = true;
         match &result {
             Ok(_) => self.breaker.success(),
             Err(e @ (GatewayError::Upstream(_) | GatewayError::Timeout(_))) => self.breaker.failure(&e.to_string()),
@@ -471,5 +497,14 @@ mod tests {
         assert!(b.admit().is_ok());
         b.success();
         assert!(b.admit().is_ok() && !b.is_open(), "a good probe closes it");
+        for _ in 0..3 {
+            b.failure("x");
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit().is_ok(), "probe");
+        b.abandoned();
+        assert!(b.admit().is_err(), "an abandoned probe does not leave the circuit half-open for ever");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit().is_ok(), "the next period lets another probe through");
     }
 }
