@@ -332,6 +332,11 @@ impl Metrics {
         g
     }
 
+    /// A remote version that is gone (unloaded, or failed to load) has no upstream to report on.
+    pub fn forget_upstream(&self, model: &str, version: &str) {
+        let _ = self.upstream_up.remove_label_values(&[model, version]);
+    }
+
     pub fn version(&self, model: &str, version: &str) -> VersionMetrics {
         VersionMetrics {
             http_ok: self.requests.with_label_values(&[model, version, "http", "200"]),

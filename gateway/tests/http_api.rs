@@ -223,3 +223,27 @@ async fn metrics_count_requests_by_model_version_and_code() {
     assert!(text.contains("gateway_inference_queue_depth"));
     gw.shutdown().await;
 }
+
+/// A request cut off by the admission timeout is answered 504 and still counted, so the error-rate alerts see it.
+#[tokio::test]
+async fn a_timed_out_request_is_answered_504_and_counted() {
+    let repo = scratch_dir();
+    copy_version("breast-cancer", "1", &repo, "1");
+    let slow = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/breast-cancer/slow/model.onnx");
+    std::fs::copy(slow, repo.join("breast-cancer/1/model.onnx")).expect("slow model");
+    let mut cfg = config(&repo);
+    cfg.models.watch_interval_ms = 0;
+    cfg.server.request_timeout_ms = 1;
+    let gw = start(cfg).await;
+    let c = client();
+    let (s, body) = post(&c, &url(&gw, "/v2/models/breast-cancer/infer"), breast_cancer_rows(1).to_string()).await;
+    assert_eq!(s, 504, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("timed out after 1 ms")), "{body}");
+    let metrics =
+        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    assert!(
+        metrics.contains(r#"gateway_requests_total{code="504",model="breast-cancer",protocol="http",version=""} 1"#),
+        "{metrics}"
+    );
+    gw.shutdown().await;
+}

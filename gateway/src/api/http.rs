@@ -35,19 +35,28 @@ pub struct Limits {
 
 pub fn router(core: Arc<Core>, limits: &Limits) -> Router {
     let timeout_ms = limits.timeout.as_millis() as u64;
+    let counted = core.clone();
     // Outermost to innermost: errors from the layers become protocol errors; load_shed refuses at once when the
     // concurrency limit is reached (a fast 503 beats a queue no one sees); the limit is global across routes so
     // the two infer paths share it; the timeout bounds the whole request, queue wait included.
     let admission = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |e: BoxError| async move {
-            let err = if e.is::<tower::timeout::error::Elapsed>() {
-                GatewayError::Timeout(timeout_ms)
-            } else if e.is::<tower::load_shed::error::Overloaded>() {
-                GatewayError::Overloaded("too many requests in progress; retry later".into())
-            } else {
-                GatewayError::Internal(e.to_string())
-            };
-            ApiError(err)
+        .layer(HandleErrorLayer::new(move |uri: axum::http::Uri, e: BoxError| {
+            let core = counted.clone();
+            async move {
+                let err = if e.is::<tower::timeout::error::Elapsed>() {
+                    GatewayError::Timeout(timeout_ms)
+                } else if e.is::<tower::load_shed::error::Overloaded>() {
+                    GatewayError::Overloaded("too many requests in progress; retry later".into())
+                } else {
+                    GatewayError::Internal(e.to_string())
+                };
+                // Answered by the admission layers, before the handler: counted here, or the error-rate alerts
+                // would never see a timeout or a shed request.
+                let model = uri.path().strip_prefix("/v2/models/").and_then(|r| r.split('/').next()).unwrap_or("");
+                let model = if core.registry.get(model).is_some() { model } else { UNKNOWN_MODEL };
+                core.metrics.request_failed(model, "", "http", http_status(&err).as_u16());
+                ApiError(err)
+            }
         }))
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent))

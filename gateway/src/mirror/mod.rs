@@ -45,7 +45,14 @@ impl Mirror {
             let (rx, pool, book, metrics) = (rx.clone(), pool.clone(), divergence.clone(), metrics.clone());
             tokio::spawn(async move {
                 while let Ok(job) = rx.recv().await {
-                    run_shadow(job, &pool, &book, &metrics).await;
+                    if matches!(job.shadow.backend, Backend::Remote(_)) {
+                        // A remote shadow waits on the network, not on this process: run it concurrently (the
+                        // remote's own concurrency bound refuses what it cannot take).
+                        let (pool, book, metrics) = (pool.clone(), book.clone(), metrics.clone());
+                        tokio::spawn(async move { run_shadow(job, &pool, &book, &metrics).await });
+                    } else {
+                        run_shadow(job, &pool, &book, &metrics).await;
+                    }
                 }
             });
         }
@@ -89,6 +96,10 @@ async fn run_shadow(job: ShadowJob, pool: &PoolHandle, book: &DivergenceBook, me
         Ok(outputs) => {
             let key = (job.live.model.to_string(), job.live.number, job.shadow.number);
             book.record(key, &job.outputs, &outputs, metrics);
+        }
+        // Refused before the call (a full remote, an open circuit): the shadow was busy, not wrong.
+        Err(crate::error::GatewayError::Overloaded(_) | crate::error::GatewayError::NotReady { .. }) => {
+            metrics.mirror_dropped("busy");
         }
         Err(e) => {
             tracing::warn!(model = %job.shadow.model, version = %job.shadow.version, error = %e, "shadow call failed");

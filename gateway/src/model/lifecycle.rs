@@ -159,6 +159,7 @@ impl Registry {
             }
             slot.remove_version(version);
             self.metrics.set_ready(model, &version.to_string(), false);
+            self.metrics.forget_upstream(model, &version.to_string());
             Ok((format!("version {version} unloaded"), serde_json::Value::Null))
         })
     }

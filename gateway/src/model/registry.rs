@@ -204,7 +204,7 @@ impl Registry {
                 skew: self.skew.enabled.then(|| (self.skew.slots, self.skew.policy(model))),
                 metrics: self.metrics.version(model, &version),
                 invalid_counter: &|feature, kind| self.metrics.invalid_value(model, &version, feature, kind),
-                upstream_up: self.metrics.upstream_up(model, &version),
+                upstream_up: &|| self.metrics.upstream_up(model, &version),
             };
             load_version(ctx, &dir, model, number)
         });
@@ -215,6 +215,7 @@ impl Registry {
             }
             Err(reason) => {
                 tracing::error!(model, version, %reason, "version failed to load; it will not serve");
+                self.metrics.forget_upstream(model, &version);
                 (VersionState::Failed(reason.clone()), Err(reason))
             }
         };

@@ -72,6 +72,9 @@ mod defaults {
     }
 }
 
+/// Largest answer accepted from an upstream (gRPC message or HTTP body).
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
 /// Deadline for the golden examples run against the upstream when a remote version loads.
 const LOAD_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -155,8 +158,22 @@ impl Breaker {
         *s = State::Open { until: Instant::now() + self.open_for, reason: reason.to_string() };
     }
 
-    fn is_open(&self) -> bool {
-        !matches!(&*self.lock(), State::Closed { .. })
+    /// The upstream says it is ready: an open circuit lets the next call through as its probe, without waiting
+    /// out the rest of the period. (It does not close outright: the upstream may be ready yet fail its calls.)
+    fn retry_now(&self) {
+        let mut s = self.lock();
+        if let State::Open { until, .. } = &mut *s {
+            *until = Instant::now();
+        }
+    }
+
+    /// Whether calls would be refused right now (an open circuit whose period is over is not).
+    fn refuses(&self) -> bool {
+        match &*self.lock() {
+            State::Closed { .. } => false,
+            State::Open { until, .. } => Instant::now() < *until,
+            State::HalfOpen => true,
+        }
     }
 
     /// A call ended without an outcome (its caller went away): a half-open circuit waits out another period.
@@ -212,10 +229,15 @@ impl RemoteModel {
             let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{rest}"))
                 .map_err(|e| format!("remote.url '{}': {e}", spec.url))?
                 .tcp_nodelay(true)
-                .connect_timeout(Duration::from_millis(spec.timeout_ms));
-            Transport::Grpc {
-                client: pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(endpoint.connect_lazy()),
-            }
+                .connect_timeout(Duration::from_millis(spec.timeout_ms))
+                // An upstream that dies without closing the connection is noticed in seconds, not when the
+                // kernel gives up on the socket.
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true);
+            let client = pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(MAX_ANSWER_BYTES);
+            Transport::Grpc { client }
         } else if spec.url.starts_with("http://") {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
@@ -281,9 +303,13 @@ impl RemoteModel {
         match &result {
             Ok(_) => self.breaker.success(),
             Err(e @ (GatewayError::Upstream(_) | GatewayError::Timeout(_))) => self.breaker.failure(&e.to_string()),
-            // The upstream answered (a 4xx): it is up.
+            // Shedding load is the upstream protecting itself: counting it would open the circuit and make the
+            // overload worse. It is neither a success nor a failure.
+            Err(GatewayError::Overloaded(_)) => {}
+            // The upstream answered, refusing the input: it is up.
             Err(_) => self.breaker.success(),
         }
+        self.up.set(i64::from(self.is_up()));
         result
     }
 
@@ -320,8 +346,7 @@ impl RemoteModel {
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         let resp = client.request(req).await.map_err(|e| upstream(format!("{}: {e}", self.spec.url)))?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
+        let bytes = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
             .map_err(|e| upstream(format!("{}: reading the answer: {e}", self.spec.url)))?
@@ -332,7 +357,13 @@ impl RemoteModel {
                 .and_then(|v| v["error"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             let msg = format!("upstream {} answered {status}: {msg}", self.spec.url);
-            return Err(if status.is_client_error() { GatewayError::InvalidInput(msg) } else { upstream(msg) });
+            return Err(match status.as_u16() {
+                // The input itself was refused.
+                400 | 413 | 422 => GatewayError::InvalidInput(msg),
+                429 => GatewayError::Overloaded(msg),
+                // 404 (a wrong remote.model), 5xx and the rest: the upstream cannot serve this version.
+                _ => upstream(msg),
+            });
         }
         decode_http_outputs(&bytes, manifest).map_err(|e| upstream(format!("{}: {e}", self.spec.url)))
     }
@@ -362,10 +393,10 @@ impl RemoteModel {
             Err(s) => {
                 let msg = format!("upstream {} answered {:?}: {}", self.spec.url, s.code(), s.message());
                 return Err(match s.code() {
-                    tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::OutOfRange => {
-                        GatewayError::InvalidInput(msg)
-                    }
+                    tonic::Code::InvalidArgument => GatewayError::InvalidInput(msg),
+                    tonic::Code::ResourceExhausted => GatewayError::Overloaded(msg),
                     tonic::Code::DeadlineExceeded => GatewayError::Timeout(self.spec.timeout_ms),
+                    // NOT_FOUND (a wrong remote.model), an answer too large, UNAVAILABLE and the rest.
                     _ => upstream(msg),
                 });
             }
@@ -422,7 +453,7 @@ impl RemoteModel {
 
     /// Whether the upstream is believed up: its last probe passed and the circuit is closed.
     pub fn is_up(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.breaker.is_open()
+        self.ready.load(Ordering::Relaxed) && !self.breaker.refuses()
     }
 
     /// Probes the upstream every `health_interval_ms` while the version exists (the task holds a weak reference
@@ -438,7 +469,10 @@ impl RemoteModel {
                 tokio::time::sleep(every).await;
                 let Some(this) = weak.upgrade() else { return };
                 match this.probe().await {
-                    Ok(()) => this.ready.store(true, Ordering::Relaxed),
+                    Ok(()) => {
+                        this.ready.store(true, Ordering::Relaxed);
+                        this.breaker.retry_now();
+                    }
                     Err(reason) => {
                         this.ready.store(false, Ordering::Relaxed);
                         this.breaker.trip(&format!("upstream not ready: {reason}"));
@@ -496,7 +530,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(b.admit().is_ok());
         b.success();
-        assert!(b.admit().is_ok() && !b.is_open(), "a good probe closes it");
+        assert!(b.admit().is_ok() && !b.refuses(), "a good probe closes it");
         for _ in 0..3 {
             b.failure("x");
         }

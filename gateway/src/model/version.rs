@@ -226,8 +226,8 @@ pub struct LoadContext<'a> {
     pub metrics: VersionMetrics,
     /// Counter for invalid values of (feature, kind).
     pub invalid_counter: &'a dyn Fn(&str, &str) -> prometheus::IntCounter,
-    /// 1 while a remote version's upstream is up.
-    pub upstream_up: prometheus::IntGauge,
+    /// The gauge that reads 1 while a remote version's upstream is up (made only for remote versions).
+    pub upstream_up: &'a dyn Fn() -> prometheus::IntGauge,
 }
 
 /// Loads one version from its directory: manifest, ONNX session(s) checked against it, golden examples, and its
@@ -237,7 +237,7 @@ pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) 
     let manifest = Manifest::load(dir, model, &version)?;
     let (backend, batcher) = match &manifest.remote {
         Some(spec) => {
-            let remote = Arc::new(crate::model::remote::RemoteModel::new(spec.clone(), model, ctx.upstream_up)?);
+            let remote = Arc::new(crate::model::remote::RemoteModel::new(spec.clone(), model, (ctx.upstream_up)())?);
             // Golden examples go to the upstream too: a remote version is checked before it takes traffic.
             let rt = tokio::runtime::Handle::current();
             check_golden(&manifest, |inputs| rt.block_on(remote.check(inputs, &manifest)))

@@ -95,12 +95,12 @@ fn raw(name: &str, d: DataType, bytes: &[u8], count: usize) -> Result<TensorData
     if w == 0 || d == DataType::F16 {
         return Err(unsupported(name, d));
     }
-    if bytes.len() != count * w {
+    let need = count.checked_mul(w).ok_or_else(|| invalid(format!("input '{name}': {count} values is too many")))?;
+    if bytes.len() != need {
         return Err(invalid(format!(
             "input '{name}': raw_input_contents holds {} bytes; shape and datatype {d} need {count} values of {w} \
-             bytes = {} bytes",
+             bytes = {need} bytes",
             bytes.len(),
-            count * w
         )));
     }
     macro_rules! le {
