@@ -78,8 +78,7 @@ async fn bad_requests_are_refused_with_their_reason() {
     for k in ["canary_started", "rolled_back", "version_unloaded", "version_loaded"] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
-    let metrics =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let metrics = scrape(&gw).await;
     assert!(metrics.contains(r#"gateway_rollbacks_total{model="breast-cancer",reason="manual"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"gateway_model_stable{model="breast-cancer",version="2"} 1"#));
     gw.shutdown().await;

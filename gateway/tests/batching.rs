@@ -64,8 +64,7 @@ async fn batched_requests_get_their_own_rows_back() {
         t.await.expect("request task");
     }
     // The calls really were shared: fewer ONNX calls than requests.
-    let text =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let text = scrape(&gw).await;
     let metric = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name) && l.contains(r#"model="breast-cancer",version="1""#))

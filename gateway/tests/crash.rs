@@ -69,8 +69,7 @@ async fn call(c: &reqwest::Client, p: &Proc, method: Method, path: &str, body: O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_restarts_into_the_last_committed_state() {
     let dir = scratch_dir();
-    let lib = workspace().join(".ort/lib/libonnxruntime.so");
-    let lib = std::env::var("ORT_DYLIB_PATH").map(std::path::PathBuf::from).unwrap_or(lib);
+    let lib = ort_library();
     let cfg = format!(
         "[server]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n\
          [models]\nrepository = {:?}\n[state]\ndir = {:?}\n[onnxruntime]\nlibrary = {:?}\n",

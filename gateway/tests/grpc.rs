@@ -184,14 +184,7 @@ async fn routing_hints_travel_as_metadata_and_the_version_field() {
     let mut pinned = tonic::Request::new(request("breast-cancer", vec![fp32_input("input", 1, means())]));
     pinned.metadata_mut().insert("x-model-version", "1".parse().expect("ascii"));
     assert_eq!(c.model_infer(pinned).await.expect("pinned").into_inner().model_version, "1");
-    let metrics = common::client()
-        .get(format!("http://{}/metrics", gw.metrics_addr))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&gw).await;
     assert!(
         metrics.contains(r#"gateway_requests_total{code="200",model="breast-cancer",protocol="grpc",version="1"} 2"#),
         "{metrics}"

@@ -211,8 +211,7 @@ async fn metrics_count_requests_by_model_version_and_code() {
     }
     post(&c, &url(&gw, "/v2/models/breast-cancer/infer"), "{").await;
     post(&c, &url(&gw, "/v2/models/who/infer"), "{").await;
-    let text =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let text = scrape(&gw).await;
     let has = |line: &str| text.lines().any(|l| l == line);
     assert!(has(r#"gateway_requests_total{code="200",model="breast-cancer",protocol="http",version="1"} 3"#), "{text}");
     assert!(has(r#"gateway_requests_total{code="400",model="breast-cancer",protocol="http",version=""} 1"#), "{text}");
@@ -239,8 +238,7 @@ async fn a_timed_out_request_is_answered_504_and_counted() {
     let (s, body) = post(&c, &url(&gw, "/v2/models/breast-cancer/infer"), breast_cancer_rows(1).to_string()).await;
     assert_eq!(s, 504, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("timed out after 1 ms")), "{body}");
-    let metrics =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let metrics = scrape(&gw).await;
     assert!(
         metrics.contains(r#"gateway_requests_total{code="504",model="breast-cancer",protocol="http",version=""} 1"#),
         "{metrics}"

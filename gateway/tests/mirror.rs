@@ -82,8 +82,7 @@ async fn a_different_shadow_diverges_and_an_identical_one_does_not() {
     );
     let diff = pair(&skew, "3", "2");
     assert!(diff["mean_abs_diff"].as_f64().expect("diff") > 1e-3, "logistic regression vs trees differ: {diff}");
-    let metrics =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let metrics = scrape(&gw).await;
     assert!(metrics.contains(r#"gateway_mirror_pairs_total{model="breast-cancer",shadow_version="2",version="3"}"#));
     assert_eq!(admin(&c, &gw, Method::DELETE, &format!("{p}/shadow"), None).await.0, 200);
     assert_eq!(admin(&c, &gw, Method::DELETE, &format!("{p}/shadow"), None).await.0, 409);
@@ -118,8 +117,7 @@ async fn a_starved_shadow_only_moves_the_drop_counters() {
     for t in tasks {
         t.await.expect("client");
     }
-    let metrics =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let metrics = scrape(&gw).await;
     let dropped: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("gateway_mirror_dropped_total"))

@@ -59,8 +59,7 @@ async fn every_exposed_metric_is_documented_and_the_dashboard_and_rules_use_docu
         post(&c, &url(&gw, "/v2/models/breast-cancer/infer"), breast_cancer_rows(1).to_string()).await;
     }
     post(&c, &url(&gw, "/v2/models/nope/infer"), "{}").await;
-    let text =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let text = scrape(&gw).await;
     gw.shutdown().await;
     let exposed: BTreeSet<String> = text
         .lines()

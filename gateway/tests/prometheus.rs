@@ -19,10 +19,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 async fn api(c: &reqwest::Client, base: &str, path: &str, params: &[(&str, &str)]) -> Option<Value> {
     let url = reqwest::Url::parse_with_params(&format!("{base}{path}"), params).ok()?;
     let v: Value = c.get(url).send().await.ok()?.json().await.ok()?;

@@ -76,8 +76,7 @@ async fn corrupt_and_inconsistent_versions_are_refused_while_others_serve() {
     assert!(body["error"].as_str().expect("error").contains("no version of this model is ready"));
     // Lenient readiness: one model is ready, so the server is.
     assert_eq!(get(&c, &url(&gw, "/v2/health/ready")).await.0, 200);
-    let metrics =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let metrics = scrape(&gw).await;
     assert!(metrics.contains(r#"gateway_model_ready{model="breast-cancer",version="5"} 0"#));
     gw.shutdown().await;
 

@@ -123,17 +123,6 @@ fn analyse(gw: &Gateway) -> Option<Decision> {
     gw.core.rollouts.analyse_now(&gw.core, "breast-cancer")
 }
 
-async fn metrics_text(gw: &Gateway) -> String {
-    client()
-        .get(format!("http://{}/metrics", gw.metrics_addr))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body")
-}
-
 /// Stepped by hand: the controller's own timer stays out of the way. The latency ratio check is off unless a test
 /// is about latency: test binaries run many gateways at once on two cores, so p99 of a few dozen requests is noise.
 fn manual(extra: Value) -> Value {
@@ -188,7 +177,7 @@ async fn a_good_canary_walks_every_step_and_is_promoted() {
     let checks = &advanced["data"]["analysis"]["checks"];
     assert_eq!((checks[0]["check"].as_str(), checks[0]["status"].as_str()), (Some("success_rate"), Some("pass")));
     assert!(advanced["weight_percent"].as_f64() == Some(50.0), "{advanced}");
-    let m = metrics_text(&gw).await;
+    let m = scrape(&gw).await;
     assert!(m.contains(r#"gateway_rollout_phase{model="breast-cancer",phase="promoted"} 1"#), "{m}");
     assert!(m.contains(r#"gateway_rollout_decisions_total{decision="advance",model="breast-cancer"} 1"#));
     gw.shutdown().await;
@@ -240,7 +229,7 @@ async fn an_erroring_canary_is_rolled_back_on_its_own_timer() {
     let k = kinds(&ev);
     assert_eq!(k.first().map(String::as_str), Some("rollout_started"));
     assert_eq!(k.last().map(String::as_str), Some("rolled_back"));
-    let m = metrics_text(&gw).await;
+    let m = scrape(&gw).await;
     assert!(m.contains(r#"gateway_rollbacks_total{model="breast-cancer",reason="success_rate"} 1"#), "{m}");
     gw.shutdown().await;
 }

@@ -88,8 +88,7 @@ async fn drift_stays_low_in_distribution_and_flags_exactly_the_shifted_features(
         }
     }
     assert!(shifted.iter().any(|&i| drifted["drift"]["max_psi_feature"] == json!(names[i])));
-    let metrics =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let metrics = scrape(&gw).await;
     let psi_line = format!(r#"gateway_feature_psi{{feature="{}",model="breast-cancer",version="1"}}"#, names[3]);
     assert!(metrics.lines().any(|l| l.starts_with(&psi_line)), "{psi_line} missing");
     gw.shutdown().await;
@@ -149,8 +148,7 @@ async fn invalid_values_are_rejected_or_counted_by_policy() {
     let find = |name: &str| invalid.iter().find(|x| x["feature"] == json!(name)).cloned().unwrap_or(Value::Null);
     assert_eq!((find("age")["nan"].clone(), find("age")["inf"].clone()), (json!(1), json!(1)), "{invalid:?}");
     assert_eq!(find("sex")["out_of_bounds"], json!(1), "sex 3 is outside [1, 2]");
-    let metrics =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let metrics = scrape(&gw).await;
     assert!(
         metrics.contains(r#"gateway_invalid_values_total{feature="age",kind="nan",model="diabetes",version="1"} 1"#)
     );
@@ -166,14 +164,7 @@ async fn old_models_are_marked_stale() {
         let gw = start(cfg).await;
         let (_, meta) = get(&c, &url(&gw, "/v2/models/breast-cancer")).await;
         assert_eq!(meta["stale"], json!(stale), "max age {max_days} days: {meta}");
-        let metrics = c
-            .get(format!("http://{}/metrics", gw.metrics_addr))
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("text");
+        let metrics = scrape(&gw).await;
         let line = format!(r#"gateway_model_stale{{model="breast-cancer",version="2"}} {}"#, u8::from(stale));
         assert!(metrics.contains(&line), "{line}");
         assert!(metrics.contains("gateway_model_age_seconds"));

@@ -43,10 +43,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -75,9 +71,7 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
             .expect("receiver");
     });
 
-    let lib = std::env::var("ORT_DYLIB_PATH")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| workspace().join(".ort/lib/libonnxruntime.so"));
+    let lib = ort_library();
     let (http, grpc) = (free_port(), free_port());
     let dir = scratch_dir();
     let cfg = dir.join("gateway.toml");

@@ -15,11 +15,6 @@ use gateway::Gateway;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// A free loopback port (bound and released; the upstream binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 /// The upstream process; killed when dropped.
 struct Upstream(Child);
 
@@ -32,9 +27,7 @@ impl Drop for Upstream {
 
 /// Starts the gateway binary on fixed ports serving `repo`, and waits until it is ready.
 async fn upstream(repo: &Path, http: u16, grpc: u16) -> Upstream {
-    let lib = std::env::var("ORT_DYLIB_PATH")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| workspace().join(".ort/lib/libonnxruntime.so"));
+    let lib = ort_library();
     let dir = scratch_dir();
     let cfg = dir.join("upstream.toml");
     std::fs::write(
@@ -142,8 +135,7 @@ async fn remote_versions_answer_like_the_upstream_and_share_a_canary_with_a_loca
     }
     assert!(seen.get("1").is_some_and(|n| *n > 5) && seen.get("5").is_some_and(|n| *n > 5), "{seen:?}");
 
-    let metrics =
-        c.get(format!("http://{}/metrics", gw.metrics_addr)).send().await.expect("scrape").text().await.expect("text");
+    let metrics = scrape(&gw).await;
     assert!(metrics.contains(r#"gateway_upstream_up{model="breast-cancer",version="5"} 1"#), "{metrics}");
     gw.shutdown().await;
 }

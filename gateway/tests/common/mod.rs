@@ -43,6 +43,28 @@ pub fn config(repository: &Path) -> Config {
     c
 }
 
+/// The ONNX Runtime library for gateways the tests start as separate processes.
+pub fn ort_library() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH").map_or_else(|| workspace().join(".ort/lib/libonnxruntime.so"), PathBuf::from)
+}
+
+/// A free loopback port (bound and released), for processes that must be told their port up front.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The gateway's metrics page.
+pub async fn scrape(gw: &Gateway) -> String {
+    client()
+        .get(format!("http://{}/metrics", gw.metrics_addr))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text")
+}
+
 pub async fn start(config: Config) -> Gateway {
     let gw = Gateway::start(&config).await.expect("gateway starts");
     assert!(gw.wait_loaded(Duration::from_secs(30)).await, "models load within 30 s");
