@@ -18,13 +18,7 @@ async fn client(gw: &Gateway) -> GrpcInferenceServiceClient<Channel> {
 }
 
 fn means() -> Vec<f32> {
-    let m = manifest("breast-cancer", "1");
-    m["inputs"][0]["features"]
-        .as_array()
-        .expect("features")
-        .iter()
-        .map(|f| f["mean"].as_f64().expect("mean") as f32)
-        .collect()
+    breast_cancer_means().into_iter().map(|x| x as f32).collect()
 }
 
 fn fp32_input(name: &str, rows: usize, values: Vec<f32>) -> InferInputTensor {

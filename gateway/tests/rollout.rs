@@ -53,13 +53,7 @@ async fn start_on(repo: &Path) -> Gateway {
 /// Rows scaled from the training means: small tumours to large ones, so the versions' answers differ where
 /// they really differ and the inputs spread over the baseline's bins.
 fn varied_rows(i: usize, rows: usize) -> Value {
-    let m = manifest("breast-cancer", "1");
-    let means: Vec<f64> = m["inputs"][0]["features"]
-        .as_array()
-        .expect("features")
-        .iter()
-        .map(|f| f["mean"].as_f64().expect("mean"))
-        .collect();
+    let means = breast_cancer_means();
     const SCALE: [f64; 6] = [0.7, 0.85, 1.0, 1.2, 1.4, 1.6];
     let data: Vec<f64> =
         (0..rows).flat_map(|r| means.iter().map(move |x| x * SCALE[(i + r) % SCALE.len()])).collect::<Vec<_>>();

@@ -71,23 +71,14 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
             .expect("receiver");
     });
 
-    let lib = ort_library();
     let (http, grpc) = (free_port(), free_port());
-    let dir = scratch_dir();
-    let cfg = dir.join("gateway.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nhttp_addr = \"127.0.0.1:{http}\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\nmetrics_addr = \
-             \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[models]\nrepository = \"{}\"\nwatch_interval_ms = 0\n\
-             [state]\ndir = \"{}\"\n[onnxruntime]\nlibrary = \"{}\"\n[tracing]\notlp_endpoint = \"http://{otlp}\"\n\
-             service_name = \"gateway-under-test\"\n[logging]\nformat = \"json\"\n",
-            bundled_models().display(),
-            dir.join("state").display(),
-            lib.display()
-        ),
-    )
-    .expect("config");
+    let mut config = config(&bundled_models());
+    config.models.watch_interval_ms = 0;
+    config.tracing.otlp_endpoint = Some(format!("http://{otlp}"));
+    config.tracing.service_name = "gateway-under-test".into();
+    config.logging.format = "json".into();
+    let dir = config.state.dir.parent().expect("scratch dir").to_path_buf();
+    let cfg = config_file(config, http, grpc);
     let log = dir.join("gateway.log");
     let _gw = Proc(
         Command::new(env!("CARGO_BIN_EXE_gateway"))

@@ -27,21 +27,10 @@ impl Drop for Upstream {
 
 /// Starts the gateway binary on fixed ports serving `repo`, and waits until it is ready.
 async fn upstream(repo: &Path, http: u16, grpc: u16) -> Upstream {
-    let lib = ort_library();
-    let dir = scratch_dir();
-    let cfg = dir.join("upstream.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nhttp_addr = \"127.0.0.1:{http}\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\nmetrics_addr = \
-             \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[models]\nrepository = \"{}\"\nwatch_interval_ms = 0\n\
-             [state]\ndir = \"{}\"\n[inference]\nthreads = 1\n[onnxruntime]\nlibrary = \"{}\"\n",
-            repo.display(),
-            dir.join("state").display(),
-            lib.display()
-        ),
-    )
-    .expect("config");
+    let mut config = config(repo);
+    config.models.watch_interval_ms = 0;
+    config.inference.threads = 1;
+    let cfg = config_file(config, http, grpc);
     let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["--config", cfg.to_str().expect("utf8")])
         .stdout(Stdio::null())

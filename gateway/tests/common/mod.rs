@@ -114,17 +114,32 @@ pub fn copy_version(model: &str, version: &str, dst: &Path, as_version: &str) {
     }
 }
 
-/// One request row for breast-cancer: the training means, a valid input.
-pub fn breast_cancer_rows(rows: usize) -> Value {
-    let m = manifest("breast-cancer", "1");
-    let means: Vec<f64> = m["inputs"][0]["features"]
+/// The training means of breast-cancer's 30 features (version 1's baseline): a valid input row.
+pub fn breast_cancer_means() -> Vec<f64> {
+    manifest("breast-cancer", "1")["inputs"][0]["features"]
         .as_array()
         .expect("features")
         .iter()
         .map(|f| f["mean"].as_f64().expect("mean"))
-        .collect();
+        .collect()
+}
+
+/// A request of `rows` rows for breast-cancer, each the training means.
+pub fn breast_cancer_rows(rows: usize) -> Value {
+    let means = breast_cancer_means();
     let data: Vec<f64> = (0..rows).flat_map(|_| means.clone()).collect();
     serde_json::json!({"inputs": [{"name": "input", "shape": [rows, 30], "datatype": "FP32", "data": data}]})
+}
+
+/// Writes `config` as TOML beside its state directory, for a gateway started as a separate process, with the
+/// HTTP and gRPC listeners on the given ports.
+pub fn config_file(mut config: Config, http: u16, grpc: u16) -> PathBuf {
+    config.server.http_addr = format!("127.0.0.1:{http}");
+    config.server.grpc_addr = format!("127.0.0.1:{grpc}");
+    config.onnxruntime.library = Some(ort_library());
+    let path = config.state.dir.with_file_name("gateway.toml");
+    std::fs::write(&path, toml::to_string(&config).expect("config serialises")).expect("write config");
+    path
 }
 
 pub fn admin_url(gw: &Gateway, path: &str) -> String {
