@@ -3,7 +3,7 @@
 //! `serde_json::Value` map serializes).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gateway::api::json::{decode_request, encode_outputs};
+use gateway::protocol::json::{decode_request, encode_outputs};
 use gateway::tensor::{Tensor, TensorData};
 
 fn body(rows: usize, datatype_first: bool) -> Vec<u8> {

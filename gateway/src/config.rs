@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::telemetry::{LoggingConfig, TracingConfig};
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -20,7 +22,7 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub feedback: FeedbackConfig,
     /// Automatic canary analysis: the default rollout policy and per-model overrides.
-    pub rollout: crate::rollout::RolloutConfig,
+    pub rollout: crate::rollout::policy::RolloutConfig,
     pub admin: AdminConfig,
     pub state: StateConfig,
     pub onnxruntime: OnnxRuntimeConfig,
@@ -302,18 +304,6 @@ pub struct BatchingOverride {
     pub max_queue_delay_us: Option<u64>,
 }
 
-impl BatchingConfig {
-    /// The effective policy for one model, or `None` when batching is off for it.
-    pub fn policy(&self, model: &str) -> Option<crate::model::batcher::BatchPolicy> {
-        let o = self.models.get(model).cloned().unwrap_or_default();
-        o.enabled.unwrap_or(self.enabled).then(|| crate::model::batcher::BatchPolicy {
-            max_rows: o.max_batch_rows.unwrap_or(self.max_batch_rows),
-            max_delay: Duration::from_micros(o.max_queue_delay_us.unwrap_or(self.max_queue_delay_us)),
-            queue_capacity: self.queue_capacity,
-        })
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OnnxRuntimeConfig {
@@ -321,37 +311,11 @@ pub struct OnnxRuntimeConfig {
     pub library: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoggingConfig {
-    /// `plain` for people, `json` for log pipelines.
-    pub format: String,
-    /// A `tracing` filter such as `info` or `gateway=debug,info`; `RUST_LOG` overrides it.
-    pub level: String,
-}
-
-impl Default for LoggingConfig {
-    fn default() -> Self {
-        Self { format: "plain".into(), level: "info".into() }
-    }
-}
-
-/// Distributed tracing over OTLP.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TracingConfig {
-    /// OpenTelemetry collector for spans, OTLP over gRPC (e.g. `http://127.0.0.1:4317`); unset turns exporting off.
-    pub otlp_endpoint: Option<String>,
-    /// `service.name` of the exported spans.
-    pub service_name: String,
-    /// Share of new traces exported, percent; requests that arrive with a sampled `traceparent` always are.
-    pub sample_percent: f64,
-}
-
-impl Default for TracingConfig {
-    fn default() -> Self {
-        Self { otlp_endpoint: None, service_name: "gateway".into(), sample_percent: 100.0 }
-    }
+/// A config that passed [`Config::check`], with the parts that needed parsing typed: what the gateway starts from.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub config: Config,
+    pub resolved: Resolved,
 }
 
 /// The parts of the config that need parsing, checked and typed.
@@ -375,6 +339,12 @@ impl Config {
     /// What rollout checks can measure with this config.
     pub fn rollout_features(&self) -> crate::rollout::policy::Features {
         crate::rollout::policy::Features { skew: self.skew.enabled, feedback: self.feedback.capacity > 0 }
+    }
+
+    /// Checks every field once, before anything starts, and returns all problems together.
+    pub fn check(self) -> Result<Checked, Vec<String>> {
+        let resolved = self.validate()?;
+        Ok(Checked { config: self, resolved })
     }
 
     /// Checks every field and returns all problems together.
@@ -486,17 +456,6 @@ mod tests {
         let errors = cfg.validate().expect_err("invalid");
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].contains("server.http_addr"));
-    }
-
-    #[test]
-    fn batching_policy_per_model_overrides_the_default() {
-        let cfg: Config = toml::from_str(
-            "[batching]\nenabled = false\nmax_batch_rows = 32\n[batching.models.a]\nenabled = true\nmax_queue_delay_us = 50\n",
-        )
-        .expect("parses");
-        assert!(cfg.batching.policy("b").is_none());
-        let p = cfg.batching.policy("a").expect("on for a");
-        assert_eq!((p.max_rows, p.max_delay), (32, Duration::from_micros(50)));
     }
 
     #[test]

@@ -1,32 +1,23 @@
 //! The request path shared by every front end: resolve the model version, validate the request against its
-//! signature, run it on the inference pool, select the outputs. HTTP (and later gRPC) only decode and encode.
+//! signature, run it on the version's backend, select the outputs, and hand copies to the mirror. The HTTP and
+//! gRPC front ends only decode, encode and count.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::error::GatewayError;
+use crate::error::{Fault, GatewayError};
 use crate::metrics::Metrics;
 use crate::mirror::capture::{CaptureLog, Record};
 use crate::mirror::feedback::FeedbackBook;
 use crate::mirror::{Mirror, ShadowJob};
+use crate::model::call::Priority;
 use crate::model::pool::InferencePool;
-use crate::model::pool::Trace;
-use crate::model::version::Backend;
 use crate::model::{ModelSlot, ModelVersion, Registry};
+use crate::protocol::InferRequest;
 use crate::rollout::stats::Outcome;
 use crate::routing::{RouteHint, WEIGHT_SCALE, Weight};
 use crate::telemetry::REQUEST_TARGET;
 use crate::tensor::Tensor;
-use tracing::Instrument;
-
-/// A decoded inference request, independent of the wire format.
-#[derive(Debug, Default)]
-pub struct InferRequest {
-    pub id: Option<String>,
-    pub inputs: Vec<Tensor>,
-    /// Output names the client asked for; `None` means all.
-    pub outputs: Option<Vec<String>>,
-}
 
 #[derive(Debug)]
 pub struct InferResponse {
@@ -36,12 +27,12 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
 }
 
-/// Which side of the version's success rate an error falls on; the status table decides what is the server's fault.
+/// Which side of the version's success rate an error falls on.
 fn outcome_of(e: &GatewayError) -> Outcome {
-    match e {
-        GatewayError::Overloaded(_) | GatewayError::ShuttingDown => Outcome::Shed,
-        e if crate::api::error::http_status(e).is_server_error() => Outcome::ServerError,
-        _ => Outcome::ClientError,
+    match e.fault() {
+        Fault::Shed => Outcome::Shed,
+        Fault::Server => Outcome::ServerError,
+        Fault::Client => Outcome::ClientError,
     }
 }
 
@@ -85,8 +76,6 @@ pub struct Core {
     /// The capture log and the share of requests it takes.
     pub capture: Option<(CaptureLog, Weight)>,
     pub feedback: Option<FeedbackBook>,
-    /// Canary analysis and automatic rollouts.
-    pub rollouts: crate::rollout::Controller,
 }
 
 impl Core {
@@ -139,38 +128,11 @@ impl Core {
         let capture =
             self.capture.as_ref().filter(|(_, share)| share.0 > 0 && fastrand::u32(0..WEIGHT_SCALE) < share.0);
         let copy = (shadow.is_some() || capture.is_some()).then(|| inputs.clone());
-        let mut outputs = match &v.backend {
-            Backend::Onnx(model) => {
-                let submitted = match &v.batcher {
-                    Some(b) => b.submit(inputs, rows),
-                    None => {
-                        v.metrics.batch_rows.observe(rows as f64);
-                        let trace = Trace {
-                            queue: tracing::debug_span!(target: REQUEST_TARGET, "queue"),
-                            parent: tracing::Span::current(),
-                        };
-                        self.pool.handle_ref().submit_traced(model.clone(), inputs, trace)
-                    }
-                };
-                let rx = submitted.inspect_err(|e| {
-                    if matches!(e, GatewayError::Overloaded(_)) {
-                        self.metrics.queue_rejections.inc();
-                    }
-                })?;
-                let (result, took) =
-                    rx.await.map_err(|_| GatewayError::Internal("the inference worker dropped the call".into()))?;
-                v.metrics.inference_duration.observe(took.as_secs_f64());
-                result?
+        let mut outputs = v.infer(inputs, rows, self.pool.handle_ref(), Priority::Live).await.inspect_err(|e| {
+            if matches!(e, GatewayError::Overloaded(_)) && v.runs_locally() {
+                self.metrics.queue_rejections.inc();
             }
-            Backend::Remote(remote) => {
-                v.metrics.batch_rows.observe(rows as f64);
-                let started = Instant::now();
-                let span = tracing::debug_span!(target: REQUEST_TARGET, "infer", backend = "remote");
-                let result = remote.infer(inputs, &v.manifest).instrument(span).await;
-                v.metrics.inference_duration.observe(started.elapsed().as_secs_f64());
-                result?
-            }
-        };
+        })?;
         if let Some(copy) = copy {
             self.after_answer(v, shadow, capture.map(|c| &c.0), req.id.as_deref(), copy, &outputs);
         }

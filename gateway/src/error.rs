@@ -1,5 +1,7 @@
 //! The domain error type. Every failure a request can meet is one variant here; `api::error` maps each variant to
-//! an HTTP status (and later a gRPC code) in one table, so front ends never invent their own mapping.
+//! an HTTP status and a gRPC code in one table, so front ends never invent their own mapping. Whose fault an
+//! error is (the client's, the server's, or load being shed) is a property of the error itself, decided here, so
+//! the request path can count outcomes without knowing any protocol.
 
 use thiserror::Error;
 
@@ -50,9 +52,65 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// Whose fault an error is, for success rates and alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request was wrong, or asked for something that does not exist or is not allowed.
+    Client,
+    /// The server failed to answer a valid request (including a version not ready, an upstream down, a timeout).
+    Server,
+    /// Admission control or a full queue refused the request before any work; neither side failed.
+    Shed,
+}
+
 impl GatewayError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::InvalidInput(msg.into())
+    }
+
+    /// Whose fault this error is. `api::error`'s status table agrees: every `Server` error is a 5xx, every
+    /// `Client` error a 4xx (a test there checks each variant).
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::Overloaded(_) | Self::ShuttingDown => Fault::Shed,
+            Self::InvalidInput(_)
+            | Self::ModelNotFound(_)
+            | Self::VersionNotFound { .. }
+            | Self::Conflict(_)
+            | Self::LoadFailed(_)
+            | Self::Unauthorized(_)
+            | Self::PayloadTooLarge { .. } => Fault::Client,
+            Self::NotReady { .. } | Self::Timeout(_) | Self::Upstream(_) | Self::Inference(_) | Self::Internal(_) => {
+                Fault::Server
+            }
+        }
+    }
+
+    /// Whether the server failed a request it should have answered.
+    pub fn is_server_fault(&self) -> bool {
+        self.fault() == Fault::Server
+    }
+
+    /// One example of every variant, for tests that must cover them all.
+    #[cfg(test)]
+    pub fn examples() -> Vec<Self> {
+        let s = || "x".to_string();
+        vec![
+            Self::InvalidInput(s()),
+            Self::ModelNotFound(s()),
+            Self::VersionNotFound { model: s(), version: s() },
+            Self::NotReady { model: s(), version: s(), reason: s() },
+            Self::Conflict(s()),
+            Self::LoadFailed(s()),
+            Self::Unauthorized(s()),
+            Self::PayloadTooLarge { limit: 1 },
+            Self::Overloaded(s()),
+            Self::Timeout(1),
+            Self::ShuttingDown,
+            Self::Upstream(s()),
+            Self::Inference(s()),
+            Self::Internal(s()),
+        ]
     }
 }
 

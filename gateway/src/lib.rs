@@ -1,34 +1,40 @@
 //! A low-latency Open Inference Protocol (KServe v2) gateway serving ONNX models in-process.
 //!
-//! # Layout
-//! - [`config`]: the typed configuration, validated as a whole before any port is bound.
-//! - [`tensor`]: protocol-neutral tensors and typed JSON decoding of tensor data.
-//! - [`model`]: manifests, the model repository, the backends (ONNX Runtime in-process, or a remote inference
-//!   server with a circuit breaker), the inference thread pool, and the registry of loaded versions.
-//! - [`routing`]: the per-model routing table (stable, canary and weight) that picks the version answering a
-//!   request: URL version, pin header, sticky routing key, or a random draw.
-//! - [`rollout`]: automatic canary analysis: weight steps, checks against stable, promotion and rollback.
-//! - [`skew`]: train/serve skew on live inputs: drift (PSI) against the training baseline, invariants.
-//! - [`state`]: routing and the event journal, written atomically and restored at start.
-//! - [`core`]: the request path shared by every front end (resolve, validate, infer, select outputs).
-//! - [`api`]: the HTTP and gRPC front ends, the admin API, the metrics endpoint, and the error-to-status table.
-//! - [`cli`]: the `gateway admin ...` client.
-//! - [`mirror`]: after the answer, off the hot path: shadow copies and their divergence, the capture log,
-//!   delayed-label feedback.
-//! - [`metrics`]: Prometheus metric families.
-//! - [`telemetry`]: logging setup.
+//! # Layers
+//! The crate is layered: a module imports only from the layers below it, so the import graph has no cycle and
+//! each layer can be read, tested and changed knowing only what lies beneath it (`tests/architecture.rs` fails
+//! on an upward import). Bottom to top:
 //!
-//! [`Gateway::start`] binds the listeners and loads the repository in the background; [`run`] adds signal
-//! handling and a bounded drain on shutdown.
+//! 1. [`error`] (the domain error and whose fault it is), [`tensor`] (protocol-neutral tensors), [`clock`].
+//! 2. [`manifest`] (a version's signature, baseline, golden examples, remote section), [`routing`] (the pure
+//!    routing table: stable, canary and weight, shadow; sticky keys), then [`protocol`] (the Open Inference
+//!    Protocol on the wire: REST and gRPC messages and tensor codecs, shared by front ends and remote backend).
+//! 3. [`skew`] (drift and invariants against the training baseline), [`rollout`] (pure canary analysis: policy,
+//!    state machine, checks, cumulative stats).
+//! 4. [`telemetry`] (logging, traces), [`state`] (routing and journal on disk), [`metrics`] (metric families;
+//!    plain values in), then [`config`] (the typed configuration, checked as a whole before any port is bound).
+//! 5. [`model`]: backends (ONNX Runtime in-process, remote servers) behind one `ModelVersion::infer`, the
+//!    inference pool, the batcher, the registry of models and versions, operator actions, repository watching.
+//! 6. [`mirror`]: after the answer, off the hot path: shadow copies and their divergence, the capture log,
+//!    delayed-label feedback.
+//! 7. [`core`]: the request path shared by every front end (resolve, validate, infer, record).
+//! 8. [`controller`]: the rollout controller task (samples, analyses, acts on the routing, journals).
+//! 9. [`api`]: the HTTP and gRPC front ends, the admin API, the metrics endpoint, admission, and the one
+//!    error-to-status table.
+//! 10. this file (wiring: [`Gateway::start`], [`run`]), `main.rs`, and [`cli`] (the `gateway admin ...` client).
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod core;
 pub mod error;
+pub mod manifest;
 pub mod metrics;
 pub mod mirror;
 pub mod model;
+pub mod protocol;
 pub mod rollout;
 pub mod routing;
 pub mod skew;
@@ -46,7 +52,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admin::AdminToken;
-use crate::config::Config;
+use crate::api::admission::Admission;
+use crate::config::{Checked, Config, Resolved};
+use crate::controller::Controller;
 use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
@@ -68,181 +76,78 @@ pub struct Gateway {
     pub metrics_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub core: Arc<Core>,
+    /// The rollout controller (the admin API and the ticker share it; tests step it by hand).
+    pub controller: Arc<Controller>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
-async fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({field}): {e}"))
+/// The four listeners, bound before anything is served so a taken port fails the start at once.
+struct Listeners {
+    http: TcpListener,
+    grpc: TcpListener,
+    metrics: TcpListener,
+    admin: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(r: &Resolved) -> anyhow::Result<Self> {
+        async fn one(addr: SocketAddr, field: &str) -> anyhow::Result<TcpListener> {
+            TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({field}): {e}"))
+        }
+        Ok(Self {
+            http: one(r.http_addr, "server.http_addr").await?,
+            grpc: one(r.grpc_addr, "server.grpc_addr").await?,
+            metrics: one(r.metrics_addr, "server.metrics_addr").await?,
+            admin: one(r.admin_addr, "admin.addr").await?,
+        })
+    }
+}
+
+/// The shutdown signal every server and background task watches.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 impl Gateway {
-    /// Validates the config, loads ONNX Runtime, binds the ports and starts loading the model repository.
-    /// Returns once the listeners accept connections; readiness follows when the models are loaded.
+    /// Checks the config, then starts as [`Gateway::serve`] does.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let resolved = config
-            .validate()
+        let checked = config
+            .clone()
+            .check()
             .map_err(|errors| anyhow::anyhow!("invalid configuration:\n  - {}", errors.join("\n  - ")))?;
-        let library = locate_library(config.onnxruntime.library.as_deref());
-        let env = init_runtime(&library).map_err(anyhow::Error::msg)?;
-        let repository = Repository::open(&config.models.repository).map_err(anyhow::Error::msg)?;
-        let store = StateStore::open(&config.state.dir)
-            .map_err(|e| anyhow::anyhow!("cannot use state.dir {}: {e}", config.state.dir.display()))?;
+        Self::serve(checked).await
+    }
+
+    /// Loads ONNX Runtime, binds the ports and starts loading the model repository. Returns once the listeners
+    /// accept connections; readiness follows when the models are loaded.
+    pub async fn serve(checked: Checked) -> anyhow::Result<Self> {
+        let Checked { config, resolved } = checked;
         let token = AdminToken::from_config(&config.admin).map_err(anyhow::Error::msg)?;
         if !token.is_set() {
             tracing::warn!(?token, "no admin token configured: the admin API will refuse every call");
         }
-        let metrics = Metrics::new();
-        let session_options = SessionOptions {
-            sessions: resolved.inference_threads,
-            intra_op_threads: config.inference.intra_op_threads,
-        };
-        let pool = InferencePool::new(resolved.inference_threads, config.inference.queue_capacity)?;
-        let pool_handle = pool.handle();
-        let capture = match &config.capture.dir {
-            Some(dir) => {
-                let settings = CaptureSettings {
-                    dir: dir.clone(),
-                    max_file_bytes: config.capture.max_file_mb * 1024 * 1024,
-                    max_total_bytes: config.capture.max_total_mb * 1024 * 1024,
-                    queue_capacity: config.capture.queue_capacity,
-                };
-                let log = CaptureLog::start(settings, metrics.capture_written.clone(), metrics.capture_dropped.clone())
-                    .map_err(|e| anyhow::anyhow!("cannot use capture.dir {}: {e}", dir.display()))?;
-                Some((log, Weight::from_percent(config.capture.percent).unwrap_or_default()))
-            }
-            None => None,
-        };
-        let registry = Arc::new(Registry::new(RegistryParts {
-            repository,
-            env,
-            session_options,
-            pool: pool.handle(),
-            batching: config.batching.clone(),
-            skew: config.skew.clone(),
-            metrics: metrics.clone(),
-            store,
-        }));
-        let core = Arc::new(Core {
-            registry,
-            pool,
-            metrics: metrics.clone(),
-            max_batch_rows: config.models.max_batch_rows,
-            max_body_bytes: config.server.max_body_bytes,
-            strict_readiness: config.server.strict_readiness,
-            routing: config.routing.clone(),
-            max_model_age: (config.skew.max_model_age_days > 0.0)
-                .then(|| Duration::from_secs_f64(config.skew.max_model_age_days * 86_400.0)),
-            mirror: Mirror::start(config.mirror.queue_capacity, config.mirror.workers, pool_handle, metrics.clone()),
-            capture,
-            feedback: (config.feedback.capacity > 0).then(|| FeedbackBook::new(config.feedback.capacity)),
-            rollouts: rollout::Controller::new(config.rollout.clone(), config.rollout_features()),
-        });
-
-        let http = bind(resolved.http_addr, "server.http_addr").await?;
-        let grpc = bind(resolved.grpc_addr, "server.grpc_addr").await?;
-        let metrics_listener = bind(resolved.metrics_addr, "server.metrics_addr").await?;
-        let admin = bind(resolved.admin_addr, "admin.addr").await?;
-        let (http_addr, grpc_addr, metrics_addr, admin_addr) =
-            (http.local_addr()?, grpc.local_addr()?, metrics_listener.local_addr()?, admin.local_addr()?);
-        tracing::info!(%http_addr, %grpc_addr, %metrics_addr, %admin_addr, library = %library.display(), "gateway listening");
-
-        let loader = core.registry.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = loader.load_repository() {
-                tracing::error!(error = %e, "cannot load the model repository");
-            }
-        });
-
-        let limits = api::http::Limits {
-            max_body_bytes: config.server.max_body_bytes,
-            max_concurrent: config.server.max_concurrent_requests,
-            timeout: resolved.request_timeout,
-        };
+        let core = build_core(&config, &resolved)?;
+        let controller = Arc::new(Controller::new(core.clone(), config.rollout.clone(), config.rollout_features()));
+        let listeners = Listeners::bind(&resolved).await?;
+        let (http_addr, grpc_addr, metrics_addr, admin_addr) = (
+            listeners.http.local_addr()?,
+            listeners.grpc.local_addr()?,
+            listeners.metrics.local_addr()?,
+            listeners.admin.local_addr()?,
+        );
+        tracing::info!(%http_addr, %grpc_addr, %metrics_addr, %admin_addr, "gateway listening");
+        load_repository(core.clone());
         let (shutdown, rx) = watch::channel(false);
-        let signal = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let watcher = (config.models.watch_interval_ms > 0).then(|| {
-            let every = Duration::from_millis(config.models.watch_interval_ms);
-            model::watch::spawn(core.registry.clone(), every, config.models.serve_new_versions, rx.clone())
-        });
-        let drift_ticker = config.skew.enabled.then(|| {
-            let (core, every, mut stop) = (core.clone(), config.skew.slot_len(), rx.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            for v in core.ready_versions() {
-                                if let Some(s) = &v.skew {
-                                    s.drift.rotate();
-                                }
-                            }
-                        }
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                }
-            })
-        });
-        // Rollouts are analysed on their own intervals; this task only checks a few times a second which are due.
-        let controller = {
-            let (core, mut stop) = (core.clone(), rx.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    let stopped = tokio::select! {
-                        _ = tick.tick() => false,
-                        _ = stop.wait_for(|s| *s) => true,
-                    };
-                    if stopped {
-                        return;
-                    }
-                    if core.registry.initial_load_done() {
-                        // Decisions write the state file (fsync): off the async workers.
-                        let c = core.clone();
-                        let _ = tokio::task::spawn_blocking(move || c.rollouts.tick(&c)).await;
-                    }
-                }
-            })
-        };
-        let serve = |listener: TcpListener, app: axum::Router| {
-            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(signal(rx.clone())).into_future())
-        };
-        let grpc_serve = tonic::transport::Server::builder()
-            .add_service(api::grpc::service(core.clone(), &limits))
-            // Without TCP_NODELAY, multi-packet messages wait out the peer's delayed ACK (40 ms per request).
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                signal(rx.clone()),
-            );
-        let grpc_server = tokio::spawn(async move { grpc_serve.await.map_err(std::io::Error::other) });
-        let mut servers = [
-            grpc_server,
-            serve(http, api::http::router(core.clone(), &limits)),
-            serve(metrics_listener, api::metrics::router(core.clone())),
-            serve(admin, api::admin::router(core.clone(), token)),
-        ];
-        let grace = resolved.shutdown_grace;
-        let task = tokio::spawn(async move {
-            signal(rx).await;
-            tracing::info!(grace_ms = grace.as_millis() as u64, "draining in-flight requests");
-            let drained = tokio::time::timeout(grace, async {
-                for s in servers.iter_mut() {
-                    let _ = s.await;
-                }
-            })
-            .await;
-            if drained.is_err() {
-                tracing::warn!("grace period over; closing the remaining connections");
-                servers.iter().for_each(JoinHandle::abort);
-            }
-            for t in [watcher, drift_ticker, Some(controller)].into_iter().flatten() {
-                let _ = t.await;
-            }
-        });
-        Ok(Self { http_addr, grpc_addr, metrics_addr, admin_addr, core, shutdown, task })
+        let background = spawn_background(&config, &core, &controller, &rx);
+        let admission = Admission::new(
+            config.server.max_body_bytes,
+            config.server.max_concurrent_requests,
+            resolved.request_timeout,
+        );
+        let servers = spawn_servers(listeners, &core, &controller, token, &admission, &rx);
+        let task = tokio::spawn(drain(servers, background, rx, resolved.shutdown_grace));
+        Ok(Self { http_addr, grpc_addr, metrics_addr, admin_addr, core, controller, shutdown, task })
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded by the grace period) and returns when done.
@@ -264,9 +169,176 @@ impl Gateway {
     }
 }
 
+/// The shared state of the request path: ONNX Runtime, the registry (with the state restored from disk), the
+/// inference pool, the mirror, the capture log and the feedback book.
+fn build_core(config: &Config, resolved: &Resolved) -> anyhow::Result<Arc<Core>> {
+    let library = locate_library(config.onnxruntime.library.as_deref());
+    let env = init_runtime(&library).map_err(anyhow::Error::msg)?;
+    tracing::info!(library = %library.display(), "ONNX Runtime loaded");
+    let repository = Repository::open(&config.models.repository).map_err(anyhow::Error::msg)?;
+    let store = StateStore::open(&config.state.dir)
+        .map_err(|e| anyhow::anyhow!("cannot use state.dir {}: {e}", config.state.dir.display()))?;
+    let metrics = Metrics::new();
+    let session_options =
+        SessionOptions { sessions: resolved.inference_threads, intra_op_threads: config.inference.intra_op_threads };
+    let pool = InferencePool::new(resolved.inference_threads, config.inference.queue_capacity)?;
+    let capture = match &config.capture.dir {
+        Some(dir) => {
+            let settings = CaptureSettings {
+                dir: dir.clone(),
+                max_file_bytes: config.capture.max_file_mb * 1024 * 1024,
+                max_total_bytes: config.capture.max_total_mb * 1024 * 1024,
+                queue_capacity: config.capture.queue_capacity,
+            };
+            let log = CaptureLog::start(settings, metrics.capture_written.clone(), metrics.capture_dropped.clone())
+                .map_err(|e| anyhow::anyhow!("cannot use capture.dir {}: {e}", dir.display()))?;
+            Some((log, Weight::from_percent(config.capture.percent).unwrap_or_default()))
+        }
+        None => None,
+    };
+    let registry = Arc::new(Registry::new(RegistryParts {
+        repository,
+        env,
+        session_options,
+        pool: pool.handle(),
+        batching: config.batching.clone(),
+        skew: config.skew.clone(),
+        metrics: metrics.clone(),
+        store,
+    }));
+    let mirror = Mirror::start(config.mirror.queue_capacity, config.mirror.workers, pool.handle(), metrics.clone());
+    Ok(Arc::new(Core {
+        registry,
+        pool,
+        metrics,
+        max_batch_rows: config.models.max_batch_rows,
+        max_body_bytes: config.server.max_body_bytes,
+        strict_readiness: config.server.strict_readiness,
+        routing: config.routing.clone(),
+        max_model_age: (config.skew.max_model_age_days > 0.0)
+            .then(|| Duration::from_secs_f64(config.skew.max_model_age_days * 86_400.0)),
+        mirror,
+        capture,
+        feedback: (config.feedback.capacity > 0).then(|| FeedbackBook::new(config.feedback.capacity)),
+    }))
+}
+
+/// Loads every version in the repository off the async workers (ONNX session creation blocks).
+fn load_repository(core: Arc<Core>) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = core.registry.load_repository() {
+            tracing::error!(error = %e, "cannot load the model repository");
+        }
+    });
+}
+
+/// The background tasks: repository watching, drift window rotation, and the rollout controller's tick.
+fn spawn_background(
+    config: &Config,
+    core: &Arc<Core>,
+    controller: &Arc<Controller>,
+    rx: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if config.models.watch_interval_ms > 0 {
+        let every = Duration::from_millis(config.models.watch_interval_ms);
+        tasks.push(model::watch::spawn(core.registry.clone(), every, config.models.serve_new_versions, rx.clone()));
+    }
+    if config.skew.enabled {
+        let core = core.clone();
+        tasks.push(every(config.skew.slot_len(), rx.clone(), move || {
+            for v in core.ready_versions() {
+                if let Some(s) = &v.skew {
+                    s.drift.rotate();
+                }
+            }
+        }));
+    }
+    // Rollouts are analysed on their own intervals; this only checks a few times a second which are due. The
+    // tick runs on a blocking thread: its decisions write the state file (fsync).
+    let (core, controller) = (core.clone(), controller.clone());
+    tasks.push(every(Duration::from_millis(250), rx.clone(), move || {
+        if core.registry.initial_load_done() {
+            controller.tick();
+        }
+    }));
+    tasks
+}
+
+/// Runs `f` on a blocking thread every `period` until shutdown, one run at a time.
+fn every(period: Duration, mut stop: watch::Receiver<bool>, f: impl Fn() + Send + Sync + 'static) -> JoinHandle<()> {
+    let f = Arc::new(f);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopped = tokio::select! {
+                _ = tick.tick() => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopped {
+                return;
+            }
+            let f = f.clone();
+            let _ = tokio::task::spawn_blocking(move || f()).await;
+        }
+    })
+}
+
+/// The four servers, each stopping on the shutdown signal.
+fn spawn_servers(
+    l: Listeners,
+    core: &Arc<Core>,
+    controller: &Arc<Controller>,
+    token: AdminToken,
+    admission: &Admission,
+    rx: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<std::io::Result<()>>> {
+    let serve = |listener: TcpListener, app: axum::Router| {
+        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(rx.clone())).into_future())
+    };
+    let grpc = tonic::transport::Server::builder()
+        .add_service(api::grpc::service(core.clone(), admission))
+        // Without TCP_NODELAY, multi-packet messages wait out the peer's delayed ACK (40 ms per request).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(l.grpc).with_nodelay(Some(true)),
+            stopped(rx.clone()),
+        );
+    vec![
+        tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) }),
+        serve(l.http, api::http::router(core.clone(), admission)),
+        serve(l.metrics, api::metrics::router(core.clone())),
+        serve(l.admin, api::admin::router(core.clone(), controller.clone(), token)),
+    ]
+}
+
+/// Waits for the shutdown signal, lets the servers drain within the grace period, then stops the background.
+async fn drain(
+    mut servers: Vec<JoinHandle<std::io::Result<()>>>,
+    background: Vec<JoinHandle<()>>,
+    rx: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    stopped(rx).await;
+    tracing::info!(grace_ms = grace.as_millis() as u64, "draining in-flight requests");
+    let drained = tokio::time::timeout(grace, async {
+        for s in servers.iter_mut() {
+            let _ = s.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("grace period over; closing the remaining connections");
+        servers.iter().for_each(JoinHandle::abort);
+    }
+    for t in background {
+        let _ = t.await;
+    }
+}
+
 /// Runs a gateway until `shutdown` resolves, then drains.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let gateway = Gateway::start(&config).await?;
+pub async fn run(config: Checked, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let gateway = Gateway::serve(config).await?;
     shutdown.await;
     tracing::info!("shutdown requested");
     gateway.shutdown().await;

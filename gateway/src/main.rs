@@ -101,13 +101,16 @@ fn main() -> ExitCode {
     if let Some(v) = cli.log_format {
         config.logging.format = v;
     }
-    if let Err(errors) = config.validate() {
-        eprintln!("error: invalid configuration in {}:", cli.config.display());
-        for e in errors {
-            eprintln!("  - {e}");
+    let config = match config.check() {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("error: invalid configuration in {}:", cli.config.display());
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::from(2);
         }
-        return ExitCode::from(2);
-    }
+    };
     if cli.check_config {
         println!("configuration {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
@@ -120,13 +123,14 @@ fn main() -> ExitCode {
         }
     };
     // Inside the runtime: the OTLP exporter's channel lives on it. Dropped after the drain, flushing the spans.
-    let telemetry = match runtime.block_on(async { gateway::telemetry::init(&config.logging, &config.tracing) }) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let telemetry =
+        match runtime.block_on(async { gateway::telemetry::init(&config.config.logging, &config.config.tracing) }) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let result = runtime.block_on(gateway::run(config, shutdown_signal()));
     runtime.block_on(async { tokio::task::spawn_blocking(move || drop(telemetry)).await.ok() });
     match result {

@@ -3,9 +3,13 @@
 //! the label map's lock.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use std::time::Duration;
+
+use crate::skew::drift::DriftSnapshot;
 
 /// Request latency buckets: sub-millisecond resolution where the budget lives, up to the request timeout.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -28,15 +32,15 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     model_ready: IntGaugeVec,
     stable: IntGaugeVec,
-    canary_weight: prometheus::GaugeVec,
+    canary_weight: GaugeVec,
     promotions: IntCounterVec,
     rollbacks: IntCounterVec,
     invalid_values: IntCounterVec,
-    feature_psi: prometheus::GaugeVec,
-    feature_out_of_range: prometheus::GaugeVec,
-    psi_max: prometheus::GaugeVec,
+    feature_psi: GaugeVec,
+    feature_out_of_range: GaugeVec,
+    psi_max: GaugeVec,
     window_rows: IntGaugeVec,
-    model_age: prometheus::GaugeVec,
+    model_age: GaugeVec,
     model_stale: IntGaugeVec,
     mirror_dropped: IntCounterVec,
     mirror_pairs: IntCounterVec,
@@ -51,7 +55,7 @@ pub struct Metrics {
     rollout_failed: IntGaugeVec,
     rollout_step: IntGaugeVec,
     rollout_decisions: IntCounterVec,
-    rollout_check: prometheus::GaugeVec,
+    rollout_check: GaugeVec,
     upstream_up: IntGaugeVec,
 }
 
@@ -77,253 +81,201 @@ fn must<T>(r: prometheus::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("metric definition: {e}"))
 }
 
+/// Creates metric families and registers each one as it is made, so a family is named in one place only.
+struct Families {
+    registry: Registry,
+}
+
+impl Families {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: prometheus::Result<C>) -> C {
+        let c = must(c);
+        must(self.registry.register(Box::new(c.clone())));
+        c
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn float_gauges(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        self.add(HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests = must(IntCounterVec::new(
-            Opts::new(
+        let f = Families { registry: Registry::new() };
+        let mv = ["model", "version"];
+        let pair = ["model", "version", "shadow_version"];
+        let diff_buckets = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0];
+        let rows_buckets = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+        let metrics = Self {
+            requests: f.counters(
                 "gateway_requests_total",
                 "Inference requests answered, by model, version, protocol and status code.",
+                &["model", "version", "protocol", "code"],
             ),
-            &["model", "version", "protocol", "code"],
-        ));
-        let request_duration = must(HistogramVec::new(
-            HistogramOpts::new(
+            request_duration: f.histograms(
                 "gateway_request_duration_seconds",
                 "Time from a request's arrival to its response being ready, by model, version and protocol.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["model", "version", "protocol"],
-        ));
-        let inference_duration = must(HistogramVec::new(
-            HistogramOpts::new("gateway_inference_duration_seconds", "Time inside the model backend per call.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            &["model", "version"],
-        ));
-        let batch_rows = must(HistogramVec::new(
-            HistogramOpts::new("gateway_batch_rows", "Rows per backend call (more than a request's when batched).")
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
-            &["model", "version"],
-        ));
-        let queue_depth =
-            must(IntGauge::new("gateway_inference_queue_depth", "Calls waiting for an inference worker."));
-        let queue_rejections = must(IntCounter::new(
-            "gateway_inference_queue_rejections_total",
-            "Calls refused because the inference queue was full.",
-        ));
-        let in_flight =
-            must(IntGauge::new("gateway_requests_in_flight", "Inference requests received and not yet answered."));
-        let model_ready = must(IntGaugeVec::new(
-            Opts::new("gateway_model_ready", "1 if the version passed its load and golden-example gate, else 0."),
-            &["model", "version"],
-        ));
-        let stable = must(IntGaugeVec::new(
-            Opts::new("gateway_model_stable", "1 for the version that is stable for its model, else 0."),
-            &["model", "version"],
-        ));
-        let canary_weight = must(prometheus::GaugeVec::new(
-            Opts::new(
+                LATENCY_BUCKETS,
+                &["model", "version", "protocol"],
+            ),
+            inference_duration: f.histograms(
+                "gateway_inference_duration_seconds",
+                "Time inside the model backend per call.",
+                LATENCY_BUCKETS,
+                &mv,
+            ),
+            batch_rows: f.histograms(
+                "gateway_batch_rows",
+                "Rows per backend call (more than a request's when batched).",
+                &rows_buckets,
+                &mv,
+            ),
+            queue_depth: f.gauge("gateway_inference_queue_depth", "Calls waiting for an inference worker."),
+            queue_rejections: f.counter(
+                "gateway_inference_queue_rejections_total",
+                "Calls refused because the inference queue was full.",
+            ),
+            in_flight: f.gauge("gateway_requests_in_flight", "Inference requests received and not yet answered."),
+            model_ready: f.gauges(
+                "gateway_model_ready",
+                "1 if the version passed its load and golden-example gate, else 0.",
+                &mv,
+            ),
+            stable: f.gauges("gateway_model_stable", "1 for the version that is stable for its model, else 0.", &mv),
+            canary_weight: f.float_gauges(
                 "gateway_canary_weight_percent",
                 "Share of unpinned traffic sent to the canary version, percent.",
+                &mv,
             ),
-            &["model", "version"],
-        ));
-        let promotions =
-            must(IntCounterVec::new(Opts::new("gateway_promotions_total", "Canaries promoted to stable."), &["model"]));
-        let rollbacks = must(IntCounterVec::new(
-            Opts::new("gateway_rollbacks_total", "Canaries rolled back, by reason (manual or the failing check)."),
-            &["model", "reason"],
-        ));
-        let invalid_values = must(IntCounterVec::new(
-            Opts::new(
+            promotions: f.counters("gateway_promotions_total", "Canaries promoted to stable.", &["model"]),
+            rollbacks: f.counters(
+                "gateway_rollbacks_total",
+                "Canaries rolled back, by reason (manual or the failing check).",
+                &["model", "reason"],
+            ),
+            invalid_values: f.counters(
                 "gateway_invalid_values_total",
                 "Input values that were NaN, infinite or outside the declared bounds.",
+                &["model", "version", "feature", "kind"],
             ),
-            &["model", "version", "feature", "kind"],
-        ));
-        let feature_psi = must(prometheus::GaugeVec::new(
-            Opts::new(
+            feature_psi: f.float_gauges(
                 "gateway_feature_psi",
                 "Population stability index of a feature over the drift window vs training.",
+                &["model", "version", "feature"],
             ),
-            &["model", "version", "feature"],
-        ));
-        let feature_out_of_range = must(prometheus::GaugeVec::new(
-            Opts::new("gateway_feature_out_of_range_ratio", "Share of a feature's values outside the training range."),
-            &["model", "version", "feature"],
-        ));
-        let psi_max = must(prometheus::GaugeVec::new(
-            Opts::new("gateway_feature_psi_max", "Highest feature PSI of a version over the drift window."),
-            &["model", "version"],
-        ));
-        let window_rows = must(IntGaugeVec::new(
-            Opts::new("gateway_drift_window_rows", "Rows in the drift window (PSI needs at least 100)."),
-            &["model", "version"],
-        ));
-        let model_age = must(prometheus::GaugeVec::new(
-            Opts::new("gateway_model_age_seconds", "Time since the version was trained (manifest trained_at)."),
-            &["model", "version"],
-        ));
-        let model_stale = must(IntGaugeVec::new(
-            Opts::new("gateway_model_stale", "1 when the version is older than skew.max_model_age_days."),
-            &["model", "version"],
-        ));
-        let pair = ["model", "version", "shadow_version"];
-        let mirror_dropped = must(IntCounterVec::new(
-            Opts::new(
+            feature_out_of_range: f.float_gauges(
+                "gateway_feature_out_of_range_ratio",
+                "Share of a feature's values outside the training range.",
+                &["model", "version", "feature"],
+            ),
+            psi_max: f.float_gauges(
+                "gateway_feature_psi_max",
+                "Highest feature PSI of a version over the drift window.",
+                &mv,
+            ),
+            window_rows: f.gauges(
+                "gateway_drift_window_rows",
+                "Rows in the drift window (PSI needs at least 100).",
+                &mv,
+            ),
+            model_age: f.float_gauges(
+                "gateway_model_age_seconds",
+                "Time since the version was trained (manifest trained_at).",
+                &mv,
+            ),
+            model_stale: f.gauges(
+                "gateway_model_stale",
+                "1 when the version is older than skew.max_model_age_days.",
+                &mv,
+            ),
+            mirror_dropped: f.counters(
                 "gateway_mirror_dropped_total",
                 "Shadow copies dropped: queue_full, busy (no idle worker), shadow_error.",
+                &["reason"],
             ),
-            &["reason"],
-        ));
-        let mirror_pairs = must(IntCounterVec::new(
-            Opts::new("gateway_mirror_pairs_total", "Live/shadow answer pairs compared."),
-            &pair,
-        ));
-        let label_compared = must(IntCounterVec::new(
-            Opts::new("gateway_mirror_labels_compared_total", "Class labels compared between live and shadow."),
-            &pair,
-        ));
-        let label_disagreed = must(IntCounterVec::new(
-            Opts::new("gateway_mirror_label_disagreements_total", "Class labels on which live and shadow disagreed."),
-            &pair,
-        ));
-        let diff_buckets = vec![1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0];
-        let divergence_abs = must(HistogramVec::new(
-            HistogramOpts::new("gateway_mirror_abs_diff", "Absolute difference of numeric outputs, live vs shadow.")
-                .buckets(diff_buckets.clone()),
-            &pair,
-        ));
-        let divergence_rel = must(HistogramVec::new(
-            HistogramOpts::new("gateway_mirror_rel_diff", "Relative difference of numeric outputs, live vs shadow.")
-                .buckets(diff_buckets),
-            &pair,
-        ));
-        let capture_written =
-            must(IntCounter::new("gateway_capture_records_total", "Requests written to the capture log."));
-        let capture_dropped = must(IntCounter::new(
-            "gateway_capture_dropped_total",
-            "Capture records dropped because the writer was behind.",
-        ));
-        let feedback = must(IntCounterVec::new(
-            Opts::new("gateway_feedback_total", "Delayed labels joined, by outcome (correct, wrong, value)."),
-            &["model", "version", "outcome"],
-        ));
-        let rollout_phase = must(IntGaugeVec::new(
-            Opts::new(
+            mirror_pairs: f.counters("gateway_mirror_pairs_total", "Live/shadow answer pairs compared.", &pair),
+            label_compared: f.counters(
+                "gateway_mirror_labels_compared_total",
+                "Class labels compared between live and shadow.",
+                &pair,
+            ),
+            label_disagreed: f.counters(
+                "gateway_mirror_label_disagreements_total",
+                "Class labels on which live and shadow disagreed.",
+                &pair,
+            ),
+            divergence_abs: f.histograms(
+                "gateway_mirror_abs_diff",
+                "Absolute difference of numeric outputs, live vs shadow.",
+                &diff_buckets,
+                &pair,
+            ),
+            divergence_rel: f.histograms(
+                "gateway_mirror_rel_diff",
+                "Relative difference of numeric outputs, live vs shadow.",
+                &diff_buckets,
+                &pair,
+            ),
+            capture_written: f.counter("gateway_capture_records_total", "Requests written to the capture log."),
+            capture_dropped: f
+                .counter("gateway_capture_dropped_total", "Capture records dropped because the writer was behind."),
+            feedback: f.counters(
+                "gateway_feedback_total",
+                "Delayed labels joined, by outcome (correct, wrong, value).",
+                &["model", "version", "outcome"],
+            ),
+            rollout_phase: f.gauges(
                 "gateway_rollout_phase",
                 "1 for the phase of a model's current or last rollout (progressing, paused, awaiting_approval, \
                  promoted, rolled_back, aborted), 0 for the others.",
+                &["model", "phase"],
             ),
-            &["model", "phase"],
-        ));
-        let rollout_failed = must(IntGaugeVec::new(
-            Opts::new("gateway_rollout_failed_intervals", "Failed analyses in the current rollout."),
-            &["model"],
-        ));
-        let rollout_step = must(IntGaugeVec::new(
-            Opts::new("gateway_rollout_step", "Weight step of the current rollout, from 1."),
-            &["model"],
-        ));
-        let rollout_decisions = must(IntCounterVec::new(
-            Opts::new(
+            rollout_failed: f.gauges(
+                "gateway_rollout_failed_intervals",
+                "Failed analyses in the current rollout.",
+                &["model"],
+            ),
+            rollout_step: f.gauges("gateway_rollout_step", "Weight step of the current rollout, from 1.", &["model"]),
+            rollout_decisions: f.counters(
                 "gateway_rollout_decisions_total",
                 "Rollout analyses by decision: advance, hold, failed, await_approval, promote, rollback.",
+                &["model", "decision"],
             ),
-            &["model", "decision"],
-        ));
-        let rollout_check = must(prometheus::GaugeVec::new(
-            Opts::new(
+            rollout_check: f.float_gauges(
                 "gateway_rollout_check_value",
                 "Value a rollout check measured at the last analysis (NaN without data); thresholds are in the \
                  journal.",
+                &["model", "check"],
             ),
-            &["model", "check"],
-        ));
-        let upstream_up = must(IntGaugeVec::new(
-            Opts::new(
+            upstream_up: f.gauges(
                 "gateway_upstream_up",
                 "1 while a remote version's upstream answers its readiness probe and its circuit is closed.",
+                &mv,
             ),
-            &["model", "version"],
-        ));
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(request_duration.clone()),
-            Box::new(inference_duration.clone()),
-            Box::new(batch_rows.clone()),
-            Box::new(queue_depth.clone()),
-            Box::new(queue_rejections.clone()),
-            Box::new(in_flight.clone()),
-            Box::new(model_ready.clone()),
-            Box::new(stable.clone()),
-            Box::new(canary_weight.clone()),
-            Box::new(promotions.clone()),
-            Box::new(rollbacks.clone()),
-            Box::new(invalid_values.clone()),
-            Box::new(feature_psi.clone()),
-            Box::new(feature_out_of_range.clone()),
-            Box::new(psi_max.clone()),
-            Box::new(window_rows.clone()),
-            Box::new(model_age.clone()),
-            Box::new(model_stale.clone()),
-            Box::new(mirror_dropped.clone()),
-            Box::new(mirror_pairs.clone()),
-            Box::new(label_compared.clone()),
-            Box::new(label_disagreed.clone()),
-            Box::new(divergence_abs.clone()),
-            Box::new(divergence_rel.clone()),
-            Box::new(capture_written.clone()),
-            Box::new(capture_dropped.clone()),
-            Box::new(feedback.clone()),
-            Box::new(rollout_phase.clone()),
-            Box::new(rollout_failed.clone()),
-            Box::new(rollout_step.clone()),
-            Box::new(rollout_decisions.clone()),
-            Box::new(rollout_check.clone()),
-            Box::new(upstream_up.clone()),
-        ] {
-            must(registry.register(c));
-        }
+            registry: f.registry.clone(),
+        };
         // Memory, CPU, open files and threads of this process, under the standard `process_` names.
-        must(registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())));
-        Self {
-            registry,
-            requests,
-            request_duration,
-            inference_duration,
-            batch_rows,
-            queue_depth,
-            queue_rejections,
-            in_flight,
-            model_ready,
-            stable,
-            canary_weight,
-            promotions,
-            rollbacks,
-            invalid_values,
-            feature_psi,
-            feature_out_of_range,
-            psi_max,
-            window_rows,
-            model_age,
-            model_stale,
-            mirror_dropped,
-            mirror_pairs,
-            label_compared,
-            label_disagreed,
-            divergence_abs,
-            divergence_rel,
-            capture_written,
-            capture_dropped,
-            feedback,
-            rollout_phase,
-            rollout_failed,
-            rollout_step,
-            rollout_decisions,
-            rollout_check,
-            upstream_up,
-        }
+        must(metrics.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())));
+        metrics
     }
 
     pub fn upstream_up(&self, model: &str, version: &str) -> IntGauge {
@@ -362,17 +314,14 @@ impl Metrics {
         self.model_ready.with_label_values(&[model, version]).set(i64::from(ready));
     }
 
-    /// Mirrors a model's routing table into the stable and canary-weight gauges (every known version gets a value,
-    /// so a version that stops being stable or canary reads 0 rather than keeping its old value).
-    pub fn set_routing(&self, slot: &crate::model::ModelSlot) {
-        let routing = slot.routing();
-        let stable = routing.stable.as_ref().map(|v| v.number);
-        let canary = routing.canary.as_ref().map(|c| (c.version.number, c.weight.percent()));
-        for n in slot.versions().keys() {
+    /// Mirrors a model's routing table into the stable and canary-weight gauges. Every known version gets a
+    /// value, so a version that stops being stable or canary reads 0 rather than keeping its old value.
+    pub fn set_routing(&self, model: &str, versions: &[u64], stable: Option<u64>, canary: Option<(u64, f64)>) {
+        for n in versions {
             let v = n.to_string();
-            self.stable.with_label_values(&[&*slot.name, v.as_str()]).set(i64::from(stable == Some(*n)));
+            self.stable.with_label_values(&[model, v.as_str()]).set(i64::from(stable == Some(*n)));
             let w = canary.filter(|(c, _)| c == n).map_or(0.0, |(_, w)| w);
-            self.canary_weight.with_label_values(&[&*slot.name, v.as_str()]).set(w);
+            self.canary_weight.with_label_values(&[model, v.as_str()]).set(w);
         }
     }
 
@@ -384,33 +333,24 @@ impl Metrics {
         self.rollbacks.with_label_values(&[model, reason]).inc();
     }
 
-    /// Mirrors a model's rollout into the phase, step and failed-interval gauges.
-    pub fn set_rollout(&self, slot: &crate::model::ModelSlot) {
-        let c = slot.control();
-        let Some(r) = c.rollout.as_ref() else { return };
-        let m = &*slot.name;
-        for p in crate::rollout::machine::Phase::ALL {
-            self.rollout_phase.with_label_values(&[m, p.label()]).set(i64::from(p == r.phase));
+    /// Mirrors a model's rollout into the phase, step and failed-interval gauges: `phases` lists every phase
+    /// label, so the ones the rollout is not in read 0.
+    pub fn set_rollout(&self, model: &str, phases: &[&str], phase: &str, failed: u32, step: usize) {
+        for p in phases {
+            self.rollout_phase.with_label_values(&[model, p]).set(i64::from(*p == phase));
         }
-        self.rollout_failed.with_label_values(&[m]).set(i64::from(r.failed_intervals));
-        self.rollout_step.with_label_values(&[m]).set(r.step as i64 + 1);
+        self.rollout_failed.with_label_values(&[model]).set(i64::from(failed));
+        self.rollout_step.with_label_values(&[model]).set(step as i64 + 1);
     }
 
     pub fn rollout_decision(&self, model: &str, decision: &'static str) {
         self.rollout_decisions.with_label_values(&[model, decision]).inc();
     }
 
-    /// A new rollout starts without the last one's measurements.
-    pub fn rollout_checks_reset(&self, model: &str) {
-        for check in crate::rollout::analysis::CHECKS {
-            let _ = self.rollout_check.remove_label_values(&[model, check]);
-        }
-    }
-
-    pub fn rollout_checks(&self, model: &str, checks: &[crate::rollout::analysis::CheckResult]) {
-        for c in checks {
-            let check = crate::rollout::analysis::reason_label(&c.check);
-            self.rollout_check.with_label_values(&[model, check]).set(c.value.unwrap_or(f64::NAN));
+    /// Each check's value at the last analysis (`None` without data reads NaN).
+    pub fn rollout_checks(&self, model: &str, checks: &[(&str, Option<f64>)]) {
+        for (check, value) in checks {
+            self.rollout_check.with_label_values(&[model, check]).set(value.unwrap_or(f64::NAN));
         }
     }
 
@@ -419,22 +359,19 @@ impl Metrics {
     }
 
     /// Mirrors a version's drift window and age into gauges; called at scrape time, off the request path.
-    pub fn set_skew(&self, v: &crate::model::ModelVersion, max_age: Option<std::time::Duration>) {
-        let (m, ver) = (&*v.model, &*v.version);
-        if let Some(skew) = &v.skew {
-            let snap = skew.drift.snapshot();
-            self.window_rows.with_label_values(&[m, ver]).set(snap.rows as i64);
-            self.psi_max.with_label_values(&[m, ver]).set(snap.max_psi.unwrap_or(0.0));
+    pub fn set_skew(&self, model: &str, version: &str, drift: Option<&DriftSnapshot>, age: Duration, stale: bool) {
+        let mv = [model, version];
+        if let Some(snap) = drift {
+            self.window_rows.with_label_values(&mv).set(snap.rows as i64);
+            self.psi_max.with_label_values(&mv).set(snap.max_psi.unwrap_or(0.0));
             for f in &snap.features {
-                self.feature_psi.with_label_values(&[m, ver, &f.name]).set(f.psi.unwrap_or(0.0));
-                self.feature_out_of_range
-                    .with_label_values(&[m, ver, &f.name])
-                    .set(f.out_of_range_share.unwrap_or(0.0));
+                let l = [model, version, f.name.as_str()];
+                self.feature_psi.with_label_values(&l).set(f.psi.unwrap_or(0.0));
+                self.feature_out_of_range.with_label_values(&l).set(f.out_of_range_share.unwrap_or(0.0));
             }
         }
-        let age = v.age();
-        self.model_age.with_label_values(&[m, ver]).set(age.as_secs_f64());
-        self.model_stale.with_label_values(&[m, ver]).set(i64::from(max_age.is_some_and(|max| age > max)));
+        self.model_age.with_label_values(&mv).set(age.as_secs_f64());
+        self.model_stale.with_label_values(&mv).set(i64::from(stale));
     }
 
     pub fn mirror_dropped(&self, reason: &'static str) {

@@ -9,10 +9,11 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+use crate::clock::now_rfc3339;
 use crate::routing::RoutingSpec;
 
 pub const STATE_FILE: &str = "routing.json";
@@ -35,10 +36,6 @@ pub struct Event {
     /// Measurements behind the decision, when there are any.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub data: serde_json::Value,
-}
-
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

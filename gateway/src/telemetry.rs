@@ -19,10 +19,43 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LoggingConfig, TracingConfig};
+use serde::{Deserialize, Serialize};
 
 /// Target of the request-path spans.
 pub const REQUEST_TARGET: &str = "gateway::request";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `plain` for people, `json` for log pipelines.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `gateway=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { format: "plain".into(), level: "info".into() }
+    }
+}
+
+/// Distributed tracing over OTLP.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// OpenTelemetry collector for spans, OTLP over gRPC (e.g. `http://127.0.0.1:4317`); unset turns exporting off.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of new traces exported, percent; requests that arrive with a sampled `traceparent` always are.
+    pub sample_percent: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: "gateway".into(), sample_percent: 100.0 }
+    }
+}
 
 /// Keeps the trace exporter alive; dropping it flushes the spans still buffered.
 #[derive(Debug, Default)]

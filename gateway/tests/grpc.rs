@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use gateway::Gateway;
-use gateway::api::grpc::pb;
+use gateway::protocol::pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use serde_json::json;

@@ -114,7 +114,7 @@ fn kinds(events: &[Value]) -> Vec<String> {
 }
 
 fn analyse(gw: &Gateway) -> Option<Decision> {
-    gw.core.rollouts.analyse_now(&gw.core, "breast-cancer")
+    gw.controller.analyse_now("breast-cancer")
 }
 
 /// Stepped by hand: the controller's own timer stays out of the way. The latency ratio check is off unless a test
@@ -302,7 +302,7 @@ async fn too_little_traffic_holds_and_pause_resume_abort_work() {
     let gw = start_on(&bundled_models()).await;
     let policy = json!({"interval_secs": 10, "window_secs": 30, "min_requests": 50, "weights": [5, 50]});
     tokio::time::pause();
-    gw.core.rollouts.start(&gw.core, "breast-cancer", 1, Some(&policy)).expect("started");
+    gw.controller.start("breast-cancer", 1, Some(&policy)).expect("started");
     tokio::time::sleep(Duration::from_secs(35)).await;
     let ev = gw.core.model("breast-cancer").expect("model").snapshot().events;
     let ev: Vec<Value> = ev.iter().map(|e| serde_json::to_value(e).expect("json")).collect();
@@ -315,16 +315,16 @@ async fn too_little_traffic_holds_and_pause_resume_abort_work() {
     let r = snapshot(&gw);
     assert_eq!((r.phase.label(), r.step, r.failed_intervals, r.analyses), ("progressing", 0, 0, 3));
 
-    use gateway::rollout::Command;
-    gw.core.rollouts.command(&gw.core, "breast-cancer", Command::Pause, "").expect("pause");
+    use gateway::controller::Command;
+    gw.controller.command("breast-cancer", Command::Pause, "").expect("pause");
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(snapshot(&gw).analyses, 3, "no analysis while paused");
-    let e = gw.core.rollouts.command(&gw.core, "breast-cancer", Command::Pause, "").expect_err("twice");
+    let e = gw.controller.command("breast-cancer", Command::Pause, "").expect_err("twice");
     assert!(e.to_string().contains("cannot pause a rollout that is paused"), "{e}");
-    gw.core.rollouts.command(&gw.core, "breast-cancer", Command::Resume, "").expect("resume");
+    gw.controller.command("breast-cancer", Command::Resume, "").expect("resume");
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert_eq!(snapshot(&gw).analyses, 5, "analysing again after resume");
-    gw.core.rollouts.command(&gw.core, "breast-cancer", Command::Abort, "enough").expect("abort");
+    gw.controller.command("breast-cancer", Command::Abort, "enough").expect("abort");
     let slot = gw.core.model("breast-cancer").expect("model");
     assert_eq!(snapshot(&gw).phase.label(), "aborted");
     assert!(slot.routing().canary.is_none(), "abort removes the canary");

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gateway::core::InferRequest;
+use gateway::protocol::InferRequest;
 use gateway::routing::RouteHint;
 use gateway::skew::InvalidPolicy;
 use gateway::tensor::{Tensor, TensorData};

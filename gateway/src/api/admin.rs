@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::error::ApiError;
 use crate::config::AdminConfig;
+use crate::controller::{Command, Controller};
 use crate::core::Core;
 use crate::error::GatewayError;
 use crate::model::repository::parse_version;
@@ -71,14 +73,18 @@ impl AdminToken {
     }
 }
 
+/// Largest admin request body: commands are small JSON objects.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
 #[derive(Clone)]
 struct AdminState {
     core: Arc<Core>,
+    controller: Arc<Controller>,
     token: AdminToken,
 }
 
-pub fn router(core: Arc<Core>, token: AdminToken) -> Router {
-    let state = AdminState { core, token };
+pub fn router(core: Arc<Core>, controller: Arc<Controller>, token: AdminToken) -> Router {
+    let state = AdminState { core, controller, token };
     Router::new()
         .route("/admin/models", get(list))
         .route("/admin/models/{model}", get(show))
@@ -99,7 +105,7 @@ pub fn router(core: Arc<Core>, token: AdminToken) -> Router {
             (axum::http::StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": msg })))
         })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -194,8 +200,28 @@ fn version_number(v: &str) -> Result<u64, GatewayError> {
     parse_version(v).ok_or_else(|| GatewayError::invalid(format!("version '{v}' must be a positive integer")))
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, GatewayError> {
-    b.map(|Json(t)| t).map_err(|e| GatewayError::invalid(format!("invalid request body: {}", e.body_text())))
+/// An admin command's JSON body, whatever the content type (curl's `-d` says form-encoded). An empty body is the
+/// empty command `T::default()` where `T` allows one (promote, rollback, rollout commands), so clients that always
+/// send `Content-Type: application/json` work; elsewhere the missing fields are named. Rejections are the API's
+/// own error shape: 413 past the limit, 400 naming what is wrong.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                GatewayError::PayloadTooLarge { limit: MAX_BODY_BYTES }
+            } else {
+                GatewayError::invalid(format!("cannot read the request body: {}", e.body_text()))
+            }
+        })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let value =
+            serde_json::from_slice(text).map_err(|e| GatewayError::invalid(format!("invalid request body: {e}")))?;
+        Ok(Self(value))
+    }
 }
 
 async fn list(State(st): State<AdminState>) -> Json<Vec<ModelView>> {
@@ -372,9 +398,8 @@ fn version_field(v: &serde_json::Value) -> Result<u64, GatewayError> {
 async fn shadow(
     State(st): State<AdminState>,
     Path(model): Path<String>,
-    b: Result<Json<ShadowBody>, JsonRejection>,
+    Body(b): Body<ShadowBody>,
 ) -> Result<Json<ModelView>, ApiError> {
-    let b = body(b)?;
     let n = version_field(&b.version)?;
     let share = Weight::from_percent(b.percent)
         .ok_or_else(|| GatewayError::invalid(format!("'percent' must be from 0 to 100, got {}", b.percent)))?;
@@ -388,9 +413,8 @@ async fn unshadow(State(st): State<AdminState>, Path(model): Path<String>) -> Re
 async fn canary(
     State(st): State<AdminState>,
     Path(model): Path<String>,
-    b: Result<Json<CanaryBody>, JsonRejection>,
+    Body(b): Body<CanaryBody>,
 ) -> Result<Json<ModelView>, ApiError> {
-    let b = body(b)?;
     let (n, w) = (version_field(&b.version)?, weight_of(b.weight)?);
     act(st, model, move |r, m| r.set_canary(m, n, w)).await
 }
@@ -398,36 +422,27 @@ async fn canary(
 async fn weight(
     State(st): State<AdminState>,
     Path(model): Path<String>,
-    b: Result<Json<WeightBody>, JsonRejection>,
+    Body(b): Body<WeightBody>,
 ) -> Result<Json<ModelView>, ApiError> {
-    let w = weight_of(body(b)?.weight)?;
+    let w = weight_of(b.weight)?;
     act(st, model, move |r, m| r.set_canary_weight(m, w)).await
-}
-
-/// An empty body is fine for promote and rollback.
-fn optional_note(b: Result<Json<NoteBody>, JsonRejection>) -> Result<String, GatewayError> {
-    match b {
-        Ok(Json(n)) => Ok(n.reason),
-        Err(JsonRejection::MissingJsonContentType(_)) => Ok(String::new()),
-        Err(e) => Err(GatewayError::invalid(format!("invalid request body: {}", e.body_text()))),
-    }
 }
 
 async fn promote(
     State(st): State<AdminState>,
     Path(model): Path<String>,
-    b: Result<Json<NoteBody>, JsonRejection>,
+    Body(b): Body<NoteBody>,
 ) -> Result<Json<ModelView>, ApiError> {
-    let note = optional_note(b)?;
+    let note = b.reason;
     act(st, model, move |r, m| r.promote(m, &note)).await
 }
 
 async fn rollback(
     State(st): State<AdminState>,
     Path(model): Path<String>,
-    b: Result<Json<NoteBody>, JsonRejection>,
+    Body(b): Body<NoteBody>,
 ) -> Result<Json<ModelView>, ApiError> {
-    let note = optional_note(b)?;
+    let note = b.reason;
     act(st, model, move |r, m| r.rollback(m, "manual", &note, serde_json::Value::Null)).await
 }
 
@@ -443,9 +458,8 @@ struct StableBody {
 async fn stable(
     State(st): State<AdminState>,
     Path(model): Path<String>,
-    b: Result<Json<StableBody>, JsonRejection>,
+    Body(b): Body<StableBody>,
 ) -> Result<Json<ModelView>, ApiError> {
-    let b = body(b)?;
     let n = version_field(&b.version)?;
     let note = if b.reason.is_empty() { "set by an operator".to_string() } else { b.reason };
     act(st, model, move |r, m| r.set_stable(m, n, &note)).await
@@ -474,15 +488,15 @@ fn rollout_view(r: &crate::rollout::machine::Rollout) -> serde_json::Value {
 async fn rollout_start(
     State(st): State<AdminState>,
     Path(model): Path<String>,
-    b: Result<Json<RolloutBody>, JsonRejection>,
+    Body(b): Body<RolloutBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let b = body(b)?;
     let n = version_field(&b.version)?;
     if b.policy.as_ref().is_some_and(|p| !p.is_object()) {
         return Err(GatewayError::invalid("'policy' must be an object of policy fields").into());
     }
     st.core.model(&model)?;
-    let r = blocking(&st, move |core| core.rollouts.start(core, &model, n, b.policy.as_ref())).await?;
+    let controller = st.controller.clone();
+    let r = blocking(&st, move |_| controller.start(&model, n, b.policy.as_ref())).await?;
     Ok(Json(rollout_view(&r)))
 }
 
@@ -498,15 +512,16 @@ async fn rollout_show(
 async fn rollout_command(
     State(st): State<AdminState>,
     Path((model, command)): Path<(String, String)>,
-    b: Result<Json<NoteBody>, JsonRejection>,
+    Body(b): Body<NoteBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let cmd = crate::rollout::Command::parse(&command).ok_or_else(|| {
+    let cmd = Command::parse(&command).ok_or_else(|| {
         GatewayError::invalid(format!("unknown rollout command '{command}'; use pause, resume, abort, skip or approve"))
     })?;
-    let note = optional_note(b)?;
+    let note = b.reason;
     st.core.model(&model)?;
     let m = model.clone();
-    blocking(&st, move |core| core.rollouts.command(core, &m, cmd, &note)).await?;
+    let controller = st.controller.clone();
+    blocking(&st, move |_| controller.command(&m, cmd, &note)).await?;
     rollout_show(State(st), Path(model)).await
 }
 

@@ -89,4 +89,22 @@ mod tests {
         assert_eq!(codes(&GatewayError::Timeout(5)).1, tonic::Code::DeadlineExceeded);
         assert_eq!(codes(&GatewayError::ModelNotFound("m".into())).1, tonic::Code::NotFound);
     }
+
+    /// The domain's own classification and this table agree on every variant: server faults are 5xx, client
+    /// mistakes 4xx, and shed load a 503 with RESOURCE_EXHAUSTED or UNAVAILABLE.
+    #[test]
+    fn the_status_table_agrees_with_the_fault_of_every_error() {
+        use crate::error::Fault;
+        for e in GatewayError::examples() {
+            let (status, code) = codes(&e);
+            match e.fault() {
+                Fault::Server => assert!(status.is_server_error(), "{e:?} -> {status}"),
+                Fault::Client => assert!(status.is_client_error(), "{e:?} -> {status}"),
+                Fault::Shed => {
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{e:?}");
+                    assert!(matches!(code, tonic::Code::ResourceExhausted | tonic::Code::Unavailable), "{e:?}");
+                }
+            }
+        }
+    }
 }

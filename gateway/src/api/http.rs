@@ -1,7 +1,7 @@
 //! Open Inference Protocol (KServe v2) over HTTP. Handlers decode, call `Core`, encode; nothing else lives here.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -12,28 +12,19 @@ use axum::{BoxError, Json, Router};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
+use crate::api::admission::{Admission, overloaded};
 use crate::api::error::{ApiError, http_status};
-use crate::api::json::{ModelMetadata, ServerMetadata, VersionStateWire, decode_request, encode_response};
+use crate::api::metadata;
 use crate::core::Core;
 use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
-use crate::model::{ModelSlot, ModelVersion, VersionState};
+use crate::protocol::VERSION_HEADER;
+use crate::protocol::json::{ModelMetadata, ServerMetadata, decode_request, encode_outputs};
 use crate::routing::RouteHint;
 use crate::telemetry::{self, REQUEST_TARGET};
 use tracing::Instrument;
 
-/// Response header naming the version that answered (also in the body as `model_version`).
-pub const VERSION_HEADER: &str = "x-model-version";
-
-/// Admission limits for the inference routes.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_concurrent: usize,
-    pub timeout: Duration,
-}
-
-pub fn router(core: Arc<Core>, limits: &Limits) -> Router {
+pub fn router(core: Arc<Core>, limits: &Admission) -> Router {
     let timeout_ms = limits.timeout.as_millis() as u64;
     let counted = core.clone();
     // Outermost to innermost: errors from the layers become protocol errors; load_shed refuses at once when the
@@ -46,7 +37,7 @@ pub fn router(core: Arc<Core>, limits: &Limits) -> Router {
                 let err = if e.is::<tower::timeout::error::Elapsed>() {
                     GatewayError::Timeout(timeout_ms)
                 } else if e.is::<tower::load_shed::error::Overloaded>() {
-                    GatewayError::Overloaded("too many requests in progress; retry later".into())
+                    overloaded()
                 } else {
                     GatewayError::Internal(e.to_string())
                 };
@@ -59,7 +50,7 @@ pub fn router(core: Arc<Core>, limits: &Limits) -> Router {
             }
         }))
         .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent))
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(limits.permits.clone()))
         .timeout(limits.timeout);
 
     let infer = Router::new()
@@ -93,35 +84,7 @@ async fn server_ready(State(core): State<Arc<Core>>) -> Response {
 }
 
 async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata { name: "gateway", version: env!("CARGO_PKG_VERSION"), extensions: vec![] })
-}
-
-fn metadata(core: &Core, slot: &ModelSlot, v: &ModelVersion) -> ModelMetadata {
-    let versions = slot.versions();
-    ModelMetadata {
-        name: slot.name.to_string(),
-        versions: versions
-            .iter()
-            .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
-            .map(|(n, _)| n.to_string())
-            .collect(),
-        platform: "onnxruntime_onnx",
-        inputs: v.manifest.inputs.iter().map(|i| i.spec.clone()).collect(),
-        outputs: v.manifest.outputs.clone(),
-        states: versions
-            .iter()
-            .map(|(n, s)| VersionStateWire {
-                version: n.to_string(),
-                state: s.label(),
-                reason: match s {
-                    VersionState::Failed(r) => Some(r.clone()),
-                    _ => None,
-                },
-            })
-            .collect(),
-        trained_at: v.manifest.trained_at.clone(),
-        stale: core.is_stale(v),
-    }
+    Json(metadata::server())
 }
 
 async fn model_metadata(
@@ -130,7 +93,7 @@ async fn model_metadata(
 ) -> Result<Json<ModelMetadata>, ApiError> {
     let slot = core.model(&model)?;
     let v = slot.resolve(RouteHint::default())?;
-    Ok(Json(metadata(&core, &slot, &v)))
+    Ok(Json(metadata::model(&core, &slot, &v)))
 }
 
 async fn version_metadata(
@@ -139,7 +102,7 @@ async fn version_metadata(
 ) -> Result<Json<ModelMetadata>, ApiError> {
     let slot = core.model(&model)?;
     let v = slot.version(&version)?;
-    Ok(Json(metadata(&core, &slot, &v)))
+    Ok(Json(metadata::model(&core, &slot, &v)))
 }
 
 async fn model_ready(State(core): State<Arc<Core>>, Path(model): Path<String>) -> Result<Response, ApiError> {
@@ -268,7 +231,7 @@ async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, 
             let v = &resp.version;
             let bytes = {
                 let _encode = tracing::debug_span!(target: REQUEST_TARGET, "encode").entered();
-                encode_response(&resp)
+                encode_outputs(&v.model, &v.version, resp.id.as_deref(), &resp.outputs)
             };
             v.metrics.http_ok.inc();
             v.metrics.http_duration.observe(start.elapsed().as_secs_f64());

@@ -18,7 +18,8 @@ async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {
     // Gauges that mirror live state are read at scrape time, keeping the request path free of them.
     core.metrics.queue_depth.set(core.pool.depth() as i64);
     for v in core.ready_versions() {
-        core.metrics.set_skew(&v, core.max_model_age);
+        let drift = v.skew.as_ref().map(|s| s.drift.snapshot());
+        core.metrics.set_skew(&v.model, &v.version, drift.as_ref(), v.age(), core.is_stale(&v));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], core.metrics.render())
 }

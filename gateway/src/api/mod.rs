@@ -2,8 +2,9 @@
 //! table that maps domain errors to protocol statuses.
 
 pub mod admin;
+pub mod admission;
 pub mod error;
 pub mod grpc;
 pub mod http;
-pub mod json;
+pub mod metadata;
 pub mod metrics;

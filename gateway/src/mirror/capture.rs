@@ -167,7 +167,7 @@ fn writer(rx: Receiver<Record>, s: CaptureSettings, written: IntCounter) {
         };
         buf.clear();
         let line = Line {
-            at: humantime::format_rfc3339_millis(r.at).to_string(),
+            at: crate::clock::rfc3339(r.at),
             request_id: r.request_id.as_deref(),
             model: &r.model,
             version: &r.version,

@@ -4,50 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use crate::metrics::Metrics;
+pub use crate::rollout::stats::PairStats;
 use crate::tensor::{Tensor, TensorData};
-
-/// Running totals for one (model, live version, shadow version) pair. Cumulative, so a caller that wants an
-/// interval diffs two snapshots.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct PairStats {
-    pub pairs: u64,
-    pub label_compared: u64,
-    pub label_disagreed: u64,
-    pub values_compared: u64,
-    pub sum_abs_diff: f64,
-    pub max_abs_diff: f64,
-    pub sum_rel_diff: f64,
-}
-
-impl PairStats {
-    pub fn disagreement_rate(&self) -> Option<f64> {
-        (self.label_compared > 0).then(|| self.label_disagreed as f64 / self.label_compared as f64)
-    }
-
-    pub fn mean_abs_diff(&self) -> Option<f64> {
-        (self.values_compared > 0).then(|| self.sum_abs_diff / self.values_compared as f64)
-    }
-
-    pub fn mean_rel_diff(&self) -> Option<f64> {
-        (self.values_compared > 0).then(|| self.sum_rel_diff / self.values_compared as f64)
-    }
-
-    /// What was added after `earlier` (the maximum cannot be diffed: it stays the running one).
-    pub fn since(&self, earlier: &Self) -> Self {
-        Self {
-            pairs: self.pairs.saturating_sub(earlier.pairs),
-            label_compared: self.label_compared.saturating_sub(earlier.label_compared),
-            label_disagreed: self.label_disagreed.saturating_sub(earlier.label_disagreed),
-            values_compared: self.values_compared.saturating_sub(earlier.values_compared),
-            sum_abs_diff: (self.sum_abs_diff - earlier.sum_abs_diff).max(0.0),
-            max_abs_diff: self.max_abs_diff,
-            sum_rel_diff: (self.sum_rel_diff - earlier.sum_rel_diff).max(0.0),
-        }
-    }
-}
 
 /// Key: model, live version, shadow version.
 pub type PairKey = (String, u64, u64);

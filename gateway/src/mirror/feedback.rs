@@ -5,9 +5,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use crate::error::GatewayError;
+pub use crate::rollout::stats::Quality;
 use crate::tensor::{Tensor, TensorData};
 
 /// Shards keep concurrent requests from queuing on one lock.
@@ -26,38 +25,6 @@ struct Answer {
 struct Shard {
     map: HashMap<String, Answer>,
     order: VecDeque<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Quality {
-    pub feedback: u64,
-    /// Labels compared and labels right (classifiers).
-    pub labels: u64,
-    pub correct: u64,
-    /// Values compared and the sum of absolute errors (regressors).
-    pub values: u64,
-    pub sum_abs_error: f64,
-}
-
-impl Quality {
-    pub fn accuracy(&self) -> Option<f64> {
-        (self.labels > 0).then(|| self.correct as f64 / self.labels as f64)
-    }
-
-    pub fn mean_abs_error(&self) -> Option<f64> {
-        (self.values > 0).then(|| self.sum_abs_error / self.values as f64)
-    }
-
-    /// What was joined after `earlier`.
-    pub fn since(&self, earlier: &Self) -> Self {
-        Self {
-            feedback: self.feedback.saturating_sub(earlier.feedback),
-            labels: self.labels.saturating_sub(earlier.labels),
-            correct: self.correct.saturating_sub(earlier.correct),
-            values: self.values.saturating_sub(earlier.values),
-            sum_abs_error: (self.sum_abs_error - earlier.sum_abs_error).max(0.0),
-        }
-    }
 }
 
 #[derive(Debug)]

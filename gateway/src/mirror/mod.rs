@@ -9,10 +9,11 @@ pub mod feedback;
 
 use std::sync::Arc;
 
+use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::model::ModelVersion;
+use crate::model::call::Priority;
 use crate::model::pool::PoolHandle;
-use crate::model::version::Backend;
 use crate::tensor::Tensor;
 use divergence::DivergenceBook;
 
@@ -45,7 +46,7 @@ impl Mirror {
             let (rx, pool, book, metrics) = (rx.clone(), pool.clone(), divergence.clone(), metrics.clone());
             tokio::spawn(async move {
                 while let Ok(job) = rx.recv().await {
-                    if matches!(job.shadow.backend, Backend::Remote(_)) {
+                    if !job.shadow.runs_locally() {
                         // A remote shadow waits on the network, not on this process: run it concurrently (the
                         // remote's own concurrency bound refuses what it cannot take).
                         let (pool, book, metrics) = (pool.clone(), book.clone(), metrics.clone());
@@ -72,33 +73,17 @@ impl Mirror {
 }
 
 async fn run_shadow(job: ShadowJob, pool: &PoolHandle, book: &DivergenceBook, metrics: &Metrics) {
-    let outputs = match &job.shadow.backend {
-        Backend::Onnx(model) => {
-            // Shadows use spare capacity only: when every inference thread is busy with live calls, the copy is
-            // dropped rather than queued in front of live work.
-            if pool.saturated() {
-                metrics.mirror_dropped("busy");
-                return;
-            }
-            let Ok(rx) = pool.submit(model.clone(), job.inputs) else {
-                metrics.mirror_dropped("busy");
-                return;
-            };
-            match rx.await {
-                Ok((r, _)) => r,
-                Err(_) => Err(crate::error::GatewayError::Internal("the inference worker dropped the call".into())),
-            }
-        }
-        // A remote shadow costs this process no inference thread; its own concurrency bound refuses when full.
-        Backend::Remote(remote) => remote.infer(job.inputs, &job.shadow.manifest).await,
-    };
+    // Shadows use spare capacity only: when every inference thread is busy with live calls, the copy is dropped
+    // rather than queued in front of live work.
+    let rows = job.inputs.first().and_then(|t| t.shape.first()).map_or(0, |&r| r.max(0) as usize);
+    let outputs = job.shadow.infer(job.inputs, rows, pool, Priority::Spare).await;
     match outputs {
         Ok(outputs) => {
             let key = (job.live.model.to_string(), job.live.number, job.shadow.number);
             book.record(key, &job.outputs, &outputs, metrics);
         }
         // Refused before the call (a full remote, an open circuit): the shadow was busy, not wrong.
-        Err(crate::error::GatewayError::Overloaded(_) | crate::error::GatewayError::NotReady { .. }) => {
+        Err(GatewayError::Overloaded(_) | GatewayError::NotReady { .. }) => {
             metrics.mirror_dropped("busy");
         }
         Err(e) => {

@@ -12,16 +12,30 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use prometheus::Histogram;
 use tokio::sync::oneshot;
 
+use crate::config::BatchingConfig;
 use crate::error::GatewayError;
 use crate::model::onnx::OnnxModel;
 use crate::model::pool::{Job, JobResult, PoolHandle, Reply};
 use crate::tensor::Tensor;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchPolicy {
     pub max_rows: usize,
     pub max_delay: Duration,
     pub queue_capacity: usize,
+}
+
+impl BatchPolicy {
+    /// The effective policy for one model from `[batching]` and its per-model overrides, or `None` when
+    /// batching is off for it.
+    pub fn for_model(cfg: &BatchingConfig, model: &str) -> Option<Self> {
+        let o = cfg.models.get(model).cloned().unwrap_or_default();
+        o.enabled.unwrap_or(cfg.enabled).then(|| Self {
+            max_rows: o.max_batch_rows.unwrap_or(cfg.max_batch_rows),
+            max_delay: Duration::from_micros(o.max_queue_delay_us.unwrap_or(cfg.max_queue_delay_us)),
+            queue_capacity: cfg.queue_capacity,
+        })
+    }
 }
 
 struct Pending {
@@ -124,4 +138,20 @@ fn dispatch(model: &Arc<OnnxModel>, pool: &PoolHandle, mut batch: Vec<Pending>) 
     };
     // A refused job has already told its callers why.
     let _ = pool.try_submit(job);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_per_model_overrides_the_default() {
+        let cfg: crate::config::Config = toml::from_str(
+            "[batching]\nenabled = false\nmax_batch_rows = 32\n[batching.models.a]\nenabled = true\nmax_queue_delay_us = 50\n",
+        )
+        .expect("parses");
+        assert!(BatchPolicy::for_model(&cfg.batching, "b").is_none());
+        let p = BatchPolicy::for_model(&cfg.batching, "a").expect("on for a");
+        assert_eq!((p.max_rows, p.max_delay), (32, Duration::from_micros(50)));
+    }
 }

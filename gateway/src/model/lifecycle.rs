@@ -28,8 +28,7 @@ impl Registry {
             slot.publish(&c);
             slot.record(&mut c, kind, message, data);
         }
-        self.metrics.set_routing(&slot);
-        self.metrics.set_rollout(&slot);
+        slot.report(&self.metrics);
         self.persist();
         Ok(())
     }
@@ -203,7 +202,7 @@ fn end_rollout(c: &mut Control, canary: u64, phase: Phase, message: &str) {
     let Some(r) = c.rollout.as_mut().filter(|r| r.phase.is_active() && r.canary == canary) else { return };
     r.phase = phase;
     r.message = format!("ended by an operator: {message}");
-    r.updated_at = crate::state::now_rfc3339();
+    r.updated_at = crate::clock::now_rfc3339();
     if std::mem::take(&mut r.mirroring) && c.spec.shadow.is_some_and(|s| s.version == canary) {
         c.spec.shadow = None;
     }

@@ -2,8 +2,8 @@
 //! in-process, or a remote inference server), the inference thread pool, and the registry of loaded models.
 
 pub mod batcher;
+pub mod call;
 pub mod lifecycle;
-pub mod manifest;
 pub mod onnx;
 pub mod pool;
 pub mod registry;
@@ -18,6 +18,9 @@ use std::sync::Arc;
 pub use registry::Registry;
 pub use slot::ModelSlot;
 pub use version::ModelVersion;
+
+/// A model's live routing table, over the versions this layer serves.
+pub type Routing = crate::routing::Routing<ModelVersion>;
 
 /// Where a version is in its life.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, TensorElementType, ValueType};
 
 use crate::error::GatewayError;
-use crate::model::manifest::{Manifest, TensorSpec};
+use crate::manifest::{Manifest, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData};
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();

@@ -13,6 +13,7 @@ use ort::environment::Environment;
 use crate::config::{BatchingConfig, SkewConfig};
 use crate::metrics::Metrics;
 use crate::model::VersionState;
+use crate::model::batcher::BatchPolicy;
 use crate::model::onnx::SessionOptions;
 use crate::model::pool::PoolHandle;
 use crate::model::repository::Repository;
@@ -145,11 +146,11 @@ impl Registry {
             let mut c = slot.control();
             if let Some(r) = c.rollout.as_ref().filter(|r| r.phase.is_active()) {
                 // The controller picks it up at its next tick; say so in the journal.
-                let message = crate::rollout::restored_message(r);
+                let message = crate::rollout::machine::restored_message(r);
                 slot.record(&mut c, "rollout_restored", message, Default::default());
             }
             drop(c);
-            self.metrics.set_rollout(&slot);
+            slot.report(&self.metrics);
         }
         self.loaded.store(true, Ordering::Release);
         self.persist();
@@ -160,7 +161,7 @@ impl Registry {
     /// own, and say so when the restored routing names versions that are not ready.
     fn settle(&self, slot: &ModelSlot) {
         let mut c = slot.control();
-        let routing = c.spec.resolve(&slot.versions());
+        let routing = slot.resolve_spec(&c.spec);
         let serving = routing.stable.as_ref().map(|v| v.number);
         match (c.spec.stable, serving) {
             (None, Some(n)) => {
@@ -187,7 +188,9 @@ impl Registry {
             slot.record(&mut c, "canary_dropped", msg, Default::default());
         }
         slot.publish(&c);
-        self.metrics.set_routing(slot);
+        // The gauges read the control block: release it first.
+        drop(c);
+        slot.report(&self.metrics);
     }
 
     /// Loads one version and publishes its state. Returns the failure reason, if any.
@@ -200,7 +203,7 @@ impl Registry {
                 env: self.env,
                 session_options: &self.session_options,
                 pool: &self.pool,
-                batching: self.batching.policy(model),
+                batching: BatchPolicy::for_model(&self.batching, model),
                 skew: self.skew.enabled.then(|| (self.skew.slots, self.skew.policy(model))),
                 metrics: self.metrics.version(model, &version),
                 invalid_counter: &|feature, kind| self.metrics.invalid_value(model, &version, feature, kind),

@@ -17,60 +17,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::api::grpc::{codec, pb};
 use crate::error::GatewayError;
-use crate::model::manifest::Manifest;
-use crate::tensor::{Tensor, element_count};
-
-/// Where a remote version lives and how to call it (the manifest's `remote` section).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteSpec {
-    /// `http://host:port` (JSON over HTTP) or `grpc://host:port`.
-    pub url: String,
-    /// The model's name upstream; default: the same name.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// The version upstream; default: whatever the upstream routes to.
-    #[serde(default)]
-    pub version: Option<String>,
-    /// Deadline per call.
-    #[serde(default = "defaults::timeout_ms")]
-    pub timeout_ms: u64,
-    /// Calls in flight at once; beyond it requests are refused at once (503 / RESOURCE_EXHAUSTED).
-    #[serde(default = "defaults::max_concurrency")]
-    pub max_concurrency: usize,
-    /// Consecutive failures (connection errors, 5xx, timeouts) that open the circuit.
-    #[serde(default = "defaults::failure_threshold")]
-    pub failure_threshold: u32,
-    /// How long an open circuit fails fast before one probe call is let through.
-    #[serde(default = "defaults::open_ms")]
-    pub open_ms: u64,
-    /// How often the upstream's readiness endpoint is asked; 0 turns the probe off.
-    #[serde(default = "defaults::health_interval_ms")]
-    pub health_interval_ms: u64,
-}
-
-mod defaults {
-    pub fn timeout_ms() -> u64 {
-        2000
-    }
-    pub fn max_concurrency() -> usize {
-        256
-    }
-    pub fn failure_threshold() -> u32 {
-        5
-    }
-    pub fn open_ms() -> u64 {
-        5000
-    }
-    pub fn health_interval_ms() -> u64 {
-        2000
-    }
-}
+use crate::manifest::{Manifest, RemoteSpec};
+use crate::protocol::grpc as codec;
+use crate::protocol::{json, pb};
+use crate::tensor::Tensor;
 
 /// Largest answer accepted from an upstream (gRPC message or HTTP body).
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
@@ -334,12 +287,7 @@ impl RemoteModel {
         inputs: Vec<Tensor>,
         manifest: &Manifest,
     ) -> Result<Vec<Tensor>, GatewayError> {
-        let tensors: Vec<serde_json::Value> = inputs
-            .iter()
-            .map(|t| serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.datatype(), "data": t.data}))
-            .collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "inputs": tensors }))
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let body = json::encode_request(&inputs);
         let req = http::Request::post(format!("{base}{}", self.infer_path()))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
@@ -484,23 +432,16 @@ impl RemoteModel {
     }
 }
 
-#[derive(Deserialize)]
-struct HttpAnswer {
-    outputs: Vec<crate::model::manifest::GoldenTensor>,
-}
-
-/// Outputs of an HTTP answer, typed by the manifest's output datatypes.
+/// Outputs of an HTTP answer, checked against the manifest's outputs.
 fn decode_http_outputs(bytes: &[u8], manifest: &Manifest) -> Result<Vec<Tensor>, String> {
-    let answer: HttpAnswer = serde_json::from_slice(bytes).map_err(|e| format!("invalid answer: {e}"))?;
-    answer
-        .outputs
-        .iter()
-        .map(|o| {
-            let spec = manifest.output(&o.name).ok_or_else(|| format!("unexpected output '{}'", o.name))?;
-            element_count(&o.shape).ok_or_else(|| format!("output '{}' has a bad shape", o.name))?;
-            o.to_tensor(spec.datatype)
-        })
-        .collect()
+    let outputs = json::decode_response(bytes).map_err(|e| e.to_string())?;
+    for o in &outputs {
+        let spec = manifest.output(&o.name).ok_or_else(|| format!("unexpected output '{}'", o.name))?;
+        if o.datatype() != spec.datatype {
+            return Err(format!("output '{}' is {}, the manifest says {}", o.name, o.datatype(), spec.datatype));
+        }
+    }
+    Ok(outputs)
 }
 
 #[cfg(test)]

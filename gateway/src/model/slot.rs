@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
+use crate::clock::now_rfc3339;
 use crate::error::GatewayError;
-use crate::model::VersionState;
+use crate::metrics::Metrics;
 use crate::model::repository::parse_version;
 use crate::model::version::ModelVersion;
-use crate::routing::{RouteHint, Routing, RoutingSpec};
-use crate::state::{Event, MAX_EVENTS, ModelState, now_rfc3339};
+use crate::model::{Routing, VersionState};
+use crate::rollout::machine::{Phase, Rollout};
+use crate::routing::{RouteHint, RoutingSpec};
+use crate::state::{Event, MAX_EVENTS, ModelState};
 
 pub struct ModelSlot {
     pub name: Arc<str>,
@@ -27,7 +30,7 @@ pub struct Control {
     pub spec: RoutingSpec,
     pub events: VecDeque<Event>,
     /// The current or last rollout of this model.
-    pub rollout: Option<crate::rollout::machine::Rollout>,
+    pub rollout: Option<Rollout>,
 }
 
 impl std::fmt::Debug for ModelSlot {
@@ -95,7 +98,21 @@ impl ModelSlot {
 
     /// Rebuilds the live table from the spec (call with the control lock held, after changing the spec).
     pub fn publish(&self, control: &Control) {
-        self.routing.store(Arc::new(control.spec.resolve(&self.versions.load())));
+        self.routing.store(Arc::new(self.resolve_spec(&control.spec)));
+    }
+
+    /// The live table `spec` would give against the versions ready now.
+    pub fn resolve_spec(&self, spec: &RoutingSpec) -> Routing {
+        let ready: BTreeMap<u64, Arc<ModelVersion>> = self
+            .versions
+            .load()
+            .iter()
+            .filter_map(|(n, s)| match s {
+                VersionState::Ready(v) => Some((*n, v.clone())),
+                _ => None,
+            })
+            .collect();
+        spec.resolve(&ready)
     }
 
     /// Appends to the journal, with the routing as it now stands.
@@ -147,6 +164,20 @@ impl ModelSlot {
             version: "default".into(),
             reason: "no version of this model is ready".into(),
         })
+    }
+
+    /// Mirrors the routing table and the rollout into their gauges (after every change).
+    pub fn report(&self, metrics: &Metrics) {
+        let routing = self.routing();
+        let versions: Vec<u64> = self.versions().keys().copied().collect();
+        let stable = routing.stable.as_ref().map(|v| v.number);
+        let canary = routing.canary.as_ref().map(|c| (c.version.number, c.weight.percent()));
+        metrics.set_routing(&self.name, &versions, stable, canary);
+        let c = self.control();
+        if let Some(r) = c.rollout.as_ref() {
+            let phases = Phase::ALL.map(Phase::label);
+            metrics.set_rollout(&self.name, &phases, r.phase.label(), r.failed_intervals, r.step);
+        }
     }
 
     pub fn is_ready(&self) -> bool {

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::GatewayError;
+use crate::manifest::{Manifest, TensorSpec};
 use crate::metrics::VersionMetrics;
 use crate::model::batcher::{BatchPolicy, Batcher};
-use crate::model::manifest::{Manifest, TensorSpec};
 use crate::model::onnx::OnnxModel;
 use crate::model::pool::PoolHandle;
 use crate::skew::{InvalidPolicy, SkewMonitor};
@@ -42,6 +42,16 @@ pub enum Backend {
 impl std::fmt::Debug for ModelVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ModelVersion({}/{})", self.model, self.version)
+    }
+}
+
+impl crate::routing::Version for ModelVersion {
+    fn number(&self) -> u64 {
+        self.number
+    }
+
+    fn is_candidate(&self) -> bool {
+        self.manifest.stage == crate::manifest::Stage::Candidate
     }
 }
 

@@ -79,7 +79,7 @@ pub fn spawn(
                 let candidate = registry
                     .get(&model)
                     .and_then(|s| s.version(&n.to_string()).ok())
-                    .is_some_and(|v| v.manifest.stage == crate::model::manifest::Stage::Candidate);
+                    .is_some_and(|v| v.manifest.stage == crate::manifest::Stage::Candidate);
                 if loaded
                     && new
                     && serve_new

@@ -6,10 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::mirror::divergence::PairStats;
-use crate::mirror::feedback::Quality;
 use crate::rollout::policy::RolloutPolicy;
-use crate::rollout::stats::StatsSnapshot;
+use crate::rollout::stats::{PairStats, Quality, StatsSnapshot};
 
 /// Cumulative measurements at one analysis; a window is the difference of two.
 #[derive(Debug, Clone, Default)]

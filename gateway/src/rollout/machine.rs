@@ -183,9 +183,96 @@ impl Rollout {
     /// Records a change: new message, time and generation.
     pub fn touch(&mut self, message: String) {
         self.message = message;
-        self.updated_at = crate::state::now_rfc3339();
+        self.updated_at = crate::clock::now_rfc3339();
         self.generation += 1;
     }
+}
+
+impl Decision {
+    /// The journal's event kind for this decision.
+    pub fn journal_kind(&self) -> &'static str {
+        match self {
+            Decision::Promote => "promoted",
+            Decision::RollBack { .. } => "rolled_back",
+            Decision::Hold(_) => "rollout_held",
+            Decision::Failed { .. } => "rollout_failed_interval",
+            Decision::Advance { .. } => "rollout_advanced",
+            Decision::AwaitApproval => "rollout_awaiting_approval",
+        }
+    }
+}
+
+impl Rollout {
+    /// The journal message for decision `d` taken on `analysis` while the rollout stood as `self`.
+    pub fn describe(&self, d: &Decision, analysis: &Analysis) -> String {
+        let r = self;
+        match d {
+            Decision::Hold(why) => format!("holding at {}: {why}", pct(r.weight())),
+            Decision::Failed { count } => format!(
+                "analysis failed ({count} of {} before rollback); holding at {}: {}",
+                r.policy.threshold,
+                pct(r.weight()),
+                analysis.reason
+            ),
+            Decision::Advance { from, to } => format!("analysis passed; canary weight {} -> {}", pct(*from), pct(*to)),
+            Decision::AwaitApproval => format!("every step passed at {}; waiting for approval", pct(r.weight())),
+            Decision::Promote => format!(
+                "every step passed; version {} promoted to stable (was {}) after {} analyses",
+                r.canary,
+                r.stable,
+                r.analyses + 1
+            ),
+            Decision::RollBack { reason, count } => format!(
+                "canary version {} rolled back ({reason}) after {count} failed intervals: {}",
+                r.canary, analysis.reason
+            ),
+        }
+    }
+
+    /// The measurements behind decision `d`, as its journal event carries them.
+    pub fn decision_data(&self, d: &Decision, analysis: &Analysis) -> serde_json::Value {
+        let r = self;
+        let after = match d {
+            Decision::Advance { to, .. } => to.percent(),
+            Decision::Promote => 100.0,
+            Decision::RollBack { .. } => 0.0,
+            _ => r.weight().percent(),
+        };
+        let failed = match d {
+            Decision::Failed { count } | Decision::RollBack { count, .. } => *count,
+            _ => r.failed_intervals,
+        };
+        serde_json::json!({
+            "decision": d.label(),
+            "canary": r.canary,
+            "stable": r.stable,
+            "step": r.step,
+            "weight_before": r.weight().percent(),
+            "weight_after": after,
+            "failed_intervals": failed,
+            "threshold": r.policy.threshold,
+            "analysis": analysis,
+        })
+    }
+}
+
+/// A weight as operators read it in messages: `5 %`.
+pub fn pct(w: Weight) -> String {
+    format!("{} %", w.percent())
+}
+
+/// The journal line for a rollout found in the state file at start: it resumes where it was, with a fresh window.
+pub fn restored_message(r: &Rollout) -> String {
+    format!(
+        "rollout of version {} restored after a restart: {} at {}, step {} of {}, {} failed intervals; the analysis \
+         window starts afresh",
+        r.canary,
+        r.phase.label(),
+        pct(r.weight()),
+        r.step + 1,
+        r.policy.steps().len(),
+        r.failed_intervals
+    )
 }
 
 #[cfg(test)]

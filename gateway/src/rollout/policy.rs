@@ -287,6 +287,36 @@ fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
+/// The default policy and per-model overrides (`[rollout]` in the config).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    pub policy: RolloutPolicy,
+    /// Per model: only the fields that differ from `policy` (same names, e.g. `checks.max_psi`).
+    pub models: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl RolloutConfig {
+    pub fn policy(&self, model: &str) -> Result<RolloutPolicy, String> {
+        match self.models.get(model) {
+            Some(patch) => self.policy.with_overrides(patch).map_err(|e| format!("rollout.models.{model}: {e}")),
+            None => Ok(self.policy.clone()),
+        }
+    }
+
+    /// Every problem in the default policy and the overrides.
+    pub fn problems(&self, features: Features) -> Vec<String> {
+        let mut errors = self.policy.problems("rollout.policy", features);
+        for model in self.models.keys() {
+            match self.policy(model) {
+                Ok(p) => errors.extend(p.problems(&format!("rollout.models.{model}"), features)),
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

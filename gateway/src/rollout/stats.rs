@@ -192,6 +192,79 @@ impl StatsSnapshot {
     }
 }
 
+/// Running totals for one (model, live version, shadow version) pair. Cumulative, so a caller that wants an
+/// interval diffs two snapshots.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct PairStats {
+    pub pairs: u64,
+    pub label_compared: u64,
+    pub label_disagreed: u64,
+    pub values_compared: u64,
+    pub sum_abs_diff: f64,
+    pub max_abs_diff: f64,
+    pub sum_rel_diff: f64,
+}
+
+impl PairStats {
+    pub fn disagreement_rate(&self) -> Option<f64> {
+        (self.label_compared > 0).then(|| self.label_disagreed as f64 / self.label_compared as f64)
+    }
+
+    pub fn mean_abs_diff(&self) -> Option<f64> {
+        (self.values_compared > 0).then(|| self.sum_abs_diff / self.values_compared as f64)
+    }
+
+    pub fn mean_rel_diff(&self) -> Option<f64> {
+        (self.values_compared > 0).then(|| self.sum_rel_diff / self.values_compared as f64)
+    }
+
+    /// What was added after `earlier` (the maximum cannot be diffed: it stays the running one).
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            pairs: self.pairs.saturating_sub(earlier.pairs),
+            label_compared: self.label_compared.saturating_sub(earlier.label_compared),
+            label_disagreed: self.label_disagreed.saturating_sub(earlier.label_disagreed),
+            values_compared: self.values_compared.saturating_sub(earlier.values_compared),
+            sum_abs_diff: (self.sum_abs_diff - earlier.sum_abs_diff).max(0.0),
+            max_abs_diff: self.max_abs_diff,
+            sum_rel_diff: (self.sum_rel_diff - earlier.sum_rel_diff).max(0.0),
+        }
+    }
+}
+
+/// Delayed labels joined with the answers they label, per version. Cumulative, like the other stats here.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct Quality {
+    pub feedback: u64,
+    /// Labels compared and labels right (classifiers).
+    pub labels: u64,
+    pub correct: u64,
+    /// Values compared and the sum of absolute errors (regressors).
+    pub values: u64,
+    pub sum_abs_error: f64,
+}
+
+impl Quality {
+    pub fn accuracy(&self) -> Option<f64> {
+        (self.labels > 0).then(|| self.correct as f64 / self.labels as f64)
+    }
+
+    pub fn mean_abs_error(&self) -> Option<f64> {
+        (self.values > 0).then(|| self.sum_abs_error / self.values as f64)
+    }
+
+    /// What was joined after `earlier`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            feedback: self.feedback.saturating_sub(earlier.feedback),
+            labels: self.labels.saturating_sub(earlier.labels),
+            correct: self.correct.saturating_sub(earlier.correct),
+            values: self.values.saturating_sub(earlier.values),
+            sum_abs_error: (self.sum_abs_error - earlier.sum_abs_error).max(0.0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

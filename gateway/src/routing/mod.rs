@@ -10,31 +10,44 @@ pub mod spec;
 
 use std::sync::Arc;
 
-use crate::model::version::ModelVersion;
-
 pub use spec::{RoutingSpec, ShadowSpec, WEIGHT_SCALE, Weight};
 
+/// What the routing table needs to know of a version; the table holds whatever version type the model layer
+/// serves, so the rules here stay pure and testable on their own.
+pub trait Version {
+    /// The version's number (`models/<m>/<number>/`).
+    fn number(&self) -> u64;
+    /// A candidate is never chosen as the default stable version; only an explicit choice makes it stable.
+    fn is_candidate(&self) -> bool;
+}
+
 /// The canary: a version and its share of unpinned traffic.
-#[derive(Debug, Clone)]
-pub struct Canary {
-    pub version: Arc<ModelVersion>,
+#[derive(Debug)]
+pub struct Canary<V> {
+    pub version: Arc<V>,
     pub weight: Weight,
 }
 
 /// The shadow: receives a sampled copy of live requests; its answers are compared, never returned.
-#[derive(Debug, Clone)]
-pub struct Shadow {
-    pub version: Arc<ModelVersion>,
+#[derive(Debug)]
+pub struct Shadow<V> {
+    pub version: Arc<V>,
     pub share: Weight,
 }
 
 /// The live routing table of one model, built from its [`RoutingSpec`] and the versions that are ready.
-#[derive(Debug, Default, Clone)]
-pub struct Routing {
+#[derive(Debug)]
+pub struct Routing<V> {
     /// The version that answers requests that do not name one (and are not sent to the canary).
-    pub stable: Option<Arc<ModelVersion>>,
-    pub canary: Option<Canary>,
-    pub shadow: Option<Shadow>,
+    pub stable: Option<Arc<V>>,
+    pub canary: Option<Canary<V>>,
+    pub shadow: Option<Shadow<V>>,
+}
+
+impl<V> Default for Routing<V> {
+    fn default() -> Self {
+        Self { stable: None, canary: None, shadow: None }
+    }
 }
 
 /// What a request says about where it wants to go.
@@ -83,17 +96,17 @@ pub fn key_bucket(model: &str, key: &[u8]) -> u32 {
     ((h ^ (h >> 32)) % u64::from(WEIGHT_SCALE)) as u32
 }
 
-impl Routing {
+impl<V: Version> Routing<V> {
     /// The shadow to copy a request answered by `answered` to, if this request is sampled. A version is never
     /// its own shadow.
-    pub fn sample_shadow(&self, answered: &ModelVersion) -> Option<&Arc<ModelVersion>> {
+    pub fn sample_shadow(&self, answered: &V) -> Option<&Arc<V>> {
         let s = self.shadow.as_ref()?;
-        (s.version.number != answered.number && s.share.0 > 0 && fastrand::u32(0..WEIGHT_SCALE) < s.share.0)
+        (s.version.number() != answered.number() && s.share.0 > 0 && fastrand::u32(0..WEIGHT_SCALE) < s.share.0)
             .then_some(&s.version)
     }
 
     /// The version for an unpinned request (the caller handles explicit versions).
-    pub fn choose(&self, model: &str, key: Option<&[u8]>) -> Option<&Arc<ModelVersion>> {
+    pub fn choose(&self, model: &str, key: Option<&[u8]>) -> Option<&Arc<V>> {
         let Some(canary) = &self.canary else { return self.stable.as_ref() };
         if canary.weight.0 == 0 {
             return self.stable.as_ref();

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Canary, Routing};
+use std::sync::Arc;
 
-use crate::model::VersionState;
-use crate::model::manifest::Stage;
+use super::{Canary, Routing, Shadow, Version};
 
 /// Weights are in basis points: 10000 is 100 %, so the resolution is 0.01 %.
 pub const WEIGHT_SCALE: u32 = 10_000;
@@ -54,26 +53,18 @@ pub struct RoutingSpec {
 }
 
 impl RoutingSpec {
-    /// The live table. A stable version that is not ready falls back to the highest ready one (serving something
-    /// beats serving nothing); a canary that is not ready is left out.
-    pub fn resolve(&self, versions: &BTreeMap<u64, VersionState>) -> Routing {
-        let ready = |n: u64| match versions.get(&n) {
-            Some(VersionState::Ready(v)) => Some(v.clone()),
-            _ => None,
-        };
-        // Candidates (manifest `stage`) never become stable by default; only an explicit choice makes them so.
-        let highest = || {
-            versions.values().rev().find_map(|s| match s {
-                VersionState::Ready(v) if v.manifest.stage != Stage::Candidate => Some(v.clone()),
-                _ => None,
-            })
-        };
-        let stable = self.stable.and_then(ready).or_else(highest);
+    /// The live table against the versions that are ready now (by number). A stable version that is not ready
+    /// falls back to the highest ready one that is not a candidate (serving something beats serving nothing); a
+    /// canary that is not ready, or that is the stable version, is left out; so is a shadow that is not ready.
+    pub fn resolve<V: Version>(&self, ready: &BTreeMap<u64, Arc<V>>) -> Routing<V> {
+        let get = |n: u64| ready.get(&n).cloned();
+        let highest = || ready.values().rev().find(|v| !v.is_candidate()).cloned();
+        let stable = self.stable.and_then(get).or_else(highest);
         let canary = self
             .canary
-            .and_then(|c| ready(c.version).map(|v| Canary { version: v, weight: c.weight }))
-            .filter(|c| stable.as_ref().is_none_or(|s| s.number != c.version.number));
-        let shadow = self.shadow.and_then(|s| ready(s.version).map(|v| super::Shadow { version: v, share: s.share }));
+            .and_then(|c| get(c.version).map(|v| Canary { version: v, weight: c.weight }))
+            .filter(|c| stable.as_ref().is_none_or(|s| s.number() != c.version.number()));
+        let shadow = self.shadow.and_then(|s| get(s.version).map(|v| Shadow { version: v, share: s.share }));
         Routing { stable, canary, shadow }
     }
 }
@@ -81,6 +72,57 @@ impl RoutingSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A version as the routing table sees it: a number, and whether it is a candidate.
+    #[derive(Debug, PartialEq)]
+    struct V(u64, bool);
+
+    impl Version for V {
+        fn number(&self) -> u64 {
+            self.0
+        }
+        fn is_candidate(&self) -> bool {
+            self.1
+        }
+    }
+
+    fn ready(vs: &[(u64, bool)]) -> BTreeMap<u64, Arc<V>> {
+        vs.iter().map(|&(n, c)| (n, Arc::new(V(n, c)))).collect()
+    }
+
+    fn number<T: Version>(v: &Option<Arc<T>>) -> Option<u64> {
+        v.as_ref().map(|v| v.number())
+    }
+
+    #[test]
+    fn the_stable_version_is_the_chosen_one_or_the_highest_release() {
+        let r = ready(&[(1, false), (2, false), (3, true)]);
+        assert_eq!(number(&RoutingSpec::default().resolve(&r).stable), Some(2), "candidates never by default");
+        let spec = RoutingSpec { stable: Some(1), ..Default::default() };
+        assert_eq!(number(&spec.resolve(&r).stable), Some(1));
+        let spec = RoutingSpec { stable: Some(3), ..Default::default() };
+        assert_eq!(number(&spec.resolve(&r).stable), Some(3), "an explicit choice may be a candidate");
+        let spec = RoutingSpec { stable: Some(9), ..Default::default() };
+        assert_eq!(number(&spec.resolve(&r).stable), Some(2), "not ready: the highest release serves");
+        assert_eq!(number(&spec.resolve(&ready(&[(3, true)])).stable), None, "only candidates: nothing");
+    }
+
+    #[test]
+    fn canary_and_shadow_need_a_ready_version_and_the_canary_is_never_stable() {
+        let r = ready(&[(1, false), (2, false)]);
+        let spec = RoutingSpec {
+            stable: Some(1),
+            canary: Some(CanarySpec { version: 2, weight: Weight(500) }),
+            shadow: Some(ShadowSpec { version: 2, share: Weight(100) }),
+        };
+        let live = spec.resolve(&r);
+        assert_eq!(live.canary.as_ref().map(|c| (c.version.number(), c.weight)), Some((2, Weight(500))));
+        assert_eq!(live.shadow.as_ref().map(|s| s.version.number()), Some(2));
+        let gone = spec.resolve(&ready(&[(1, false)]));
+        assert!(gone.canary.is_none() && gone.shadow.is_none());
+        let same = RoutingSpec { canary: Some(CanarySpec { version: 1, weight: Weight(500) }), ..spec };
+        assert!(same.resolve(&r).canary.is_none(), "the stable version cannot also be the canary");
+    }
 
     #[test]
     fn weights_from_percent_keep_a_hundredth_of_a_percent() {

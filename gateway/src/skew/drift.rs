@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use crate::model::manifest::Manifest;
+use crate::manifest::Manifest;
 
 /// Counters per feature after the bins: below the training minimum, above the training maximum.
 const EXTRA: usize = 2;

@@ -8,7 +8,7 @@ use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
 use crate::error::GatewayError;
-use crate::model::manifest::Manifest;
+use crate::manifest::Manifest;
 use crate::tensor::Tensor;
 use drift::{DriftStats, Feature, Local};
 

@@ -169,13 +169,14 @@ struct Scanner<'a, T> {
     limit: usize,
 }
 
+/// What the data of a `T` tensor must look like; serde puts "expected" in front of it, and so do our messages.
 fn expected<T: JsonScalar>() -> String {
     let what = match T::DATATYPE {
         DataType::Bool => "true/false values",
         DataType::F32 | DataType::F64 => "numbers",
         _ => "integers",
     };
-    format!("expected an array of {what} for datatype {} (flat or nested)", T::DATATYPE)
+    format!("an array of {what} for datatype {} (flat or nested)", T::DATATYPE)
 }
 
 impl<T: JsonScalar> Scanner<'_, T> {
@@ -236,10 +237,10 @@ impl<T: JsonScalar> Scanner<'_, T> {
                 self.i += 5;
                 self.push(T::from_bool(false), b"false")
             }
-            Some(b'"') => Err(format!("{}, found a string", expected::<T>())),
-            Some(b'n') => Err(format!("{}, found null", expected::<T>())),
-            Some(b'{') => Err(format!("{}, found an object", expected::<T>())),
-            _ => Err(expected::<T>()),
+            Some(b'"') => Err(format!("expected {}, found a string", expected::<T>())),
+            Some(b'n') => Err(format!("expected {}, found null", expected::<T>())),
+            Some(b'{') => Err(format!("expected {}, found an object", expected::<T>())),
+            _ => Err(format!("expected {}", expected::<T>())),
         }
     }
 }
@@ -251,7 +252,7 @@ fn decode_typed<T: JsonScalar>(raw: &str, limit: usize) -> Result<Vec<T>, String
     s.value(0)?;
     s.skip_ws();
     if s.i != s.b.len() {
-        return Err(expected::<T>());
+        return Err(format!("expected {}", expected::<T>()));
     }
     Ok(s.out)
 }

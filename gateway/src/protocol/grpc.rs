@@ -1,8 +1,8 @@
 //! Tensors to and from the gRPC messages: typed `contents` fields and little-endian `raw_*_contents` buffers, as
 //! the Open Inference Protocol defines them. Every message names the input and what was expected.
 
-use crate::api::grpc::pb;
 use crate::error::GatewayError;
+use crate::protocol::pb;
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
 fn invalid(msg: String) -> GatewayError {

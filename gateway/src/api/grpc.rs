@@ -7,41 +7,36 @@
 //! number of requests in progress (beyond it, RESOURCE_EXHAUSTED at once), and a deadline that is the sooner of the
 //! configured request timeout and the client's `grpc-timeout`.
 
-pub mod codec;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
+use crate::api::admission::Admission;
 use crate::api::error::{codes, grpc_status};
-use crate::core::{Core, InferRequest};
+use crate::api::metadata;
+use crate::core::Core;
 use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
-use crate::model::{ModelSlot, ModelVersion, VersionState};
+use crate::model::{ModelSlot, ModelVersion};
+use crate::protocol::grpc as codec;
+use crate::protocol::{InferRequest, VERSION_HEADER, pb};
 use crate::routing::RouteHint;
 use crate::telemetry::{self, REQUEST_TARGET};
 use tracing::Instrument;
-
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("inference");
-}
 
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 
 pub struct GrpcApi {
     core: Arc<Core>,
-    admission: Arc<Semaphore>,
-    timeout: Duration,
+    admission: Admission,
 }
 
-/// The gRPC service, with message size limits from the config (`server.max_body_bytes`).
-pub fn service(core: Arc<Core>, limits: &crate::api::http::Limits) -> GrpcInferenceServiceServer<GrpcApi> {
-    let api = GrpcApi { core, admission: Arc::new(Semaphore::new(limits.max_concurrent)), timeout: limits.timeout };
-    GrpcInferenceServiceServer::new(api)
-        .max_decoding_message_size(limits.max_body_bytes)
+/// The gRPC service, with the shared admission limits (the message size limit is `server.max_body_bytes`).
+pub fn service(core: Arc<Core>, admission: &Admission) -> GrpcInferenceServiceServer<GrpcApi> {
+    let max_body_bytes = admission.max_body_bytes;
+    GrpcInferenceServiceServer::new(GrpcApi { core, admission: admission.clone() })
+        .max_decoding_message_size(max_body_bytes)
         .max_encoding_message_size(usize::MAX)
 }
 
@@ -72,33 +67,6 @@ fn raw_outputs(req: &pb::ModelInferRequest, inputs_raw: bool) -> bool {
     flag(&req.parameters, "binary_data_output")
         .or_else(|| req.outputs.iter().find_map(|o| flag(&o.parameters, "binary_data")))
         .unwrap_or(inputs_raw)
-}
-
-fn tensor_metadata(specs: &[crate::model::manifest::TensorSpec]) -> Vec<pb::model_metadata_response::TensorMetadata> {
-    specs
-        .iter()
-        .map(|s| pb::model_metadata_response::TensorMetadata {
-            name: s.name.clone(),
-            datatype: s.datatype.as_str().into(),
-            shape: s.shape.clone(),
-        })
-        .collect()
-}
-
-fn metadata(slot: &ModelSlot, v: &ModelVersion) -> pb::ModelMetadataResponse {
-    let inputs: Vec<_> = v.manifest.inputs.iter().map(|i| i.spec.clone()).collect();
-    pb::ModelMetadataResponse {
-        name: slot.name.to_string(),
-        versions: slot
-            .versions()
-            .iter()
-            .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
-            .map(|(n, _)| n.to_string())
-            .collect(),
-        platform: "onnxruntime_onnx".into(),
-        inputs: tensor_metadata(&inputs),
-        outputs: tensor_metadata(&v.manifest.outputs),
-    }
 }
 
 impl GrpcApi {
@@ -147,11 +115,7 @@ impl GrpcInferenceService for GrpcApi {
         &self,
         _: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
-        Ok(Response::new(pb::ServerMetadataResponse {
-            name: "gateway".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            extensions: vec![],
-        }))
+        Ok(Response::new(metadata::server().into()))
     }
 
     async fn model_metadata(
@@ -160,7 +124,7 @@ impl GrpcInferenceService for GrpcApi {
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = req.into_inner();
         let (slot, v) = self.version(&r.name, &r.version).map_err(|e| grpc_status(&e))?;
-        Ok(Response::new(metadata(&slot, &v)))
+        Ok(Response::new(metadata::model(&self.core, &slot, &v).into()))
     }
 
     async fn model_infer(
@@ -214,9 +178,9 @@ impl GrpcApi {
             Ok(s) => s,
             Err(e) => return Err(self.failed(UNKNOWN_MODEL, "", start, e)),
         };
-        let Ok(_permit) = self.admission.try_acquire() else {
-            let e = GatewayError::Overloaded("too many requests in progress; retry later".into());
-            return Err(self.failed(&slot.name, "", start, e));
+        let _permit = match self.admission.admit() {
+            Ok(p) => p,
+            Err(e) => return Err(self.failed(&slot.name, "", start, e)),
         };
         let raw_out = {
             let (inputs, raw) = (std::mem::take(&mut r.inputs), std::mem::take(&mut r.raw_input_contents));
@@ -241,7 +205,8 @@ impl GrpcApi {
             pinned: text(&self.core.routing.pin_header),
             key: meta.get(&self.core.routing.key_header).map(|v| v.as_bytes()),
         };
-        let deadline = client_deadline(&meta).map_or(self.timeout, |d| d.min(self.timeout));
+        let timeout = self.admission.timeout;
+        let deadline = client_deadline(&meta).map_or(timeout, |d| d.min(timeout));
         let result = match tokio::time::timeout(deadline, self.core.infer(&slot, hint, infer)).await {
             Ok(r) => r,
             Err(_) => Err((None, GatewayError::Timeout(deadline.as_millis() as u64))),
@@ -272,7 +237,7 @@ impl GrpcApi {
                 v.metrics.grpc_duration.observe(start.elapsed().as_secs_f64());
                 let mut response = Response::new(out);
                 if let Ok(h) = v.version.parse() {
-                    response.metadata_mut().insert(crate::api::http::VERSION_HEADER, h);
+                    response.metadata_mut().insert(VERSION_HEADER, h);
                 }
                 Ok(response)
             }

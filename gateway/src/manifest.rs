@@ -35,7 +35,54 @@ pub struct Manifest {
     pub stage: Stage,
     /// Present for a version served by another inference server instead of a local `model.onnx`.
     #[serde(default)]
-    pub remote: Option<crate::model::remote::RemoteSpec>,
+    pub remote: Option<RemoteSpec>,
+}
+
+/// Where a remote version lives and how to call it (the manifest's `remote` section).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSpec {
+    /// `http://host:port` (JSON over HTTP) or `grpc://host:port`.
+    pub url: String,
+    /// The model's name upstream; default: the same name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The version upstream; default: whatever the upstream routes to.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Deadline per call.
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    /// Calls in flight at once; beyond it requests are refused at once (503 / RESOURCE_EXHAUSTED).
+    #[serde(default = "defaults::max_concurrency")]
+    pub max_concurrency: usize,
+    /// Consecutive failures (connection errors, 5xx, timeouts) that open the circuit.
+    #[serde(default = "defaults::failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open circuit fails fast before one probe call is let through.
+    #[serde(default = "defaults::open_ms")]
+    pub open_ms: u64,
+    /// How often the upstream's readiness endpoint is asked; 0 turns the probe off.
+    #[serde(default = "defaults::health_interval_ms")]
+    pub health_interval_ms: u64,
+}
+
+mod defaults {
+    pub fn timeout_ms() -> u64 {
+        2000
+    }
+    pub fn max_concurrency() -> usize {
+        256
+    }
+    pub fn failure_threshold() -> u32 {
+        5
+    }
+    pub fn open_ms() -> u64 {
+        5000
+    }
+    pub fn health_interval_ms() -> u64 {
+        2000
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -129,7 +176,7 @@ impl Manifest {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("invalid {}: {e}", path.display()))?;
         let mut manifest = manifest;
-        manifest.trained_at_time = humantime::parse_rfc3339_weak(&manifest.trained_at).ok();
+        manifest.trained_at_time = crate::clock::parse_rfc3339(&manifest.trained_at);
         let problems = manifest.problems(model, version);
         if problems.is_empty() {
             Ok(manifest)

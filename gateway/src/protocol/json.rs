@@ -1,6 +1,7 @@
 //! Open Inference Protocol REST wire types (request, response, metadata) and their conversion to and from the
-//! protocol-neutral core types. Decoding borrows the body and parses each tensor's data straight into its typed
-//! buffer once the datatype is known.
+//! protocol-neutral tensors. Decoding borrows the body and parses each tensor's data straight into its typed
+//! buffer once the datatype is known. The front end decodes requests and encodes responses; the remote backend
+//! encodes requests and decodes responses with the same types.
 
 use std::borrow::Cow;
 
@@ -8,9 +9,9 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::core::{InferRequest, InferResponse};
 use crate::error::GatewayError;
-use crate::model::manifest::TensorSpec;
+use crate::manifest::TensorSpec;
+use crate::protocol::InferRequest;
 use crate::tensor::json::{DataSeed, decode_data};
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
@@ -110,38 +111,71 @@ pub fn decode_request(body: &[u8]) -> Result<InferRequest, GatewayError> {
     if wire.inputs.is_empty() {
         return Err(GatewayError::invalid("'inputs' is empty; at least one input tensor is required"));
     }
-    let mut inputs = Vec::with_capacity(wire.inputs.len());
-    for i in wire.inputs {
+    let inputs = tensors(wire.inputs, "input")?;
+    let outputs = wire.outputs.map(|o| o.into_iter().map(|o| o.name).collect());
+    Ok(InferRequest { id: wire.id, inputs, outputs })
+}
+
+#[derive(Deserialize)]
+struct ResponseIn<'a> {
+    #[serde(borrow)]
+    outputs: Vec<InputWire<'a>>,
+}
+
+/// Decodes the outputs of an inference response (an upstream's answer), with the same checks as a request.
+pub fn decode_response(body: &[u8]) -> Result<Vec<Tensor>, GatewayError> {
+    let wire: ResponseIn<'_> =
+        serde_json::from_slice(body).map_err(|e| GatewayError::invalid(format!("invalid inference response: {e}")))?;
+    tensors(wire.outputs, "output")
+}
+
+/// Turns decoded wire tensors into checked tensors; `what` ("input" or "output") names them in messages.
+fn tensors(wire: Vec<InputWire<'_>>, what: &str) -> Result<Vec<Tensor>, GatewayError> {
+    let mut out = Vec::with_capacity(wire.len());
+    for i in wire {
         let name = i.name;
         let datatype = DataType::parse(&i.datatype).ok_or_else(|| {
             GatewayError::invalid(format!(
-                "input '{name}': unknown datatype '{}', expected one of {}",
+                "{what} '{name}': unknown datatype '{}', expected one of {}",
                 i.datatype,
                 DataType::names()
             ))
         })?;
         let expected = element_count(&i.shape).ok_or_else(|| {
             GatewayError::invalid(format!(
-                "input '{name}': shape {:?} must list non-negative dimensions (requests carry concrete shapes)",
+                "{what} '{name}': shape {:?} must list non-negative dimensions (requests carry concrete shapes)",
                 i.shape
             ))
         })?;
         let data = match i.data {
             DataField::Parsed(d) => d,
             DataField::Raw(raw) => decode_data(raw, datatype, expected)
-                .map_err(|e| GatewayError::invalid(format!("input '{name}': 'data': {e}")))?,
+                .map_err(|e| GatewayError::invalid(format!("{what} '{name}': 'data': {e}")))?,
         };
         if data.len() != expected {
             return Err(GatewayError::invalid(format!(
-                "input '{name}': shape {:?} needs {expected} values, 'data' has {}",
+                "{what} '{name}': shape {:?} needs {expected} values, 'data' has {}",
                 i.shape,
                 data.len()
             )));
         }
-        inputs.push(Tensor { name, shape: i.shape, data });
+        out.push(Tensor { name, shape: i.shape, data });
     }
-    let outputs = wire.outputs.map(|o| o.into_iter().map(|o| o.name).collect());
-    Ok(InferRequest { id: wire.id, inputs, outputs })
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    inputs: Vec<OutputWire<'a>>,
+}
+
+/// Encodes an inference request (for an upstream server).
+pub fn encode_request(inputs: &[Tensor]) -> Vec<u8> {
+    let wire = RequestOut { inputs: inputs.iter().map(OutputWire::of).collect() };
+    let mut buf = Vec::with_capacity(64 + inputs.iter().map(|t| 48 + t.data.len() * 12).sum::<usize>());
+    // Serializing plain structs of numbers and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut buf, &wire);
+    buf
 }
 
 #[derive(Serialize)]
@@ -161,21 +195,19 @@ struct OutputWire<'a> {
     data: &'a TensorData,
 }
 
-/// Encodes a response body.
-pub fn encode_response(resp: &InferResponse) -> Vec<u8> {
-    encode_outputs(&resp.version.model, &resp.version.version, resp.id.as_deref(), &resp.outputs)
+impl<'a> OutputWire<'a> {
+    fn of(t: &'a Tensor) -> Self {
+        Self { name: &t.name, datatype: t.datatype(), shape: &t.shape, data: &t.data }
+    }
 }
 
-/// Encodes a response from its parts.
+/// Encodes an inference response.
 pub fn encode_outputs(model: &str, version: &str, id: Option<&str>, outputs: &[Tensor]) -> Vec<u8> {
     let wire = ResponseWire {
         model_name: model,
         model_version: version,
         id,
-        outputs: outputs
-            .iter()
-            .map(|t| OutputWire { name: &t.name, datatype: t.datatype(), shape: &t.shape, data: &t.data })
-            .collect(),
+        outputs: outputs.iter().map(OutputWire::of).collect(),
     };
     let cap = 96 + outputs.iter().map(|t| 48 + t.data.len() * 12).sum::<usize>();
     let mut buf = Vec::with_capacity(cap);
@@ -235,6 +267,17 @@ mod tests {
     }
 
     #[test]
+    fn requests_and_responses_round_trip_through_the_codec() {
+        let x = Tensor { name: "x".into(), shape: vec![2, 1], data: TensorData::F64(vec![1.5, -2.0]) };
+        let r = decode_request(&encode_request(std::slice::from_ref(&x))).expect("decodes");
+        assert_eq!(r.inputs[0], x);
+        let body = encode_outputs("m", "1", Some("id"), std::slice::from_ref(&x));
+        assert_eq!(decode_response(&body).expect("decodes"), vec![x]);
+        let e = decode_response(br#"{"outputs":[{"name":"y","shape":[2],"datatype":"FP32","data":[1]}]}"#);
+        assert!(e.expect_err("short").to_string().contains("output 'y': shape [2] needs 2 values"));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         assert!(err("{").contains("invalid inference request"));
         assert!(err(r#"{"inputs":[{"name":"x","datatype":"FP32","data":[1]}]}"#).contains("missing field `shape`"));
@@ -258,5 +301,13 @@ mod tests {
         let e = err(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1],"data":[2]}]}"#);
         assert!(e.contains("duplicate field `data`"), "{e}");
         assert!(err("").contains("empty"));
+        // serde says "expected" before our description of the data; it must not say it twice.
+        for body in [
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":"a"}]}"#,
+            r#"{"inputs":[{"name":"x","data":"a","shape":[1],"datatype":"FP32"}]}"#,
+        ] {
+            let e = err(body);
+            assert!(e.contains("expected an array of numbers") && !e.contains("expected expected"), "{e}");
+        }
     }
 }
