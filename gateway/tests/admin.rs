@@ -109,3 +109,49 @@ async fn the_cli_calls_the_admin_api() {
     assert!(String::from_utf8_lossy(&out.2.stderr).contains("has no canary"));
     gw.shutdown().await;
 }
+
+/// Clients that always send `Content-Type: application/json` (many HTTP libraries do) may send no body where the
+/// body is optional: it is the empty command. A body that is not JSON, or too large, is refused in the API's shape.
+#[tokio::test]
+async fn optional_bodies_may_be_empty_whatever_the_content_type() {
+    let gw = start(config(&bundled_models())).await;
+    let c = client();
+    let m = "/admin/models/breast-cancer";
+    let send = |method: Method, path: String, body: &'static str| {
+        let req = c
+            .request(method, admin_url(&gw, &path))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = req.send().await.expect("sent");
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.expect("json body"))
+        }
+    };
+    let canary = json!({"version": 1, "weight": 5}).to_string().leak();
+    assert_eq!(send(Method::POST, format!("{m}/canary"), canary).await.0, 200);
+    let (s, v) = send(Method::POST, format!("{m}/rollback"), "").await;
+    assert_eq!(s, 200, "empty rollback body: {v}");
+    assert_eq!(send(Method::POST, format!("{m}/canary"), canary).await.0, 200);
+    let (s, v) = send(Method::POST, format!("{m}/promote"), "").await;
+    assert_eq!((s, v["stable"].as_str()), (200, Some("1")), "empty promote body: {v}");
+    let rollout = json!({"version": 2, "policy": {"interval_secs": 3600, "window_secs": 3600}}).to_string().leak();
+    let (s, v) = send(Method::POST, format!("{m}/rollout"), rollout).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = send(Method::POST, format!("{m}/rollout/pause"), "").await;
+    assert_eq!((s, v["phase"].as_str()), (200, Some("paused")), "empty command body: {v}");
+    let (s, v) = send(Method::POST, format!("{m}/rollout/abort"), "  ").await;
+    assert_eq!((s, v["phase"].as_str()), (200, Some("aborted")), "blank command body: {v}");
+    let (s, v) = send(Method::POST, format!("{m}/rollback"), "{not json").await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().expect("error").contains("invalid request body"), "{v}");
+    let (s, v) = send(Method::POST, format!("{m}/canary"), "").await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().expect("error").contains("missing field `version`"), "{v}");
+    let big = format!("{{\"reason\": \"{}\"}}", "x".repeat(100 * 1024)).leak();
+    let (s, v) = send(Method::POST, format!("{m}/rollback"), big).await;
+    assert_eq!(s, 413, "{v}");
+    assert!(v["error"].as_str().expect("error").contains("exceeds the limit"), "{v}");
+    gw.shutdown().await;
+}
