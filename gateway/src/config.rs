@@ -45,8 +45,20 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Time a request may take end to end before it is answered 504.
     pub request_timeout_ms: u64,
-    /// On SIGTERM/Ctrl-C, how long in-flight requests get to finish before the process exits anyway.
+    /// On SIGTERM/Ctrl-C, first a drain period: readiness fails (so load balancers stop sending), requests are
+    /// still served, and every answer carries `Connection: close` (HTTP/1) so clients reconnect elsewhere.
+    pub drain_ms: u64,
+    /// After the drain period, how long in-flight requests get to finish before the process exits anyway.
     pub shutdown_grace_ms: u64,
+    /// Open connections per HTTP listener (inference, admin, metrics); past it, new connections are refused early
+    /// (counted in `gateway_connections_refused_total`). Lowered to fit the process's open-files limit.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, counted from when the connection waits for them: it also
+    /// closes keep-alive connections idle that long, and half-sent headers (slowloris).
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a request's body once its headers arrived; past it the answer is 408 (the
+    /// client's fault, unlike a 504). At most `request_timeout_ms` takes effect.
+    pub body_read_timeout_ms: u64,
     /// Ready only when every model in the repository has a ready version (Triton's strict readiness). When false,
     /// ready as soon as the initial load is done and one model is ready.
     pub strict_readiness: bool,
@@ -61,7 +73,11 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             max_concurrent_requests: 2048,
             request_timeout_ms: 10_000,
+            drain_ms: 1_000,
             shutdown_grace_ms: 10_000,
+            max_connections: 8_192,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 5_000,
             strict_readiness: true,
         }
     }
@@ -185,11 +201,13 @@ impl Default for CaptureConfig {
 pub struct FeedbackConfig {
     /// Answers remembered (oldest forgotten first); 0 turns feedback off.
     pub capacity: usize,
+    /// Memory the remembered answers may take, in MiB (oldest forgotten first past it).
+    pub max_mb: usize,
 }
 
 impl Default for FeedbackConfig {
     fn default() -> Self {
-        Self { capacity: 100_000 }
+        Self { capacity: 100_000, max_mb: 64 }
     }
 }
 
@@ -326,6 +344,7 @@ pub struct Resolved {
     pub metrics_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub request_timeout: Duration,
+    pub drain: Duration,
     pub shutdown_grace: Duration,
     pub inference_threads: usize,
 }
@@ -392,6 +411,9 @@ impl Config {
         positive("server.max_body_bytes", self.server.max_body_bytes as u64);
         positive("server.max_concurrent_requests", self.server.max_concurrent_requests as u64);
         positive("server.request_timeout_ms", self.server.request_timeout_ms);
+        positive("server.max_connections", self.server.max_connections as u64);
+        positive("server.header_read_timeout_ms", self.server.header_read_timeout_ms);
+        positive("server.body_read_timeout_ms", self.server.body_read_timeout_ms);
         positive("models.max_batch_rows", self.models.max_batch_rows as u64);
         positive("inference.queue_capacity", self.inference.queue_capacity as u64);
         positive("inference.intra_op_threads", self.inference.intra_op_threads as u64);
@@ -426,6 +448,7 @@ impl Config {
             metrics_addr,
             admin_addr,
             request_timeout: Duration::from_millis(self.server.request_timeout_ms),
+            drain: Duration::from_millis(self.server.drain_ms),
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             inference_threads: threads,
         })

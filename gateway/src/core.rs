@@ -13,7 +13,7 @@ use crate::mirror::{Mirror, ShadowJob};
 use crate::model::call::Priority;
 use crate::model::pool::InferencePool;
 use crate::model::{ModelSlot, ModelVersion, Registry};
-use crate::protocol::InferRequest;
+use crate::protocol::{InferRequest, MAX_ID_BYTES};
 use crate::rollout::stats::Outcome;
 use crate::routing::{RouteHint, WEIGHT_SCALE, Weight};
 use crate::telemetry::REQUEST_TARGET;
@@ -67,6 +67,9 @@ pub struct Core {
     pub metrics: Metrics,
     pub max_batch_rows: usize,
     pub max_body_bytes: usize,
+    /// Time a client has to send a request body (the sooner of `server.body_read_timeout_ms` and the request
+    /// timeout).
+    pub body_read_timeout: std::time::Duration,
     pub strict_readiness: bool,
     /// Names of the pin and routing-key headers.
     pub routing: crate::config::RoutingConfig,
@@ -76,6 +79,8 @@ pub struct Core {
     /// The capture log and the share of requests it takes.
     pub capture: Option<(CaptureLog, Weight)>,
     pub feedback: Option<FeedbackBook>,
+    /// Set when shutdown begins: readiness fails from then on, so load balancers stop sending first.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Core {
@@ -114,6 +119,12 @@ impl Core {
         v: &Arc<ModelVersion>,
         req: InferRequest,
     ) -> Result<(Option<String>, Vec<Tensor>), GatewayError> {
+        if let Some(id) = req.id.as_deref().filter(|id| id.len() > MAX_ID_BYTES) {
+            return Err(GatewayError::invalid(format!(
+                "'id' is {} bytes long; at most {MAX_ID_BYTES} are accepted",
+                id.len()
+            )));
+        }
         let (inputs, rows) = v.validate_inputs(req.inputs, self.max_batch_rows)?;
         v.stats.add_rows(rows);
         if let Some(skew) = &v.skew {
@@ -206,7 +217,7 @@ impl Core {
 
     /// Server readiness for `/v2/health/ready`.
     pub fn ready(&self) -> bool {
-        if !self.registry.initial_load_done() {
+        if !self.registry.initial_load_done() || self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
         let models = self.registry.models();

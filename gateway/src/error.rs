@@ -14,6 +14,9 @@ pub enum GatewayError {
     /// The model is not in the repository.
     #[error("unknown model '{0}'")]
     ModelNotFound(String),
+    /// Something else the request names does not exist (a feedback id, say); the message says what.
+    #[error("{0}")]
+    NotFound(String),
     /// The model exists but the version does not.
     #[error("unknown version '{version}' of model '{model}'")]
     VersionNotFound { model: String, version: String },
@@ -38,6 +41,12 @@ pub enum GatewayError {
     /// The request did not finish within the configured time.
     #[error("request timed out after {0} ms")]
     Timeout(u64),
+    /// The client did not send the request body within the configured time: the client's fault.
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
+    /// A store the change needs (the state file, the cluster store) cannot take it; nothing was changed.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// The server is draining for shutdown.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -75,14 +84,19 @@ impl GatewayError {
             Self::Overloaded(_) | Self::ShuttingDown => Fault::Shed,
             Self::InvalidInput(_)
             | Self::ModelNotFound(_)
+            | Self::NotFound(_)
+            | Self::BodyTimeout(_)
             | Self::VersionNotFound { .. }
             | Self::Conflict(_)
             | Self::LoadFailed(_)
             | Self::Unauthorized(_)
             | Self::PayloadTooLarge { .. } => Fault::Client,
-            Self::NotReady { .. } | Self::Timeout(_) | Self::Upstream(_) | Self::Inference(_) | Self::Internal(_) => {
-                Fault::Server
-            }
+            Self::NotReady { .. }
+            | Self::Timeout(_)
+            | Self::StoreUnavailable(_)
+            | Self::Upstream(_)
+            | Self::Inference(_)
+            | Self::Internal(_) => Fault::Server,
         }
     }
 
@@ -98,6 +112,9 @@ impl GatewayError {
         vec![
             Self::InvalidInput(s()),
             Self::ModelNotFound(s()),
+            Self::NotFound(s()),
+            Self::BodyTimeout(1),
+            Self::StoreUnavailable(s()),
             Self::VersionNotFound { model: s(), version: s() },
             Self::NotReady { model: s(), version: s(), reason: s() },
             Self::Conflict(s()),

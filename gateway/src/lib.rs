@@ -53,6 +53,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::admin::AdminToken;
 use crate::api::admission::Admission;
+use crate::api::serve::{ConnLimits, ConnMetrics, Phase, fit_connections, open_files_limit, serve};
 use crate::config::{Checked, Config, Resolved};
 use crate::controller::Controller;
 use crate::core::Core;
@@ -78,7 +79,7 @@ pub struct Gateway {
     pub core: Arc<Core>,
     /// The rollout controller (the admin API and the ticker share it; tests step it by hand).
     pub controller: Arc<Controller>,
-    shutdown: watch::Sender<bool>,
+    phase: Arc<watch::Sender<Phase>>,
     task: JoinHandle<()>,
 }
 
@@ -104,9 +105,9 @@ impl Listeners {
     }
 }
 
-/// The shutdown signal every server and background task watches.
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
+/// Resolves when the gateway reaches `phase` (servers and background tasks watch for `Closing`).
+async fn reached(mut rx: watch::Receiver<Phase>, phase: Phase) {
+    let _ = rx.wait_for(|p| *p >= phase).await;
 }
 
 impl Gateway {
@@ -138,21 +139,29 @@ impl Gateway {
         );
         tracing::info!(%http_addr, %grpc_addr, %metrics_addr, %admin_addr, "gateway listening");
         load_repository(core.clone());
-        let (shutdown, rx) = watch::channel(false);
+        let (phase, rx) = watch::channel(Phase::Serving);
+        let phase = Arc::new(phase);
         let background = spawn_background(&config, &core, &controller, &rx);
         let admission = Admission::new(
             config.server.max_body_bytes,
             config.server.max_concurrent_requests,
             resolved.request_timeout,
         );
-        let servers = spawn_servers(listeners, &core, &controller, token, &admission, &rx);
-        let task = tokio::spawn(drain(servers, background, rx, resolved.shutdown_grace));
-        Ok(Self { http_addr, grpc_addr, metrics_addr, admin_addr, core, controller, shutdown, task })
+        let limits = ConnLimits {
+            max_connections: fit_connections(config.server.max_connections, 3, open_files_limit()),
+            header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+        };
+        let servers = spawn_servers(listeners, &core, &controller, token, &admission, limits, &rx);
+        let task = tokio::spawn(drain(servers, background, phase.clone(), resolved.drain, resolved.shutdown_grace));
+        Ok(Self { http_addr, grpc_addr, metrics_addr, admin_addr, core, controller, phase, task })
     }
 
-    /// Stops accepting, lets in-flight requests finish (bounded by the grace period) and returns when done.
+    /// Shuts down gracefully: readiness fails first, then during the drain period requests are still served (each
+    /// answer closing its connection); then the listeners stop accepting and in-flight requests finish, bounded
+    /// by the grace period. Returns when done.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.core.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.phase.send_replace(Phase::Draining);
         let _ = self.task.await;
     }
 
@@ -213,13 +222,16 @@ fn build_core(config: &Config, resolved: &Resolved) -> anyhow::Result<Arc<Core>>
         metrics,
         max_batch_rows: config.models.max_batch_rows,
         max_body_bytes: config.server.max_body_bytes,
+        body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms).min(resolved.request_timeout),
         strict_readiness: config.server.strict_readiness,
         routing: config.routing.clone(),
         max_model_age: (config.skew.max_model_age_days > 0.0)
             .then(|| Duration::from_secs_f64(config.skew.max_model_age_days * 86_400.0)),
         mirror,
         capture,
-        feedback: (config.feedback.capacity > 0).then(|| FeedbackBook::new(config.feedback.capacity)),
+        feedback: (config.feedback.capacity > 0)
+            .then(|| FeedbackBook::new(config.feedback.capacity, config.feedback.max_mb * 1024 * 1024)),
+        draining: Default::default(),
     }))
 }
 
@@ -237,12 +249,17 @@ fn spawn_background(
     config: &Config,
     core: &Arc<Core>,
     controller: &Arc<Controller>,
-    rx: &watch::Receiver<bool>,
+    rx: &watch::Receiver<Phase>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     if config.models.watch_interval_ms > 0 {
         let every = Duration::from_millis(config.models.watch_interval_ms);
-        tasks.push(model::watch::spawn(core.registry.clone(), every, config.models.serve_new_versions, rx.clone()));
+        tasks.push(model::watch::spawn(
+            core.registry.clone(),
+            every,
+            config.models.serve_new_versions,
+            reached(rx.clone(), Phase::Closing),
+        ));
     }
     if config.skew.enabled {
         let core = core.clone();
@@ -266,7 +283,7 @@ fn spawn_background(
 }
 
 /// Runs `f` on a blocking thread every `period` until shutdown, one run at a time.
-fn every(period: Duration, mut stop: watch::Receiver<bool>, f: impl Fn() + Send + Sync + 'static) -> JoinHandle<()> {
+fn every(period: Duration, stop: watch::Receiver<Phase>, f: impl Fn() + Send + Sync + 'static) -> JoinHandle<()> {
     let f = Arc::new(f);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -274,7 +291,7 @@ fn every(period: Duration, mut stop: watch::Receiver<bool>, f: impl Fn() + Send 
         loop {
             let stopped = tokio::select! {
                 _ = tick.tick() => false,
-                _ = stop.wait_for(|s| *s) => true,
+                _ = reached(stop.clone(), Phase::Closing) => true,
             };
             if stopped {
                 return;
@@ -285,42 +302,50 @@ fn every(period: Duration, mut stop: watch::Receiver<bool>, f: impl Fn() + Send 
     })
 }
 
-/// The four servers, each stopping on the shutdown signal.
+/// The four servers, each stopping when the phase reaches `Closing`.
 fn spawn_servers(
     l: Listeners,
     core: &Arc<Core>,
     controller: &Arc<Controller>,
     token: AdminToken,
     admission: &Admission,
-    rx: &watch::Receiver<bool>,
+    limits: ConnLimits,
+    rx: &watch::Receiver<Phase>,
 ) -> Vec<JoinHandle<std::io::Result<()>>> {
-    let serve = |listener: TcpListener, app: axum::Router| {
-        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(rx.clone())).into_future())
+    let serve = |listener: TcpListener, app: axum::Router, name: &str| {
+        let (open, refused) = core.metrics.connections(name);
+        tokio::spawn(serve(listener, app, limits, rx.clone(), ConnMetrics { open, refused }))
     };
     let grpc = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(api::grpc::decode_errors_are_invalid_argument))
         .add_service(api::grpc::service(core.clone(), admission))
         // Without TCP_NODELAY, multi-packet messages wait out the peer's delayed ACK (40 ms per request).
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(l.grpc).with_nodelay(Some(true)),
-            stopped(rx.clone()),
+            reached(rx.clone(), Phase::Closing),
         );
     vec![
         tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) }),
-        serve(l.http, api::http::router(core.clone(), admission)),
-        serve(l.metrics, api::metrics::router(core.clone())),
-        serve(l.admin, api::admin::router(core.clone(), controller.clone(), token)),
+        serve(l.http, api::http::router(core.clone(), admission), "http"),
+        serve(l.metrics, api::metrics::router(core.clone()), "metrics"),
+        serve(l.admin, api::admin::router(core.clone(), controller.clone(), token), "admin"),
     ]
 }
 
-/// Waits for the shutdown signal, lets the servers drain within the grace period, then stops the background.
+/// The shutdown sequence, once asked for: the drain period (readiness already fails), then `Closing`: the servers
+/// finish what is in flight within the grace period (the rest is cut off), and the background tasks stop.
 async fn drain(
     mut servers: Vec<JoinHandle<std::io::Result<()>>>,
     background: Vec<JoinHandle<()>>,
-    rx: watch::Receiver<bool>,
+    phase: Arc<watch::Sender<Phase>>,
+    drain: Duration,
     grace: Duration,
 ) {
-    stopped(rx).await;
-    tracing::info!(grace_ms = grace.as_millis() as u64, "draining in-flight requests");
+    reached(phase.subscribe(), Phase::Draining).await;
+    tracing::info!(drain_ms = drain.as_millis() as u64, "draining: readiness fails, answers close their connections");
+    tokio::time::sleep(drain).await;
+    phase.send_replace(Phase::Closing);
+    tracing::info!(grace_ms = grace.as_millis() as u64, "closing: finishing in-flight requests");
     let drained = tokio::time::timeout(grace, async {
         for s in servers.iter_mut() {
             let _ = s.await;

@@ -173,16 +173,16 @@ impl Manifest {
     /// Reads and checks a manifest; every problem found is reported, not just the first.
     pub fn load(dir: &Path, model: &str, version: &str) -> Result<Self, String> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("invalid {}: {e}", path.display()))?;
-        let mut manifest = manifest;
+        let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text, model, version).map_err(|e| format!("invalid {}: {e}", path.display()))
+    }
+
+    /// Parses and checks the bytes of a manifest for `model`/`version` (untrusted: fuzzed by `fuzz/`).
+    pub fn parse(bytes: &[u8], model: &str, version: &str) -> Result<Self, String> {
+        let mut manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         manifest.trained_at_time = crate::clock::parse_rfc3339(&manifest.trained_at);
         let problems = manifest.problems(model, version);
-        if problems.is_empty() {
-            Ok(manifest)
-        } else {
-            Err(format!("invalid {}: {}", path.display(), problems.join("; ")))
-        }
+        if problems.is_empty() { Ok(manifest) } else { Err(problems.join("; ")) }
     }
 
     fn problems(&self, model: &str, version: &str) -> Vec<String> {

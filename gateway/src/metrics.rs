@@ -57,6 +57,9 @@ pub struct Metrics {
     rollout_decisions: IntCounterVec,
     rollout_check: GaugeVec,
     upstream_up: IntGaugeVec,
+    connections_open: IntGaugeVec,
+    connections_refused: IntCounterVec,
+    files_changed: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -271,6 +274,21 @@ impl Metrics {
                 "1 while a remote version's upstream answers its readiness probe and its circuit is closed.",
                 &mv,
             ),
+            connections_open: f.gauges(
+                "gateway_connections_open",
+                "Open client connections, by listener (http, admin, metrics).",
+                &["listener"],
+            ),
+            connections_refused: f.counters(
+                "gateway_connections_refused_total",
+                "Connections refused because the listener had server.max_connections open, by listener.",
+                &["listener"],
+            ),
+            files_changed: f.gauges(
+                "gateway_model_files_changed",
+                "1 while a serving version's files differ from what it loaded (changed or gone), else 0.",
+                &mv,
+            ),
             registry: f.registry.clone(),
         };
         // Memory, CPU, open files and threads of this process, under the standard `process_` names.
@@ -287,6 +305,12 @@ impl Metrics {
     /// A remote version that is gone (unloaded, or failed to load) has no upstream to report on.
     pub fn forget_upstream(&self, model: &str, version: &str) {
         let _ = self.upstream_up.remove_label_values(&[model, version]);
+    }
+
+    /// The open-connection gauge and the refusal counter of one listener.
+    pub fn connections(&self, listener: &str) -> (IntGauge, IntCounter) {
+        let refused = self.connections_refused.with_label_values(&[listener]);
+        (self.connections_open.with_label_values(&[listener]), refused)
     }
 
     pub fn version(&self, model: &str, version: &str) -> VersionMetrics {
@@ -308,6 +332,10 @@ impl Metrics {
 
     pub fn observe_failed_duration(&self, model: &str, version: &str, protocol: &str, secs: f64) {
         self.request_duration.with_label_values(&[model, version, protocol]).observe(secs);
+    }
+
+    pub fn files_changed(&self, model: &str, version: &str, changed: bool) {
+        self.files_changed.with_label_values(&[model, version]).set(i64::from(changed));
     }
 
     pub fn set_ready(&self, model: &str, version: &str, ready: bool) {

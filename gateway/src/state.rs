@@ -66,17 +66,55 @@ pub enum Restored {
     },
 }
 
+/// Parses and checks the bytes of a state file (untrusted after a crash or a hand edit: fuzzed by `fuzz/`).
+/// Values are checked exactly as the admin API checks them, so a tampered file cannot restore what no operator
+/// could have set (a weight of 200 %, version 0, a model name that is a path).
+pub fn parse(bytes: &[u8]) -> Result<StateFile, String> {
+    let f = serde_json::from_slice::<StateFile>(bytes).map_err(|e| e.to_string())?;
+    if f.schema != SCHEMA {
+        return Err(format!("unknown schema {}", f.schema));
+    }
+    let problems: Vec<String> = f.models.iter().flat_map(|(name, m)| m.problems(name)).collect();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(f)
+}
+
+impl ModelState {
+    /// What is wrong with this model's restored state, each problem naming the model and the field.
+    pub fn problems(&self, model: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let valid_name =
+            !model.is_empty() && model.len() <= 255 && !model.starts_with('.') && !model.contains(['/', '\\', '\0']);
+        if !valid_name {
+            out.push(format!("model name {model:?} is not a single directory name"));
+        }
+        out.extend(self.routing.problems().into_iter().map(|p| format!("{model}: routing.{p}")));
+        if self.events.len() > MAX_EVENTS {
+            out.push(format!("{model}: {} events, more than the {MAX_EVENTS} kept", self.events.len()));
+        }
+        if let Some(r) = &self.rollout
+            && (r.canary == 0 || r.stable == 0 || r.step >= r.policy.steps().len())
+        {
+            out.push(format!("{model}: rollout names version 0 or a step past its policy's last"));
+        }
+        out
+    }
+}
+
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
-    /// Serializes writers, so the last snapshot taken is the last one written.
-    write: Mutex<()>,
+    /// What the file holds now. Writers take it in turn, so the file always holds the newest state, and a write
+    /// that fails leaves both the file and this copy as they were.
+    written: Mutex<StateFile>,
 }
 
 impl StateStore {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_path_buf(), write: Mutex::new(()) })
+        Ok(Self { dir: dir.to_path_buf(), written: Mutex::default() })
     }
 
     pub fn path(&self) -> PathBuf {
@@ -92,11 +130,11 @@ impl StateStore {
                 return Restored::Corrupt { reason: format!("cannot read {}: {e}", path.display()), moved_to: None };
             }
         };
-        let parsed = serde_json::from_slice::<StateFile>(&text)
-            .map_err(|e| e.to_string())
-            .and_then(|f| if f.schema == SCHEMA { Ok(f) } else { Err(format!("unknown schema {}", f.schema)) });
-        match parsed {
-            Ok(f) => Restored::Loaded(f),
+        match parse(&text) {
+            Ok(f) => {
+                *self.lock() = f.clone();
+                Restored::Loaded(f)
+            }
             Err(reason) => {
                 // Keep the bad file for a post-mortem, out of the way of the next write.
                 let aside = self.dir.join(format!("{STATE_FILE}.corrupt-{}", std::process::id()));
@@ -109,23 +147,39 @@ impl StateStore {
         }
     }
 
-    /// Writes `snapshot()` atomically. The snapshot is taken under the writer lock, so concurrent saves cannot
-    /// reorder: whichever saves last writes the newest state.
-    pub fn save(&self, snapshot: impl FnOnce() -> StateFile) -> std::io::Result<()> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let mut file = snapshot();
+    fn lock(&self) -> std::sync::MutexGuard<'_, StateFile> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces one model's state and writes the file atomically; returns once it is durable. On an error nothing
+    /// changed, on disk or here, and the caller must not apply the change it was saving.
+    pub fn save_model(&self, model: &str, state: ModelState) -> std::io::Result<()> {
+        let mut written = self.lock();
+        let mut next = written.clone();
+        next.models.insert(model.to_string(), state);
+        self.write(&next)?;
+        *written = next;
+        Ok(())
+    }
+
+    /// Writes `file` atomically (temp file, fsync, rename, fsync of the directory).
+    fn write(&self, file: &StateFile) -> std::io::Result<()> {
+        let mut file = file.clone();
         file.schema = SCHEMA;
         let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        {
+        let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
+            fs::rename(&tmp, self.path())?;
+            // The rename is durable only once the directory entry is.
+            File::open(&self.dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
         }
-        fs::rename(&tmp, self.path())?;
-        // The rename is durable only once the directory entry is.
-        File::open(&self.dir)?.sync_all()?;
-        Ok(())
+        result
     }
 }
 
@@ -143,6 +197,7 @@ mod tests {
                     stable: Some(1),
                     canary: Some(CanarySpec { version: 2, weight: Weight(125) }),
                     shadow: None,
+                    previous: vec![],
                 },
                 events: vec![Event {
                     at: now_rfc3339(),
@@ -164,7 +219,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateStore::open(dir.path()).expect("open");
         assert!(matches!(store.load(), Restored::Fresh));
-        store.save(sample).expect("save");
+        for (m, state) in sample().models {
+            store.save_model(&m, state).expect("save");
+        }
         match store.load() {
             Restored::Loaded(f) => assert_eq!(f, sample_with_time(&f)),
             other => panic!("{other:?}"),
@@ -182,7 +239,9 @@ mod tests {
     fn a_truncated_file_is_moved_aside_and_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateStore::open(dir.path()).expect("open");
-        store.save(sample).expect("save");
+        for (m, state) in sample().models {
+            store.save_model(&m, state).expect("save");
+        }
         let text = fs::read(store.path()).expect("read");
         fs::write(store.path(), &text[..text.len() / 2]).expect("truncate");
         match store.load() {
@@ -193,5 +252,43 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(store.load(), Restored::Fresh), "the bad file no longer blocks a fresh start");
+    }
+
+    /// Restored values are checked like admin input: a tampered weight or share is refused, file moved aside.
+    #[test]
+    fn out_of_range_values_are_refused_like_api_input() {
+        let good = serde_json::to_value(sample()).expect("json");
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            ("/models/m/routing/canary/weight", 20_000.into(), "weight"),
+            ("/models/m/routing/stable", 0.into(), "stable"),
+            ("/models/m/routing/canary/version", 0.into(), "canary"),
+        ];
+        for (pointer, value, needle) in cases {
+            let mut v = good.clone();
+            *v.pointer_mut(pointer).expect(pointer) = value;
+            let e = parse(&serde_json::to_vec(&v).expect("bytes")).expect_err(pointer);
+            assert!(e.contains(needle), "{pointer}: {e}");
+        }
+        let mut v = good.clone();
+        v["models"]["m"]["routing"]["shadow"] = serde_json::json!({"version": 1, "share": 100_000});
+        assert!(parse(&serde_json::to_vec(&v).expect("bytes")).expect_err("share").contains("shadow"));
+        let mut v = good;
+        let m = v["models"]["m"].clone();
+        v["models"]["../../etc"] = m;
+        assert!(parse(&serde_json::to_vec(&v).expect("bytes")).expect_err("name").contains("directory name"));
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path()).expect("open");
+        let (m, state) = sample().models.into_iter().next().expect("one");
+        store.save_model(&m, state.clone()).expect("save");
+        let before = fs::read(store.path()).expect("read");
+        let gone = dir.path().join("gone");
+        let broken = StateStore { dir: gone, written: Mutex::new(store.lock().clone()) };
+        assert!(broken.save_model("other", state).is_err());
+        assert_eq!(broken.lock().models.len(), 1, "the in-memory copy is unchanged");
+        assert_eq!(fs::read(store.path()).expect("read"), before);
     }
 }

@@ -39,7 +39,9 @@ async fn bad_requests_are_refused_with_their_reason() {
     let cases: Vec<(Method, String, Option<serde_json::Value>, u16, &str)> = vec![
         (Method::POST, "/admin/models/..%2F..%2Fetc/versions/1/load".into(), None, 400, "single directory name"),
         (Method::POST, "/admin/models/breast-cancer/versions/..%2F1/load".into(), None, 400, "positive integer"),
-        (Method::POST, format!("{m}/versions/9/load"), None, 400, "does not exist"),
+        (Method::POST, format!("{m}/versions/9/load"), None, 404, "unknown version '9'"),
+        (Method::POST, "/admin/models/nope/versions/1/load".into(), None, 404, "unknown model 'nope'"),
+        (Method::POST, "/admin/models/x..%2fy/versions/1/load".into(), None, 400, "single directory name"),
         (Method::POST, format!("{m}/versions/1/load"), None, 409, "already loaded"),
         (Method::POST, format!("{m}/versions/2/unload"), None, 409, "stable version"),
         (Method::POST, format!("{m}/promote"), None, 409, "has no canary"),
@@ -51,12 +53,19 @@ async fn bad_requests_are_refused_with_their_reason() {
         (Method::POST, format!("{m}/canary"), Some(json!({"weight": 5})), 400, "missing field `version`"),
         (Method::GET, "/admin/models/nope".into(), None, 404, "unknown model 'nope'"),
     ];
+    // None of those created anything: no phantom model, readiness intact, inference on the name still 404.
     for (method, path, body, status, needle) in cases {
         let (s, v) = admin(&c, &gw, method.clone(), &path, body).await;
         let msg = v["error"].as_str().unwrap_or_default();
         assert_eq!(s, status, "{method} {path}: {v}");
         assert!(msg.contains(needle), "{method} {path}: expected '{needle}' in '{msg}'");
     }
+    let (_, list) = admin(&c, &gw, Method::GET, "/admin/models", None).await;
+    let names: Vec<&str> = list.as_array().expect("models").iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(names, ["breast-cancer", "diabetes"], "no phantom model");
+    assert_eq!(get(&c, &url(&gw, "/v2/health/ready")).await.0, 200);
+    assert_eq!(post(&c, &url(&gw, "/v2/models/nope/infer"), breast_cancer_rows(1).to_string()).await.0, 404);
+    assert!(!scrape(&gw).await.contains("model=\"nope\""), "no metric labels for it");
     // Canary, then unload it: refused while it takes traffic; after a rollback, fine.
     assert_eq!(
         admin(&c, &gw, Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": 5}))).await.0,

@@ -3,58 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-
-struct Proc {
-    child: Child,
-    http: String,
-    admin: String,
-}
-
-fn spawn(config: &std::path::Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--config", config.to_str().expect("utf8"), "--log-format", "json"])
-        .env("GATEWAY_ADMIN_TOKEN", TOKEN)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gateway starts");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    for line in out.by_ref() {
-        let line = line.expect("log line");
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if v["fields"]["message"] == json!("gateway listening") {
-            let f = &v["fields"];
-            let http = f["http_addr"].as_str().expect("http").to_string();
-            let admin = f["admin_addr"].as_str().expect("admin").to_string();
-            // Keep reading the logs so a full pipe never blocks the gateway.
-            std::thread::spawn(move || out.for_each(drop));
-            return Proc { child, http, admin };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the gateway exited before listening");
-}
-
-async fn wait_ready(c: &reqwest::Client, p: &Proc) {
-    for _ in 0..600 {
-        if let Ok(r) = c.get(format!("http://{}/v2/health/ready", p.http)).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not ready");
-}
 
 async fn call(c: &reqwest::Client, p: &Proc, method: Method, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
     let mut r = c.request(method, format!("http://{}{path}", p.admin)).bearer_auth(TOKEN);
@@ -68,22 +21,12 @@ async fn call(c: &reqwest::Client, p: &Proc, method: Method, path: &str, body: O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_restarts_into_the_last_committed_state() {
-    let dir = scratch_dir();
-    let lib = ort_library();
-    let cfg = format!(
-        "[server]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n\
-         [models]\nrepository = {:?}\n[state]\ndir = {:?}\n[onnxruntime]\nlibrary = {:?}\n",
-        bundled_models().display().to_string(),
-        dir.join("state").display().to_string(),
-        lib.display().to_string()
-    );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, cfg).expect("config");
+    let path = config_file(config(&bundled_models()), 0, 0);
     let c = client();
 
     let mut rng = fastrand::Rng::with_seed(3);
     for round in 0..3 {
-        let mut p = spawn(&path);
+        let mut p = spawn_gateway(&path);
         wait_ready(&c, &p).await;
         let m = "/admin/models/breast-cancer";
         let (s, v) = call(&c, &p, Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": 1})))
@@ -119,7 +62,7 @@ async fn kill_9_restarts_into_the_last_committed_state() {
         p.child.wait().expect("reaped");
         let _ = in_flight.await;
 
-        let mut p = spawn(&path);
+        let mut p = spawn_gateway(&path);
         wait_ready(&c, &p).await;
         let (_, v) = call(&c, &p, Method::GET, m, None).await.expect("show");
         let got = v["canary"]["weight_percent"].as_f64().expect("canary restored");

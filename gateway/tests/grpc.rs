@@ -287,3 +287,70 @@ async fn deadlines_and_overload() {
     assert!(codes.iter().all(|c| matches!(c, Code::Ok | Code::ResourceExhausted)), "{codes:?}");
     gw.shutdown().await;
 }
+
+/// Sends raw bytes as a ModelInfer message: what a broken or hostile client can put on the wire.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawBytes;
+
+struct RawEncoder;
+struct AnyDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AnyDecoder {
+    type Item = ();
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        bytes::Buf::advance(src, bytes::Buf::remaining(src));
+        Ok(Some(()))
+    }
+}
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = AnyDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> AnyDecoder {
+        AnyDecoder
+    }
+}
+
+/// Malformed messages and metadata are the client's fault, and each answer says which part is wrong.
+#[tokio::test]
+async fn malformed_messages_and_metadata_are_invalid_arguments() {
+    let gw = start_default().await;
+    let channel = Channel::from_shared(format!("http://{}", gw.grpc_addr)).expect("uri").connect().await.expect("c");
+    let mut raw = tonic::client::Grpc::new(channel);
+    let path = http::uri::PathAndQuery::from_static("/inference.GRPCInferenceService/ModelInfer");
+    for garbage in [vec![0xff; 16], vec![0x0a, 0x05, b'a'], vec![0x12, 0xff, 0xff, 0xff, 0xff, 0x0f]] {
+        raw.ready().await.expect("ready");
+        let e = raw.unary(tonic::Request::new(garbage.clone()), path.clone(), RawBytes).await.expect_err("garbage");
+        assert_eq!(e.code(), Code::InvalidArgument, "{garbage:?}: {e:?}");
+    }
+    let mut c = client(&gw).await;
+    let ok = || request("breast-cancer", vec![fp32_input("input", 1, means())]);
+    let mut req = tonic::Request::new(ok());
+    req.metadata_mut().insert("grpc-timeout", "soon".parse().expect("ascii"));
+    let e = c.model_infer(req).await.expect_err("bad timeout");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("grpc-timeout"), "{}", e.message());
+    let mut req = tonic::Request::new(ok());
+    req.metadata_mut().append("x-model-version", "1".parse().expect("ascii"));
+    req.metadata_mut().append("x-model-version", "2".parse().expect("ascii"));
+    let e = c.model_infer(req).await.expect_err("repeated pin");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("x-model-version") && e.message().contains("more than once"), "{}", e.message());
+    c.model_infer(ok()).await.expect("a good request still works");
+    gw.shutdown().await;
+}

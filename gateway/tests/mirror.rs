@@ -202,7 +202,7 @@ async fn delayed_labels_join_into_live_accuracy() {
         post(&c, &url(&gw, "/v2/models/breast-cancer/feedback"), json!({"id": "never-sent", "value": 1}).to_string())
             .await;
     assert_eq!(s, 404);
-    assert!(v["error"].as_str().expect("error").contains("unknown or expired"), "{v}");
+    assert!(v["error"].as_str().expect("error").contains("no answer with request id 'never-sent'"), "{v}");
     let (s, _) =
         post(&c, &url(&gw, "/v2/models/breast-cancer/feedback"), json!({"id": "f0", "value": "yes"}).to_string()).await;
     assert_eq!(s, 400);

@@ -304,7 +304,7 @@ async fn too_little_traffic_holds_and_pause_resume_abort_work() {
     tokio::time::pause();
     gw.controller.start("breast-cancer", 1, Some(&policy)).expect("started");
     tokio::time::sleep(Duration::from_secs(35)).await;
-    let ev = gw.core.model("breast-cancer").expect("model").snapshot().events;
+    let ev = gw.core.model("breast-cancer").expect("model").control().to_state().events;
     let ev: Vec<Value> = ev.iter().map(|e| serde_json::to_value(e).expect("json")).collect();
     let held: Vec<&Value> = ev.iter().filter(|e| e["kind"] == "rollout_held").collect();
     assert_eq!(held.len(), 1, "consecutive holds share one journal entry: {ev:?}");

@@ -139,13 +139,20 @@ pub struct VersionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub role: &'static str,
+    /// For a serving version whose files changed or vanished since it loaded: `changed` or `missing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ModelView {
     pub name: String,
     pub ready: bool,
+    /// The version serving as stable.
     pub stable: Option<String>,
+    /// The desired stable version, when another serves in its place because it cannot (see the journal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable_desired: Option<String>,
     pub canary: Option<CanaryView>,
     pub shadow: Option<ShadowView>,
     pub versions: Vec<VersionView>,
@@ -157,14 +164,15 @@ fn view(slot: &ModelSlot, recent: usize) -> ModelView {
     let routing = slot.routing();
     let stable = routing.stable.as_ref().map(|v| v.number);
     let canary = routing.canary.as_ref().map(|c| c.version.number);
-    let events: Vec<Event> = {
+    let (events, desired): (Vec<Event>, Option<u64>) = {
         let c = slot.control();
-        c.events.iter().rev().take(recent).rev().cloned().collect()
+        (c.events.iter().rev().take(recent).rev().cloned().collect(), c.spec.stable)
     };
     ModelView {
         name: slot.name.to_string(),
         ready: slot.is_ready(),
         stable: stable.map(|n| n.to_string()),
+        stable_desired: desired.filter(|d| Some(*d) != stable).map(|n| n.to_string()),
         canary: routing
             .canary
             .as_ref()
@@ -183,6 +191,7 @@ fn view(slot: &ModelSlot, recent: usize) -> ModelView {
                     VersionState::Failed(r) => Some(r.clone()),
                     _ => None,
                 },
+                disk: disk_state(s),
                 role: if Some(*n) == stable {
                     "stable"
                 } else if Some(*n) == canary {
@@ -196,8 +205,40 @@ fn view(slot: &ModelSlot, recent: usize) -> ModelView {
     }
 }
 
+/// A ready version's files against what it loaded, when they differ.
+pub fn disk_state(s: &VersionState) -> Option<&'static str> {
+    match s {
+        VersionState::Ready(v) => {
+            let state = v.disk.state();
+            (state != crate::model::watch::DiskState::Unchanged).then(|| state.label())
+        }
+        _ => None,
+    }
+}
+
 fn version_number(v: &str) -> Result<u64, GatewayError> {
     parse_version(v).ok_or_else(|| GatewayError::invalid(format!("version '{v}' must be a positive integer")))
+}
+
+/// Decodes and checks an admin body as the route named by `route` would (`canary`, `weight`, `shadow`, `stable`,
+/// `rollout`, or a note for `promote`, `rollback` and the rollout commands); for fuzzing the admin bodies.
+pub fn check_body(route: &str, bytes: &[u8]) -> Result<(), GatewayError> {
+    match route {
+        "canary" => {
+            decode::<CanaryBody>(bytes).and_then(|b| version_field(&b.version).and(weight_of(b.weight)).map(drop))
+        }
+        "weight" => decode::<WeightBody>(bytes).and_then(|b| weight_of(b.weight).map(drop)),
+        "shadow" => decode::<ShadowBody>(bytes).and_then(|b| version_field(&b.version).map(drop)),
+        "stable" => decode::<StableBody>(bytes).and_then(|b| version_field(&b.version).map(drop)),
+        "rollout" => decode::<RolloutBody>(bytes).and_then(|b| version_field(&b.version).map(drop)),
+        _ => decode::<NoteBody>(bytes).map(drop),
+    }
+}
+
+/// An admin body's JSON; blank is the empty object (the empty command where every field is optional).
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    serde_json::from_slice(text).map_err(|e| GatewayError::invalid(format!("invalid request body: {e}")))
 }
 
 /// An admin command's JSON body, whatever the content type (curl's `-d` says form-encoded). An empty body is the

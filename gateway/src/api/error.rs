@@ -12,9 +12,11 @@ pub fn codes(e: &GatewayError) -> (StatusCode, tonic::Code) {
     use tonic::Code;
     match e {
         GatewayError::InvalidInput(_) => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
-        GatewayError::ModelNotFound(_) | GatewayError::VersionNotFound { .. } => {
+        GatewayError::ModelNotFound(_) | GatewayError::VersionNotFound { .. } | GatewayError::NotFound(_) => {
             (StatusCode::NOT_FOUND, Code::NotFound)
         }
+        GatewayError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, Code::DeadlineExceeded),
+        GatewayError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
         GatewayError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
         GatewayError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted),
         GatewayError::Conflict(_) => (StatusCode::CONFLICT, Code::FailedPrecondition),
@@ -63,7 +65,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = http_status(&self.0);
         log(&self.0);
-        let retry = matches!(self.0, GatewayError::Overloaded(_) | GatewayError::ShuttingDown);
+        let retry = matches!(
+            self.0,
+            GatewayError::Overloaded(_) | GatewayError::ShuttingDown | GatewayError::StoreUnavailable(_)
+        );
         let mut resp = (status, Json(serde_json::json!({ "error": self.0.to_string() }))).into_response();
         if retry {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

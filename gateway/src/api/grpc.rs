@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::admission::Admission;
 use crate::api::error::{codes, grpc_status};
+use crate::api::hints::route_hint;
 use crate::api::metadata;
 use crate::core::Core;
 use crate::error::GatewayError;
@@ -40,20 +41,41 @@ pub fn service(core: Arc<Core>, admission: &Admission) -> GrpcInferenceServiceSe
         .max_encoding_message_size(usize::MAX)
 }
 
-/// Parses `grpc-timeout` (an integer and a unit: H, M, S, m, u, n).
-fn client_deadline(meta: &http::HeaderMap) -> Option<Duration> {
-    let v = meta.get("grpc-timeout")?.to_str().ok()?;
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
+/// tonic answers a request message it cannot decode (garbage protobuf, a truncated frame) with INTERNAL, as if the
+/// server had failed; it is the client's message that is wrong, so such answers become INVALID_ARGUMENT. Applied
+/// as a layer around the whole gRPC server (`tower::util::MapResponseLayer`), because tonic decodes before any
+/// handler of ours runs.
+pub fn decode_errors_are_invalid_argument<B>(mut r: http::Response<B>) -> http::Response<B> {
+    let h = r.headers_mut();
+    let internal = h.get("grpc-status").is_some_and(|v| v == "13");
+    let message = h.get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    let decoding = ["decode", "unexpected eof", "protobuf", "frame"].iter().any(|w| message.contains(w));
+    if internal && decoding {
+        h.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    r
+}
+
+/// Parses `grpc-timeout` (at most 8 digits and a unit: H, M, S, m, u, n); a malformed one is refused by name
+/// rather than ignored, since the client meant to bound its call.
+fn client_deadline(meta: &http::HeaderMap) -> Result<Option<Duration>, GatewayError> {
+    let Some(v) = meta.get("grpc-timeout") else { return Ok(None) };
+    let bad = || GatewayError::invalid(format!("metadata 'grpc-timeout' = {v:?} is not a timeout like 250m or 5S"));
+    let v = v.to_str().map_err(|_| bad())?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1).ok_or_else(bad)?);
+    if n.is_empty() || n.len() > 8 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    Ok(Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),
         "M" => Duration::from_secs(n.saturating_mul(60)),
         "S" => Duration::from_secs(n),
         "m" => Duration::from_millis(n),
         "u" => Duration::from_micros(n),
         "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+        _ => return Err(bad()),
+    }))
 }
 
 /// Whether outputs go back raw: as the inputs came, unless the request says otherwise with the bool parameter
@@ -199,14 +221,13 @@ impl GrpcApi {
             }
         };
         let (infer, raw_out) = raw_out;
-        let text = |key: &str| meta.get(key).and_then(|v| v.to_str().ok());
-        let hint = RouteHint {
-            url_version: (!r.model_version.is_empty()).then_some(r.model_version.as_str()),
-            pinned: text(&self.core.routing.pin_header),
-            key: meta.get(&self.core.routing.key_header).map(|v| v.as_bytes()),
+        let url_version = (!r.model_version.is_empty()).then_some(r.model_version.as_str());
+        let (hint, client) = match (route_hint(&meta, &self.core.routing, url_version), client_deadline(&meta)) {
+            (Ok(h), Ok(d)) => (h, d),
+            (Err(e), _) | (_, Err(e)) => return Err(self.failed(&slot.name, "", start, e)),
         };
         let timeout = self.admission.timeout;
-        let deadline = client_deadline(&meta).map_or(timeout, |d| d.min(timeout));
+        let deadline = client.map_or(timeout, |d| d.min(timeout));
         let result = match tokio::time::timeout(deadline, self.core.infer(&slot, hint, infer)).await {
             Ok(r) => r,
             Err(_) => Err((None, GatewayError::Timeout(deadline.as_millis() as u64))),
@@ -260,9 +281,13 @@ mod tests {
             [("5S", Duration::from_secs(5)), ("250m", Duration::from_millis(250)), ("1H", Duration::from_secs(3600))]
         {
             m.insert("grpc-timeout", v.parse().expect("ascii"));
-            assert_eq!(client_deadline(&m), Some(d), "{v}");
+            assert_eq!(client_deadline(&m).expect("valid"), Some(d), "{v}");
         }
-        m.insert("grpc-timeout", "5x".parse().expect("ascii"));
-        assert_eq!(client_deadline(&m), None);
+        for bad in ["5x", "S", "", "-5S", "123456789S", "1.5S"] {
+            m.insert("grpc-timeout", bad.parse().expect("ascii"));
+            let e = client_deadline(&m).expect_err(bad).to_string();
+            assert!(e.contains("grpc-timeout"), "{e}");
+        }
+        assert_eq!(client_deadline(&http::HeaderMap::new()).expect("absent"), None);
     }
 }

@@ -14,6 +14,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::api::admission::{Admission, overloaded};
 use crate::api::error::{ApiError, http_status};
+use crate::api::hints::route_hint;
 use crate::api::metadata;
 use crate::core::Core;
 use crate::error::GatewayError;
@@ -134,9 +135,10 @@ struct FeedbackBody {
 async fn feedback(
     State(core): State<Arc<Core>>,
     Path(model): Path<String>,
-    body: axum::body::Bytes,
+    req: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     core.model(&model)?;
+    let body = read_body(&core, req.into_body()).await?;
     let book = core
         .feedback
         .as_ref()
@@ -203,16 +205,9 @@ async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, 
     };
     let (parts, body) = req.into_parts();
     // The body is read here rather than by an extractor so the request counts as in flight while it uploads.
-    let body = match axum::body::to_bytes(body, core.max_body_bytes).await {
+    let body = match read_body(&core, body).await {
         Ok(b) => b,
-        Err(e) => {
-            let e = if is_length_limit(&e) {
-                GatewayError::PayloadTooLarge { limit: core.max_body_bytes }
-            } else {
-                GatewayError::invalid(format!("cannot read the request body: {e}"))
-            };
-            return failed(&core, &slot.name, "", start, e);
-        }
+        Err(e) => return failed(&core, &slot.name, "", start, e),
     };
     let decoded = {
         let _decode = tracing::debug_span!(target: REQUEST_TARGET, "decode", bytes = body.len()).entered();
@@ -223,9 +218,10 @@ async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, 
         Err(e) => return failed(&core, &slot.name, "", start, e),
     };
     drop(body);
-    let header = |name: &str| parts.headers.get(name).map(|h| h.as_bytes());
-    let pinned = header(&core.routing.pin_header).and_then(|h| std::str::from_utf8(h).ok());
-    let hint = RouteHint { url_version: version.as_deref(), pinned, key: header(&core.routing.key_header) };
+    let hint = match route_hint(&parts.headers, &core.routing, version.as_deref()) {
+        Ok(h) => h,
+        Err(e) => return failed(&core, &slot.name, "", start, e),
+    };
     match core.infer(&slot, hint, req).await {
         Ok(resp) => {
             let v = &resp.version;
@@ -245,6 +241,18 @@ async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, 
             let version = v.as_ref().map_or("", |v| &*v.version);
             failed(&core, &slot.name, version, start, e)
         }
+    }
+}
+
+/// Reads a request body within the body limit and the body-read timeout: 413 past the limit, 408 when the client
+/// is too slow (its fault, so it must not count as a server error).
+async fn read_body(core: &Core, body: axum::body::Body) -> Result<axum::body::Bytes, GatewayError> {
+    let limit = core.max_body_bytes;
+    match tokio::time::timeout(core.body_read_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) if is_length_limit(&e) => Err(GatewayError::PayloadTooLarge { limit }),
+        Ok(Err(e)) => Err(GatewayError::invalid(format!("cannot read the request body: {e}"))),
+        Err(_) => Err(GatewayError::BodyTimeout(core.body_read_timeout.as_millis() as u64)),
     }
 }
 

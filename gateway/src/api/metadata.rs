@@ -34,6 +34,7 @@ pub fn model(core: &Core, slot: &ModelSlot, v: &ModelVersion) -> ModelMetadata {
                     VersionState::Failed(r) => Some(r.clone()),
                     _ => None,
                 },
+                disk: crate::api::admin::disk_state(s),
             })
             .collect(),
         trained_at: v.manifest.trained_at.clone(),

@@ -485,7 +485,7 @@ fn apply(core: &Core, model: &str, c: &mut Control, d: &Decision, message: Strin
             }
         }
         Decision::Promote => {
-            c.spec.stable = Some(canary);
+            c.spec.set_stable(canary);
             end_canary(c, canary);
             core.metrics.promoted(model);
         }

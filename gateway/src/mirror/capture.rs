@@ -115,12 +115,19 @@ impl Sink {
         Ok(())
     }
 
-    /// Deletes the oldest files until the directory fits the total cap (the open file is never deleted).
+    /// The largest a file may grow: no larger than the whole directory's cap.
+    fn file_cap(&self) -> u64 {
+        self.s.max_file_bytes.min(self.s.max_total_bytes)
+    }
+
+    /// Deletes the oldest closed files until they leave room for the new file to grow to its cap, so the
+    /// directory never holds more than `max_total_bytes` (the open file is never deleted).
     fn enforce_cap(&self) {
         let files = capture_files(&self.s.dir);
-        let mut total: u64 = files.iter().map(|f| f.1).sum();
-        for (path, len) in files.iter().take(files.len().saturating_sub(1)) {
-            if total <= self.s.max_total_bytes {
+        let closed = &files[..files.len().saturating_sub(1)];
+        let mut total: u64 = closed.iter().map(|f| f.1).sum();
+        for (path, len) in closed {
+            if total + self.file_cap() <= self.s.max_total_bytes {
                 break;
             }
             if fs::remove_file(path).is_ok() {
@@ -130,7 +137,14 @@ impl Sink {
     }
 
     fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.file.as_ref().is_none_or(|(_, n)| *n + line.len() as u64 > self.s.max_file_bytes && *n > 0) {
+        if line.len() as u64 > self.file_cap() {
+            return Err(std::io::Error::other(format!(
+                "a record of {} bytes is larger than a capture file may be ({} bytes)",
+                line.len(),
+                self.file_cap()
+            )));
+        }
+        if self.file.as_ref().is_none_or(|(_, n)| *n + line.len() as u64 > self.file_cap()) {
             if let Some((mut w, _)) = self.file.take() {
                 w.flush()?;
             }
@@ -231,7 +245,7 @@ mod tests {
         assert!(files.len() >= 3, "rotated into several files: {files:?}");
         assert!(files.iter().all(|f| f.1 <= 2_000), "{files:?}");
         let total: u64 = files.iter().map(|f| f.1).sum();
-        assert!(total <= 6_000 + 2_000, "capped (the open file may run over by one record): {total}");
+        assert!(total <= 6_000, "the cap is a cap: {total} bytes in {files:?}");
         let last = fs::read_to_string(&files.last().expect("a file").0).expect("read");
         let v: serde_json::Value = serde_json::from_str(last.lines().last().expect("a line")).expect("json line");
         assert_eq!(v["model"], "m");

@@ -25,22 +25,41 @@ struct Answer {
 struct Shard {
     map: HashMap<String, Answer>,
     order: VecDeque<String>,
+    /// Approximate memory held by `map` and `order`.
+    bytes: usize,
+}
+
+impl Answer {
+    /// Approximate memory one remembered answer holds, with its id (kept twice: map key and order).
+    fn size(&self, id: &str) -> usize {
+        const OVERHEAD: usize = 160;
+        OVERHEAD + 2 * id.len() + self.model.len() + self.prediction.len() * std::mem::size_of::<f64>()
+    }
 }
 
 #[derive(Debug)]
 pub struct FeedbackBook {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
+    /// Memory budget of one shard, in bytes: answers are forgotten oldest first past the count or the budget.
+    shard_bytes: usize,
     quality: Mutex<BTreeMap<(String, u64), Quality>>,
 }
 
 impl FeedbackBook {
-    pub fn new(capacity: usize) -> Self {
+    /// Remembers at most `capacity` answers in at most about `max_bytes` of memory.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
+            shard_bytes: (max_bytes / SHARDS).max(1),
             quality: Mutex::default(),
         }
+    }
+
+    /// Approximate memory held by remembered answers, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).bytes).sum()
     }
 
     fn shard(&self, id: &str) -> &Mutex<Shard> {
@@ -53,13 +72,24 @@ impl FeedbackBook {
         let Some(first) = outputs.first() else { return };
         let classes = !matches!(first.data, TensorData::F32(_) | TensorData::F64(_));
         let prediction = (0..first.data.len()).map(|i| first.data.get_f64(i)).collect();
-        let mut s = self.shard(id).lock().unwrap_or_else(|p| p.into_inner());
-        if s.map.insert(id.to_string(), Answer { model: model.to_string(), version, prediction, classes }).is_none() {
-            s.order.push_back(id.to_string());
+        let answer = Answer { model: model.to_string(), version, prediction, classes };
+        let size = answer.size(id);
+        if size > self.shard_bytes {
+            // One answer larger than its shard's budget would push every other one out: it is not remembered.
+            return;
         }
-        while s.order.len() > self.per_shard {
-            if let Some(old) = s.order.pop_front() {
-                s.map.remove(&old);
+        let mut s = self.shard(id).lock().unwrap_or_else(|p| p.into_inner());
+        match s.map.insert(id.to_string(), answer) {
+            Some(old) => s.bytes = s.bytes.saturating_sub(old.size(id)) + size,
+            None => {
+                s.order.push_back(id.to_string());
+                s.bytes += size;
+            }
+        }
+        while s.order.len() > self.per_shard || s.bytes > self.shard_bytes {
+            let Some(old) = s.order.pop_front() else { break };
+            if let Some(a) = s.map.remove(&old) {
+                s.bytes = s.bytes.saturating_sub(a.size(&old));
             }
         }
     }
@@ -68,9 +98,11 @@ impl FeedbackBook {
     pub fn join(&self, model: &str, id: &str, truth: &[f64]) -> Result<(u64, Quality), GatewayError> {
         let answer = {
             let mut s = self.shard(id).lock().unwrap_or_else(|p| p.into_inner());
-            let a = s.map.get(id).cloned().ok_or_else(|| GatewayError::VersionNotFound {
-                model: model.to_string(),
-                version: format!("request id '{id}' (unknown or expired)"),
+            let a = s.map.get(id).cloned().ok_or_else(|| {
+                GatewayError::NotFound(format!(
+                    "no answer with request id '{id}' is remembered for model '{model}' (unknown, already \
+                     labelled, or expired)"
+                ))
             })?;
             if a.model != model {
                 return Err(GatewayError::invalid(format!(
@@ -85,8 +117,11 @@ impl FeedbackBook {
                     a.prediction.len()
                 )));
             }
-            // One label per answer: a second feedback for the same id would count twice.
-            s.map.remove(id);
+            // One label per answer: a second feedback for the same id would count twice. Its place in `order`
+            // goes when it comes round; its bytes go now.
+            if let Some(gone) = s.map.remove(id) {
+                s.bytes = s.bytes.saturating_sub(gone.size(id));
+            }
             a
         };
         let mut this = Quality { feedback: 1, ..Default::default() };
@@ -125,20 +160,21 @@ mod tests {
 
     #[test]
     fn joins_compute_accuracy_and_unknown_ids_are_reported() {
-        let b = FeedbackBook::new(100);
+        let b = FeedbackBook::new(100, 1 << 20);
         b.remember("a", "m", 1, &label(vec![1]));
         b.remember("b", "m", 1, &label(vec![0, 1]));
         assert_eq!(b.join("m", "a", &[1.0]).expect("joined").0, 1);
         b.join("m", "b", &[1.0, 1.0]).expect("joined");
         let q = &b.quality("m")[0].1;
         assert_eq!((q.feedback, q.labels, q.correct), (2, 3, 2));
-        assert!(b.join("m", "a", &[1.0]).expect_err("used").to_string().contains("unknown or expired"));
+        let e = b.join("m", "a", &[1.0]).expect_err("used").to_string();
+        assert!(e.contains("no answer with request id 'a'") && e.contains("already labelled"), "{e}");
         assert!(b.join("m", "zzz", &[1.0]).is_err());
     }
 
     #[test]
     fn memory_is_bounded_oldest_first() {
-        let b = FeedbackBook::new(32);
+        let b = FeedbackBook::new(32, 1 << 20);
         for i in 0..1000 {
             b.remember(&format!("id{i}"), "m", 1, &label(vec![1]));
         }
@@ -146,5 +182,21 @@ mod tests {
         assert!(b.join("m", "id999", &[1.0]).is_ok());
         let kept: usize = b.shards.iter().map(|s| s.lock().expect("lock").map.len()).sum();
         assert!(kept <= 32 + SHARDS, "{kept}");
+    }
+
+    /// Large answers (a 4096-row batch, say) are bounded by memory, not only by count.
+    #[test]
+    fn memory_is_bounded_by_size_too() {
+        let budget = 1 << 20;
+        let b = FeedbackBook::new(100_000, budget);
+        let rows = Tensor { name: "y".into(), shape: vec![4096], data: TensorData::F32(vec![0.5; 4096]) };
+        for i in 0..1000 {
+            b.remember(&format!("id-{i}-{}", "x".repeat(200)), "m", 1, std::slice::from_ref(&rows));
+        }
+        assert!(b.bytes() <= budget, "{} bytes kept for a budget of {budget}", b.bytes());
+        assert!(b.bytes() > budget / 2, "the budget is used: {}", b.bytes());
+        let huge = Tensor { name: "y".into(), shape: vec![1 << 20], data: TensorData::F32(vec![0.5; 1 << 20]) };
+        b.remember("huge", "m", 1, std::slice::from_ref(&huge));
+        assert!(b.join("m", "huge", &[0.0]).is_err(), "an answer over a shard's budget is not kept");
     }
 }

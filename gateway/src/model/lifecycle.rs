@@ -5,6 +5,7 @@
 use crate::error::GatewayError;
 use crate::model::VersionState;
 use crate::model::registry::Registry;
+use crate::model::repository::check_name;
 use crate::model::slot::{Control, ModelSlot};
 use crate::rollout::machine::Phase;
 use crate::routing::spec::{CanarySpec, ShadowSpec, Weight};
@@ -14,7 +15,10 @@ impl Registry {
         self.get(model).ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))
     }
 
-    /// Applies a change under the control lock; on success publishes, records and persists.
+    /// Applies a change under the control lock: `f` changes a copy of the control block, the copy (with its
+    /// journal event) is written to the state file, and only once that is durable does it replace the live one
+    /// and the routing table. So an acknowledged change survives a crash, and a change that cannot be saved is
+    /// not applied at all (503 naming the cause).
     pub(crate) fn change(
         &self,
         model: &str,
@@ -24,12 +28,21 @@ impl Registry {
         let slot = self.existing(model)?;
         {
             let mut c = slot.control();
-            let (message, data) = f(&slot, &mut c)?;
+            let mut next = c.clone();
+            let (message, data) = f(&slot, &mut next)?;
+            slot.record(&mut next, kind, message, data);
+            self.store.save_model(&slot.name, next.to_state()).map_err(|e| {
+                tracing::error!(model, kind, error = %e, path = %self.store.path().display(), "change not applied: cannot write the state file");
+                GatewayError::StoreUnavailable(format!(
+                    "the change was not applied: cannot write the state file {}: {e}",
+                    self.store.path().display()
+                ))
+            })?;
+            *c = next;
             slot.publish(&c);
-            slot.record(&mut c, kind, message, data);
+            slot.log_last_event(&c);
         }
         slot.report(&self.metrics);
-        self.persist();
         Ok(())
     }
 
@@ -68,14 +81,15 @@ impl Registry {
             let canary = c.spec.canary.ok_or_else(|| no_canary(model))?;
             slot.version(&canary.version.to_string())?;
             let before = c.spec.stable;
-            c.spec.stable = Some(canary.version);
+            c.spec.set_stable(canary.version);
             c.spec.canary = None;
-            self.metrics.promoted(model);
             let was = before.map_or_else(|| "none".to_string(), |v| v.to_string());
             let message = format!("version {} promoted to stable (was {was}){}", canary.version, suffix(note));
             end_rollout(c, canary.version, Phase::Promoted, &message);
             Ok((message, serde_json::Value::Null))
-        })
+        })?;
+        self.metrics.promoted(model);
+        Ok(())
     }
 
     /// Makes `version` stable directly (no canary phase), for `models.serve_new_versions`.
@@ -84,7 +98,7 @@ impl Registry {
             refuse_during_rollout(c, "change the stable version")?;
             slot.version(&version.to_string())?;
             let before = c.spec.stable;
-            c.spec.stable = Some(version);
+            c.spec.set_stable(version);
             if c.spec.canary.is_some_and(|k| k.version == version) {
                 c.spec.canary = None;
             }
@@ -127,11 +141,12 @@ impl Registry {
     ) -> Result<(), GatewayError> {
         self.change(model, "rolled_back", |_, c| {
             let canary = c.spec.canary.take().ok_or_else(|| no_canary(model))?;
-            self.metrics.rolled_back(model, reason);
             let message = format!("canary version {} rolled back ({reason}){}", canary.version, suffix(note));
             end_rollout(c, canary.version, Phase::RolledBack, &message);
             Ok((message, data))
-        })
+        })?;
+        self.metrics.rolled_back(model, reason);
+        Ok(())
     }
 
     /// Unloads a version; its in-flight requests finish first (they hold it). Refused while it takes traffic.
@@ -156,20 +171,30 @@ impl Registry {
                     "version {version} is the shadow; stop it before unloading it"
                 )));
             }
-            slot.remove_version(version);
-            self.metrics.set_ready(model, &version.to_string(), false);
-            self.metrics.forget_upstream(model, &version.to_string());
             Ok((format!("version {version} unloaded"), serde_json::Value::Null))
-        })
+        })?;
+        // Only once the change is durable: in-flight calls keep their `Arc` to it.
+        if let Some(slot) = self.get(model) {
+            slot.set_state(version, None);
+        }
+        self.metrics.set_ready(model, &version.to_string(), false);
+        self.metrics.forget_upstream(model, &version.to_string());
+        Ok(())
     }
 
-    /// Loads a version on an operator's request. It gets no traffic until it is made canary or stable.
+    /// Loads a version on an operator's request. It gets no traffic until it is made canary or stable. Only
+    /// models and versions that exist in the repository are accepted (an invalid name is 400, a missing one 404),
+    /// and nothing is created for the others: no model slot, no metric label, no state file entry.
     pub fn load_on_request(&self, model: &str, version: u64) -> Result<(), GatewayError> {
+        check_name("model", model).map_err(GatewayError::InvalidInput)?;
+        self.repository.model_dir(model).map_err(|_| GatewayError::ModelNotFound(model.to_string()))?;
+        self.repository
+            .version_dir(model, &version.to_string())
+            .map_err(|_| GatewayError::VersionNotFound { model: model.to_string(), version: version.to_string() })?;
         let slot = self.slot(model);
         if matches!(slot.versions().get(&version), Some(VersionState::Ready(_) | VersionState::Loading)) {
             return Err(GatewayError::Conflict(format!("version {version} of '{model}' is already loaded or loading")));
         }
-        self.repository.version_dir(model, &version.to_string()).map_err(GatewayError::InvalidInput)?;
         slot.set_state(version, Some(VersionState::Loading));
         self.load(model, version).map_err(GatewayError::LoadFailed)
     }

@@ -19,7 +19,8 @@ use crate::model::pool::PoolHandle;
 use crate::model::repository::Repository;
 use crate::model::slot::ModelSlot;
 use crate::model::version::{LoadContext, load_version};
-use crate::state::{ModelState, Restored, StateFile, StateStore};
+use crate::model::watch::DiskState;
+use crate::state::{ModelState, Restored, StateStore};
 
 pub struct Registry {
     models: ArcSwap<HashMap<Arc<str>, Arc<ModelSlot>>>,
@@ -30,7 +31,7 @@ pub struct Registry {
     batching: BatchingConfig,
     skew: SkewConfig,
     pub(crate) metrics: Metrics,
-    store: StateStore,
+    pub(crate) store: StateStore,
     /// Model states read at start, handed to each model's slot when it is created.
     restored: Mutex<BTreeMap<String, ModelState>>,
     loaded: AtomicBool,
@@ -97,6 +98,11 @@ impl Registry {
         v
     }
 
+    /// Where the state file is.
+    pub fn state_path(&self) -> std::path::PathBuf {
+        self.store.path()
+    }
+
     /// True once the initial scan has been loaded.
     pub fn initial_load_done(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
@@ -157,15 +163,16 @@ impl Registry {
         Ok(())
     }
 
-    /// After the initial load: fix the stable version so that versions appearing later get no traffic on their
-    /// own, and say so when the restored routing names versions that are not ready.
+    /// After the initial load (and each later load): fix the stable version when none is set yet, so that
+    /// versions appearing later get no traffic on their own; journal a fallback from a desired stable version
+    /// that cannot serve, and its return, without ever saving the fallback as the desired state.
     fn settle(&self, slot: &ModelSlot) {
         let mut c = slot.control();
         let routing = slot.resolve_spec(&c.spec);
         let serving = routing.stable.as_ref().map(|v| v.number);
         match (c.spec.stable, serving) {
             (None, Some(n)) => {
-                c.spec.stable = Some(n);
+                c.spec.set_stable(n);
                 slot.record(
                     &mut c,
                     "stable_selected",
@@ -173,13 +180,27 @@ impl Registry {
                     Default::default(),
                 );
             }
-            (Some(want), Some(n)) if want != n => {
-                let msg = format!("restored stable version {want} is not ready; serving version {n} instead");
-                c.spec.stable = Some(n);
-                slot.record(&mut c, "stable_fallback", msg, Default::default());
+            (Some(want), Some(n)) if want != n && c.announced_stable != Some(n) => {
+                let why = match slot.versions().get(&want) {
+                    Some(VersionState::Failed(reason)) => reason.clone(),
+                    Some(VersionState::Loading) => "it is still loading".into(),
+                    _ => "it is not in the repository".into(),
+                };
+                let msg = format!(
+                    "stable version {want} cannot serve ({why}); version {n} serves until it can, and version \
+                     {want} stays the stable version"
+                );
+                let data = serde_json::json!({ "desired": want, "serving": n });
+                slot.record(&mut c, "stable_fallback", msg, data);
+            }
+            (Some(want), Some(n)) if want == n && c.announced_stable.is_some_and(|a| a != n) => {
+                let was = c.announced_stable.unwrap_or_default();
+                let msg = format!("stable version {want} is ready again and takes its traffic back from version {was}");
+                slot.record(&mut c, "stable_restored", msg, serde_json::json!({ "desired": want, "was": was }));
             }
             _ => {}
         }
+        c.announced_stable = serving;
         if let Some(canary) = c.spec.canary
             && routing.canary.is_none()
         {
@@ -199,6 +220,7 @@ impl Registry {
         let version = number.to_string();
         let started = std::time::Instant::now();
         let result = self.repository.version_dir(model, &version).and_then(|dir| {
+            self.repository.check_files(&dir)?;
             let ctx = LoadContext {
                 env: self.env,
                 session_options: &self.session_options,
@@ -240,15 +262,41 @@ impl Registry {
         outcome
     }
 
-    /// Writes every model's routing and journal to the state file. A failed write is logged, not fatal: serving
-    /// goes on, and the next change tries again.
-    pub fn persist(&self) {
-        let result = self.store.save(|| StateFile {
-            schema: 0,
-            models: self.models().iter().map(|s| (s.name.to_string(), s.snapshot())).collect(),
-        });
-        if let Err(e) = result {
+    /// Journals and exports a serving version's files changing or vanishing under it (or coming back as loaded).
+    pub fn files_moved(&self, model: &str, number: u64, state: DiskState) {
+        let Some(slot) = self.get(model) else { return };
+        let (kind, msg) = match state {
+            DiskState::Changed => (
+                "version_files_changed",
+                format!("the files of version {number} changed on disk; it keeps serving what it loaded"),
+            ),
+            DiskState::Missing => (
+                "version_files_missing",
+                format!("the files of version {number} are gone from the repository; it keeps serving what it loaded"),
+            ),
+            DiskState::Unchanged => {
+                ("version_files_restored", format!("the files of version {number} are as loaded again"))
+            }
+        };
+        tracing::warn!(model, version = number, state = state.label(), "model files moved under a serving version");
+        self.metrics.files_changed(model, &number.to_string(), state != DiskState::Unchanged);
+        let mut c = slot.control();
+        slot.record(&mut c, kind, msg, serde_json::json!({ "disk": state.label() }));
+        if let Err(e) = self.store.save_model(&slot.name, c.to_state()) {
             tracing::error!(error = %e, path = %self.store.path().display(), "cannot write the state file");
+        }
+        slot.log_last_event(&c);
+    }
+
+    /// Writes every model's routing and journal to the state file (after loads, which acknowledge nothing to an
+    /// operator: a failed write is logged, and the next change writes again).
+    pub fn persist(&self) {
+        for slot in self.models() {
+            let c = slot.control();
+            if let Err(e) = self.store.save_model(&slot.name, c.to_state()) {
+                tracing::error!(error = %e, path = %self.store.path().display(), "cannot write the state file");
+                return;
+            }
         }
     }
 }

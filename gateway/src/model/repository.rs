@@ -80,6 +80,18 @@ impl Repository {
         self.inside(&self.root.join(model).join(version))
     }
 
+    /// Refuses a version whose files lead outside the repository: a symlinked `model.onnx` or manifest is
+    /// followed only when its target is inside, like a symlinked directory.
+    pub fn check_files(&self, dir: &Path) -> Result<(), String> {
+        for name in [MODEL_FILE, crate::manifest::MANIFEST_FILE] {
+            let path = dir.join(name);
+            if std::fs::symlink_metadata(&path).is_ok() {
+                self.inside(&path)?;
+            }
+        }
+        Ok(())
+    }
+
     fn inside(&self, path: &Path) -> Result<PathBuf, String> {
         let real = path
             .canonicalize()
@@ -104,7 +116,7 @@ pub fn parse_version(s: &str) -> Option<u64> {
 }
 
 /// A model or version name must be one plain path component.
-fn check_name(kind: &str, name: &str) -> Result<(), String> {
+pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     let mut comps = Path::new(name).components();
     let plain = matches!(comps.next(), Some(Component::Normal(_))) && comps.next().is_none();
     if name.is_empty() || !plain || name.contains(['/', '\\', '\0']) {
@@ -142,6 +154,18 @@ mod tests {
         assert!(err.contains("outside"), "{err}");
         let err = repo.version_dir("m", "3").expect_err("missing");
         assert!(err.contains("does not exist"), "{err}");
+        // Files, too: a symlinked model.onnx leading out is refused, one leading inside is fine.
+        std::fs::write(outside.path().join("model.onnx"), b"x").expect("write");
+        std::os::unix::fs::symlink(outside.path().join("model.onnx"), tmp.path().join("m/1/model.onnx"))
+            .expect("symlink");
+        let dir = repo.version_dir("m", "1").expect("dir");
+        let err = repo.check_files(&dir).expect_err("file symlink out");
+        assert!(err.contains("outside") && err.contains("model.onnx"), "{err}");
+        std::fs::remove_file(tmp.path().join("m/1/model.onnx")).expect("rm");
+        std::fs::write(tmp.path().join("m/real.json"), b"{}").expect("write");
+        std::os::unix::fs::symlink(tmp.path().join("m/real.json"), tmp.path().join("m/1/manifest.json"))
+            .expect("symlink");
+        repo.check_files(&dir).expect("a link inside the repository is fine");
     }
 
     #[test]

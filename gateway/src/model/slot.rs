@@ -25,12 +25,26 @@ pub struct ModelSlot {
 }
 
 /// What operators asked for, and what happened.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Control {
     pub spec: RoutingSpec,
     pub events: VecDeque<Event>,
     /// The current or last rollout of this model.
     pub rollout: Option<Rollout>,
+    /// The stable version the journal last said serves (not persisted): a fallback, and the desired version
+    /// taking its traffic back, are each journaled once.
+    pub announced_stable: Option<u64>,
+}
+
+impl Control {
+    /// What to persist for this model.
+    pub fn to_state(&self) -> ModelState {
+        ModelState {
+            routing: self.spec.clone(),
+            events: self.events.iter().cloned().collect(),
+            rollout: self.rollout.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ModelSlot {
@@ -46,6 +60,7 @@ impl ModelSlot {
             spec: restored.routing,
             events: restored.events.into_iter().collect(),
             rollout: restored.rollout,
+            announced_stable: None,
         };
         Self {
             name: name.into(),
@@ -127,17 +142,17 @@ impl ModelSlot {
             weight_percent: spec.canary.map(|c| c.weight.percent()),
             data,
         };
-        tracing::info!(model = %self.name, kind, message = %event.message, "model event");
         control.events.push_back(event);
         while control.events.len() > MAX_EVENTS {
             control.events.pop_front();
         }
     }
 
-    /// What to persist for this model.
-    pub fn snapshot(&self) -> ModelState {
-        let c = self.control();
-        ModelState { routing: c.spec.clone(), events: c.events.iter().cloned().collect(), rollout: c.rollout.clone() }
+    /// Logs the newest journal event (once it is committed).
+    pub fn log_last_event(&self, control: &Control) {
+        if let Some(e) = control.events.back() {
+            tracing::info!(model = %self.name, kind = %e.kind, message = %e.message, "model event");
+        }
     }
 
     /// A ready version by its number as written in a URL or header.

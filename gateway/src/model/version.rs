@@ -28,6 +28,8 @@ pub struct ModelVersion {
     pub metrics: VersionMetrics,
     /// Outcomes and latency for canary analysis.
     pub stats: crate::rollout::stats::VersionStats,
+    /// The version's files as loaded, and whether they still are.
+    pub disk: crate::model::watch::DiskWatch,
 }
 
 /// Where a version's calls run.
@@ -244,6 +246,7 @@ pub struct LoadContext<'a> {
 /// batcher when batching is on.
 pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) -> Result<ModelVersion, String> {
     let version = number.to_string();
+    let disk = crate::model::watch::DiskWatch::new(crate::model::watch::fingerprint(dir));
     let manifest = Manifest::load(dir, model, &version)?;
     let (backend, batcher) = match &manifest.remote {
         Some(spec) => {
@@ -287,5 +290,6 @@ pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) 
         input_names,
         metrics: ctx.metrics,
         stats: Default::default(),
+        disk,
     })
 }

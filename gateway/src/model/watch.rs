@@ -1,43 +1,110 @@
 //! Repository watching: a new version directory that appears is loaded (golden examples included) and made
 //! available for a canary. It takes no traffic on its own unless `models.serve_new_versions` says so. A version
-//! that failed is retried when its files change, so fixing a bad upload needs no restart. Polling, because it works
-//! the same on every filesystem (network mounts and Kubernetes volumes included) and the interval is seconds.
+//! that failed is retried when its files change, so fixing a bad upload needs no restart. A serving version whose
+//! files change or vanish under it keeps serving what it loaded, and is marked (`changed`, `missing`) in the admin
+//! API, the metadata, the journal and `gateway_model_files_changed`. Polling, because it works the same on every
+//! filesystem (network mounts and Kubernetes volumes included) and the interval is seconds.
+//!
+//! A change is seen in a file's size, modification time, change time or mode: the change time moves on a
+//! `chmod` too, so a file made readable again is retried.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use crate::model::VersionState;
 use crate::model::registry::Registry;
 
-/// Newest modification time among a version directory and its files.
-fn mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = std::fs::metadata(dir).and_then(|m| m.modified()).ok()?;
+/// What a version directory looks like on disk: each entry's name, size, modification and change times, and mode.
+/// `None` when the directory is gone.
+pub type Fingerprint = Option<Vec<(String, u64, i64, i64, i64, i64, u32)>>;
+
+pub fn fingerprint(dir: &Path) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
     for e in std::fs::read_dir(dir).ok()?.flatten() {
-        if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
-            newest = newest.max(t);
+        // Follows symlinks: a link retargeted at another file is a change.
+        if let Ok(m) = std::fs::metadata(e.path()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            out.push((name, m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec(), m.mode()));
         }
     }
-    Some(newest)
+    out.sort();
+    Some(out)
+}
+
+/// A loaded version's files as they were at load, and whether they still are.
+#[derive(Debug)]
+pub struct DiskWatch {
+    loaded: Fingerprint,
+    state: AtomicU8,
+}
+
+/// Where a serving version's files stand against what it loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskState {
+    Unchanged,
+    Changed,
+    Missing,
+}
+
+impl DiskState {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unchanged => "unchanged",
+            Self::Changed => "changed",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+impl DiskWatch {
+    pub fn new(loaded: Fingerprint) -> Self {
+        Self { loaded, state: AtomicU8::new(0) }
+    }
+
+    pub fn state(&self) -> DiskState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => DiskState::Unchanged,
+            1 => DiskState::Changed,
+            _ => DiskState::Missing,
+        }
+    }
+
+    /// Compares the files now with those loaded; returns the new state when it moved.
+    pub fn check(&self, now: &Fingerprint, required: &[&str]) -> Option<DiskState> {
+        let state = match now {
+            None => DiskState::Missing,
+            Some(files) if required.iter().any(|r| !files.iter().any(|f| f.0 == *r)) => DiskState::Missing,
+            now if *now == self.loaded => DiskState::Unchanged,
+            _ => DiskState::Changed,
+        };
+        let code = match state {
+            DiskState::Unchanged => 0,
+            DiskState::Changed => 1,
+            DiskState::Missing => 2,
+        };
+        (self.state.swap(code, Ordering::Relaxed) != code).then_some(state)
+    }
 }
 
 pub fn spawn(
     registry: Arc<Registry>,
     interval: Duration,
     serve_new: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut attempted: HashMap<(String, u64), Option<SystemTime>> = HashMap::new();
+        tokio::pin!(stop);
+        let mut attempted: HashMap<(String, u64), Fingerprint> = HashMap::new();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = &mut stop => return,
             }
             if !registry.initial_load_done() {
                 continue;
@@ -46,17 +113,43 @@ pub fn spawn(
             let found = tokio::task::spawn_blocking(move || {
                 let scan = reg.repository.scan().ok()?;
                 let mut todo = Vec::new();
-                for (model, versions) in scan.models {
+                let mut moved = Vec::new();
+                for (model, versions) in scan.models.clone() {
                     let known = reg.get(&model).map(|s| s.versions()).unwrap_or_default();
                     for n in versions {
                         let dir = reg.repository.version_dir(&model, &n.to_string()).ok();
-                        let stamp = dir.as_deref().and_then(mtime);
+                        let stamp = dir.as_deref().and_then(fingerprint);
                         match known.get(&n) {
                             None => todo.push((model.clone(), n, stamp, true)),
                             Some(VersionState::Failed(_)) => todo.push((model.clone(), n, stamp, false)),
-                            _ => {}
+                            Some(VersionState::Ready(v)) => {
+                                let mut required = vec![crate::manifest::MANIFEST_FILE];
+                                if v.runs_locally() {
+                                    required.push(crate::model::repository::MODEL_FILE);
+                                }
+                                if let Some(state) = v.disk.check(&stamp, &required) {
+                                    moved.push((model.clone(), n, state));
+                                }
+                            }
+                            Some(VersionState::Loading) => {}
                         }
                     }
+                }
+                // Versions whose whole model directory is gone.
+                for slot in reg.models() {
+                    if scan.models.iter().any(|(m, _)| *m == *slot.name) {
+                        continue;
+                    }
+                    for (n, s) in slot.versions().iter() {
+                        if let VersionState::Ready(v) = s
+                            && let Some(state) = v.disk.check(&None, &[])
+                        {
+                            moved.push((slot.name.to_string(), *n, state));
+                        }
+                    }
+                }
+                for (model, n, state) in &moved {
+                    reg.files_moved(model, *n, *state);
                 }
                 Some(todo)
             })

@@ -3,7 +3,7 @@
 
 use crate::error::GatewayError;
 use crate::protocol::pb;
-use crate::tensor::{DataType, Tensor, TensorData, element_count};
+use crate::tensor::{DataType, Tensor, TensorData, element_count, shape_problem};
 
 fn invalid(msg: String) -> GatewayError {
     GatewayError::InvalidInput(msg)
@@ -149,7 +149,7 @@ pub fn decode_inputs(
             ))
         })?;
         let count = element_count(&input.shape).ok_or_else(|| {
-            invalid(format!("input '{name}': shape {:?} must have non-negative dimensions", input.shape))
+            invalid(format!("input '{name}': shape {:?} {}", input.shape, shape_problem(&input.shape)))
         })?;
         let data = match raw_iter.next() {
             Some(bytes) => {

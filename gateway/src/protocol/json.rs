@@ -13,7 +13,7 @@ use crate::error::GatewayError;
 use crate::manifest::TensorSpec;
 use crate::protocol::InferRequest;
 use crate::tensor::json::{DataSeed, decode_data};
-use crate::tensor::{DataType, Tensor, TensorData, element_count};
+use crate::tensor::{DataType, Tensor, TensorData, element_count, shape_problem};
 
 #[derive(Deserialize)]
 struct RequestWire<'a> {
@@ -142,10 +142,7 @@ fn tensors(wire: Vec<InputWire<'_>>, what: &str) -> Result<Vec<Tensor>, GatewayE
             ))
         })?;
         let expected = element_count(&i.shape).ok_or_else(|| {
-            GatewayError::invalid(format!(
-                "{what} '{name}': shape {:?} must list non-negative dimensions (requests carry concrete shapes)",
-                i.shape
-            ))
+            GatewayError::invalid(format!("{what} '{name}': shape {:?} {}", i.shape, shape_problem(&i.shape)))
         })?;
         let data = match i.data {
             DataField::Parsed(d) => d,
@@ -244,6 +241,9 @@ pub struct VersionStateWire {
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a serving version whose files changed or vanished since it loaded: `changed` or `missing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<&'static str>,
 }
 
 #[cfg(test)]
@@ -290,6 +290,8 @@ mod tests {
                 .contains("shape [2] needs 2 values, 'data' has 1")
         );
         assert!(err(r#"{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]}"#).contains("non-negative"));
+        let e = err(r#"{"inputs":[{"name":"x","shape":[4294967296,4294967296],"datatype":"FP32","data":[1]}]}"#);
+        assert!(e.contains("overflows") && !e.contains("non-negative"), "{e}");
         assert!(
             err(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#)
                 .contains("input 'x': 'data'")

@@ -19,6 +19,10 @@ pub mod pb {
 /// Response header (HTTP) and metadata key (gRPC) naming the version that answered.
 pub const VERSION_HEADER: &str = "x-model-version";
 
+/// Longest request `id` accepted, in bytes. The id is echoed, logged and remembered for feedback, so it is bounded
+/// like every other per-request record the gateway keeps.
+pub const MAX_ID_BYTES: usize = 256;
+
 /// A decoded inference request, independent of the wire format.
 #[derive(Debug, Default)]
 pub struct InferRequest {

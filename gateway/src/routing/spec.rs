@@ -43,6 +43,9 @@ pub struct ShadowSpec {
     pub share: Weight,
 }
 
+/// Stable versions remembered before the current one.
+pub const MAX_PREVIOUS: usize = 8;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingSpec {
     /// `None` until a version is ready: then the highest ready version that is not a candidate becomes stable.
@@ -50,16 +53,62 @@ pub struct RoutingSpec {
     pub canary: Option<CanarySpec>,
     #[serde(default)]
     pub shadow: Option<ShadowSpec>,
+    /// Versions that were stable before `stable`, the most recent last. While the desired stable version cannot
+    /// serve (it failed to load after a restart, say), the most recent of these that is ready serves instead;
+    /// the desired state itself is never changed by that fallback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<u64>,
 }
 
 impl RoutingSpec {
+    /// Makes `version` the stable version, remembering the one it replaces.
+    pub fn set_stable(&mut self, version: u64) {
+        if let Some(old) = self.stable.filter(|&old| old != version) {
+            self.previous.retain(|&p| p != old && p != version);
+            self.previous.push(old);
+            let excess = self.previous.len().saturating_sub(MAX_PREVIOUS);
+            self.previous.drain(..excess);
+        }
+        self.stable = Some(version);
+    }
+
+    /// What an operator could not have set: version 0, a weight or share over 100 %, an overlong history.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.stable == Some(0) {
+            out.push("stable: version 0 does not exist (versions start at 1)".to_string());
+        }
+        if let Some(c) = self.canary {
+            if c.version == 0 {
+                out.push("canary.version: version 0 does not exist".to_string());
+            }
+            if c.weight.0 > WEIGHT_SCALE {
+                out.push(format!("canary.weight: {} % is over 100 %", c.weight.percent()));
+            }
+        }
+        if let Some(s) = self.shadow {
+            if s.version == 0 {
+                out.push("shadow.version: version 0 does not exist".to_string());
+            }
+            if s.share.0 > WEIGHT_SCALE {
+                out.push(format!("shadow.share: {} % is over 100 %", s.share.percent()));
+            }
+        }
+        if self.previous.len() > MAX_PREVIOUS || self.previous.contains(&0) {
+            out.push(format!("previous: at most {MAX_PREVIOUS} versions, none of them 0"));
+        }
+        out
+    }
+
     /// The live table against the versions that are ready now (by number). A stable version that is not ready
-    /// falls back to the highest ready one that is not a candidate (serving something beats serving nothing); a
-    /// canary that is not ready, or that is the stable version, is left out; so is a shadow that is not ready.
+    /// falls back to the most recent previous stable version that is, then (serving something beats serving
+    /// nothing) to the highest ready one that is not a candidate; a canary that is not ready, or that is the
+    /// stable version, is left out; so is a shadow that is not ready.
     pub fn resolve<V: Version>(&self, ready: &BTreeMap<u64, Arc<V>>) -> Routing<V> {
         let get = |n: u64| ready.get(&n).cloned();
         let highest = || ready.values().rev().find(|v| !v.is_candidate()).cloned();
-        let stable = self.stable.and_then(get).or_else(highest);
+        let previous = || self.previous.iter().rev().find_map(|&n| get(n));
+        let stable = self.stable.and_then(get).or_else(previous).or_else(highest);
         let canary = self
             .canary
             .and_then(|c| get(c.version).map(|v| Canary { version: v, weight: c.weight }))
@@ -108,12 +157,31 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_stable_falls_back_to_the_previous_stable_not_the_highest() {
+        let mut spec = RoutingSpec::default();
+        spec.set_stable(1);
+        spec.set_stable(2);
+        assert_eq!((spec.stable, spec.previous.clone()), (Some(2), vec![1]));
+        let r = ready(&[(1, false), (9, false)]);
+        assert_eq!(number(&spec.resolve(&r).stable), Some(1), "v2 broken: the previous stable, not v9");
+        assert_eq!(spec.stable, Some(2), "the desired state is unchanged");
+        assert_eq!(number(&spec.resolve(&ready(&[(1, false), (2, false), (9, false)])).stable), Some(2));
+        for v in 3..20 {
+            spec.set_stable(v);
+        }
+        assert_eq!(spec.previous.len(), MAX_PREVIOUS);
+        assert_eq!(spec.previous.last(), Some(&18));
+        assert!(spec.problems().is_empty());
+    }
+
+    #[test]
     fn canary_and_shadow_need_a_ready_version_and_the_canary_is_never_stable() {
         let r = ready(&[(1, false), (2, false)]);
         let spec = RoutingSpec {
             stable: Some(1),
             canary: Some(CanarySpec { version: 2, weight: Weight(500) }),
             shadow: Some(ShadowSpec { version: 2, share: Weight(100) }),
+            previous: vec![],
         };
         let live = spec.resolve(&r);
         assert_eq!(live.canary.as_ref().map(|c| (c.version.number(), c.weight)), Some((2, Weight(500))));

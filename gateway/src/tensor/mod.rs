@@ -201,6 +201,15 @@ impl Tensor {
 }
 
 /// Number of elements a concrete shape holds, or `None` on a negative dimension or overflow.
+/// Why a shape has no element count, in words for a message: a negative dimension, or a product that overflows.
+pub fn shape_problem(shape: &[i64]) -> &'static str {
+    if shape.iter().any(|&d| d < 0) {
+        "must list non-negative dimensions (requests carry concrete shapes)"
+    } else {
+        "has more elements than any request can carry (the product of its dimensions overflows)"
+    }
+}
+
 pub fn element_count(shape: &[i64]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| if d < 0 { None } else { acc.checked_mul(usize::try_from(d).ok()?) })
 }

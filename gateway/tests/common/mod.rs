@@ -33,6 +33,8 @@ pub fn config(repository: &Path) -> Config {
     c.admin.addr = "127.0.0.1:0".into();
     c.models.repository = repository.to_path_buf();
     c.inference.threads = 2;
+    // Tests shut gateways down all the time; the drain period is tested on its own.
+    c.server.drain_ms = 0;
     let dir = scratch_dir();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token file");
     c.admin.token_file = Some(dir.join("token"));
@@ -162,4 +164,55 @@ pub async fn admin(
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A gateway running as its own process (the real binary), with the addresses it logged.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub http: String,
+    pub grpc: String,
+    pub admin: String,
+}
+
+/// Starts the gateway binary on `config` and waits for its "gateway listening" log line.
+pub fn spawn_gateway(config: &Path) -> Proc {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().expect("utf8"), "--log-format", "json"])
+        .env("GATEWAY_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gateway starts");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for line in out.by_ref() {
+        let line = line.expect("log line");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["fields"]["message"] == serde_json::json!("gateway listening") {
+            let f = &v["fields"];
+            let addr = |k: &str| f[k].as_str().expect(k).to_string();
+            let (http, grpc, admin) = (addr("http_addr"), addr("grpc_addr"), addr("admin_addr"));
+            // Keep reading the logs so a full pipe never blocks the gateway.
+            std::thread::spawn(move || out.for_each(drop));
+            return Proc { child, http, grpc, admin };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the gateway exited before listening");
+}
+
+/// Waits until a gateway process answers ready.
+pub async fn wait_ready(c: &reqwest::Client, p: &Proc) {
+    for _ in 0..600 {
+        if let Ok(r) = c.get(format!("http://{}/v2/health/ready", p.http)).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not ready");
 }

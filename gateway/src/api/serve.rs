@@ -1,0 +1,224 @@
+//! Serving a router on a listener with the limits every port needs against hostile or broken clients, and the
+//! phases of a graceful shutdown. (`axum::serve` has neither: a client that sends half a header, or idles on a
+//! keep-alive connection, holds a file descriptor for ever, and enough of them take the process down.)
+//!
+//! - A header-read timeout: a request's head must arrive within `server.header_read_timeout_ms`, counted from the
+//!   moment the connection waits for it, so a keep-alive connection idle that long is closed too.
+//! - A bound on open connections (`server.max_connections`). Past it a new connection is refused early and
+//!   counted: it gets one short answer (`503`, or `200` for the live probe, so an orchestrator does not restart a
+//!   replica that is only busy) and is closed. Those answers are themselves bounded; beyond, the socket is closed.
+//! - Request heads are bounded in size; bodies are bounded by each route.
+//! - Shutdown in [`Phase`]s: while `Draining`, every answer carries `Connection: close` so clients move to another
+//!   replica (readiness already fails); at `Closing` the listener stops accepting and each connection is shut down
+//!   gracefully: its request in flight finishes, then it closes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use prometheus::{IntCounter, IntGauge};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// Where the gateway is in its life; servers and probes watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Serving,
+    /// Shutdown requested: readiness fails and answers carry `Connection: close`; requests are still served.
+    Draining,
+    /// Stop accepting; finish what is in flight and close.
+    Closing,
+}
+
+/// Connection limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// The listener's connection gauges.
+#[derive(Debug, Clone)]
+pub struct ConnMetrics {
+    pub open: IntGauge,
+    pub refused: IntCounter,
+}
+
+/// Largest request head (request line and headers) a connection may send.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Connections past the limit that may be waiting for their one refusal at once; beyond, they are closed at once.
+const MAX_REFUSING: usize = 256;
+
+/// How long a refused connection may take to send the one request it gets an answer to.
+const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves `app` on `listener` until the phase reaches `Closing` and every connection has finished.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    phase: watch::Receiver<Phase>,
+    metrics: ConnMetrics,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let app = app.layer(middleware::from_fn_with_state(phase.clone(), close_while_draining));
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let mut conns = JoinSet::new();
+    let closing = {
+        let mut phase = phase.clone();
+        async move {
+            let _ = phase.wait_for(|p| *p == Phase::Closing).await;
+        }
+    };
+    tokio::pin!(closing);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = &mut closing => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors (or a connection reset before accept): back off instead of spinning.
+                tracing::warn!(%addr, error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match open.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (app, phase, gauge) = (app.clone(), phase.clone(), metrics.open.clone());
+                conns.spawn(connection(stream, app, limits.header_read_timeout, phase, permit, gauge));
+            }
+            Err(_) => {
+                metrics.refused.inc();
+                if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    conns.spawn(refuse(stream, limits.max_connections, permit));
+                }
+            }
+        }
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn builder(header_read_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(MAX_HEAD_BYTES);
+    b
+}
+
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    header_read_timeout: Duration,
+    mut phase: watch::Receiver<Phase>,
+    _permit: OwnedSemaphorePermit,
+    open: IntGauge,
+) {
+    open.inc();
+    let conn = builder(header_read_timeout).serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    let closing = async move {
+        let _ = phase.wait_for(|p| *p == Phase::Closing).await;
+    };
+    tokio::select! {
+        r = conn.as_mut() => log_end(r),
+        _ = closing => {
+            // Finishes the request in flight (if any), then closes; an idle connection closes at once.
+            conn.as_mut().graceful_shutdown();
+            log_end(conn.await);
+        }
+    }
+    open.dec();
+}
+
+fn log_end(r: Result<(), hyper::Error>) {
+    if let Err(e) = r {
+        // Timeouts and resets are the client's business; nothing to act on here.
+        tracing::debug!(error = %e, "connection ended");
+    }
+}
+
+/// One answer for a connection past the limit: the live probe still answers, everything else is 503.
+async fn refuse(stream: TcpStream, max: usize, _permit: OwnedSemaphorePermit) {
+    let app = Router::new()
+        .route("/v2/health/live", axum::routing::get(|| async { axum::Json(serde_json::json!({ "live": true })) }))
+        .fallback(move || async move {
+            let msg = format!("too many open connections (server.max_connections = {max}); retry later");
+            let mut r =
+                (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": msg }))).into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        })
+        .layer(middleware::from_fn(|req: Request, next: Next| async move { with_close(next.run(req).await) }));
+    let conn = builder(REFUSAL_HEAD_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let _ = tokio::time::timeout(REFUSAL_HEAD_TIMEOUT * 2, conn).await;
+}
+
+fn with_close(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+async fn close_while_draining(
+    axum::extract::State(phase): axum::extract::State<watch::Receiver<Phase>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let r = next.run(req).await;
+    if *phase.borrow() == Phase::Serving { r } else { with_close(r) }
+}
+
+/// The soft limit on open files of this process (Linux), to keep `server.max_connections` below it.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// `max_connections` for each of the listeners, so that together they stay below the open-files limit with room
+/// for model files, the state file, upstream connections and the gRPC port.
+pub fn fit_connections(configured: usize, listeners: usize, limit: Option<u64>) -> usize {
+    const RESERVE: u64 = 256;
+    match limit {
+        Some(l) if (configured as u64) * listeners as u64 + RESERVE > l => {
+            let fitted = (l.saturating_sub(RESERVE) / listeners as u64).max(16) as usize;
+            tracing::warn!(
+                configured,
+                fitted,
+                open_files_limit = l,
+                "server.max_connections does not fit under the open-files limit; lowered"
+            );
+            fitted.min(configured)
+        }
+        _ => configured,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_fit_under_the_open_files_limit() {
+        assert_eq!(fit_connections(1000, 3, None), 1000);
+        assert_eq!(fit_connections(1000, 3, Some(20_000)), 1000);
+        assert_eq!(fit_connections(10_000, 3, Some(20_000)), (20_000 - 256) / 3);
+        assert_eq!(fit_connections(10_000, 3, Some(100)), 16);
+    }
+}
