@@ -223,3 +223,67 @@ async fn a_tampered_state_file_is_moved_aside() {
     assert!(aside, "the bad file was kept aside for a post-mortem");
     gw.shutdown().await;
 }
+
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The watcher sees a fix that leaves the modification time as it was (a `chmod`, a restore that keeps mtime),
+/// and marks a serving version whose files change or vanish under it, without taking it out of service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_sees_every_change_on_disk() {
+    let repo = scratch_dir();
+    copy_version("breast-cancer", "1", &repo, "1");
+    copy_version("breast-cancer", "2", &repo, "2");
+    let good = std::fs::read(repo.join("breast-cancer/2/model.onnx")).expect("read");
+    let v2 = repo.join("breast-cancer/2/model.onnx");
+    // Version 2 is broken from the start; its stamp is kept so the fix can hide behind the same mtime.
+    std::fs::write(&v2, vec![0u8; good.len()]).expect("break");
+    let mtime = std::fs::metadata(&v2).expect("meta").modified().expect("mtime");
+    let mut cfg = config(&repo);
+    cfg.models.watch_interval_ms = 100;
+    let gw = start(cfg).await;
+    let c = client();
+    let m = "/admin/models/breast-cancer";
+    let state_of = |view: &serde_json::Value, v: &str| {
+        view["versions"].as_array().expect("versions").iter().find(|x| x["version"] == v).cloned().expect("version")
+    };
+    let (_, view) = admin(&c, &gw, Method::GET, m, None).await;
+    assert_eq!(state_of(&view, "2")["state"], "failed");
+    tokio::time::sleep(Duration::from_millis(300)).await; // the watcher has tried it once and remembers its stamp
+    std::fs::write(&v2, &good).expect("repair");
+    std::fs::File::options().write(true).open(&v2).expect("open").set_modified(mtime).expect("same mtime");
+    until("the repaired version to load", async || {
+        let (_, view) = admin(&c, &gw, Method::GET, m, None).await;
+        state_of(&view, "2")["state"] == "ready"
+    })
+    .await;
+
+    // Version 1 serves; its file changes under it, then disappears.
+    std::fs::write(repo.join("breast-cancer/1/model.onnx"), b"replaced").expect("change");
+    until("version 1 marked changed", async || {
+        let (_, view) = admin(&c, &gw, Method::GET, m, None).await;
+        state_of(&view, "1")["disk"] == "changed"
+    })
+    .await;
+    std::fs::remove_file(repo.join("breast-cancer/1/model.onnx")).expect("delete");
+    until("version 1 marked missing", async || {
+        let (_, meta) = get(&c, &url(&gw, "/v2/models/breast-cancer/versions/1")).await;
+        meta["states"].as_array().is_some_and(|s| s.iter().any(|x| x["version"] == "1" && x["disk"] == "missing"))
+    })
+    .await;
+    let (s, _) =
+        post(&c, &url(&gw, "/v2/models/breast-cancer/versions/1/infer"), breast_cancer_rows(1).to_string()).await;
+    assert_eq!(s, 200, "it keeps serving what it loaded");
+    assert!(scrape(&gw).await.contains(r#"gateway_model_files_changed{model="breast-cancer",version="1"} 1"#));
+    let (_, events) = admin(&c, &gw, Method::GET, &format!("{m}/events"), None).await;
+    let kinds: Vec<&str> = events.as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains(&"version_files_changed") && kinds.contains(&"version_files_missing"), "{kinds:?}");
+    gw.shutdown().await;
+}
