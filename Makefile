@@ -11,7 +11,7 @@ VENV          := .venv
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort
+.PHONY: overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort
 
 setup: $(ORT_LIB)
 
@@ -65,6 +65,15 @@ test-deploy: /usr/bin/promtool $(VENV)/.installed
 # The standard load scenarios against the release build; reports under bench-results/ (BENCH_DURATION=60 default).
 bench: setup
 	loadtest/bench.sh
+
+# Twice the sustainable rate for 30 s: goodput, admitted p99, how fast refusals come back, memory (OVERLOAD_SECONDS).
+overload: setup
+	loadtest/overload.sh
+
+# Mixed traffic for 30 min (both protocols, rollouts, shadow, capture, feedback): RSS, fds and threads over time,
+# plotted to bench-results/soak-*/soak.svg, with the growth after warm-up (SOAK_SECONDS for a shorter run).
+soak: setup
+	loadtest/soak.sh
 
 # Automatic canary analysis, live: a bad version rolled back, a good one promoted step by step (each < 2 min).
 demo-rollback: setup

@@ -18,6 +18,9 @@ pub fn histogram() -> Histogram<u64> {
 pub struct WorkerStats {
     /// Latency of every answered request (any status), in µs.
     pub hist: Histogram<u64>,
+    /// Latency of requests answered with anything but success (a shed 503 or 429, say), in µs: under overload,
+    /// how fast refusals come back is a figure of its own.
+    pub refused: Histogram<u64>,
     pub ok: u64,
     pub statuses: BTreeMap<u16, u64>,
     pub errors: BTreeMap<&'static str, u64>,
@@ -30,6 +33,7 @@ impl Default for WorkerStats {
     fn default() -> Self {
         Self {
             hist: histogram(),
+            refused: histogram(),
             ok: 0,
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
@@ -58,6 +62,7 @@ impl WorkerStats {
             }
             Outcome::Status(s) => {
                 self.hist.saturating_record(latency.as_micros() as u64);
+                self.refused.saturating_record(latency.as_micros() as u64);
                 *self.statuses.entry(*s).or_default() += 1;
             }
             Outcome::Failed(kind) => *self.errors.entry(kind).or_default() += 1,
@@ -67,6 +72,7 @@ impl WorkerStats {
     pub fn merge(&mut self, o: &WorkerStats) {
         // Both histograms share bounds, so adding cannot fail.
         let _ = self.hist.add(&o.hist);
+        let _ = self.refused.add(&o.refused);
         self.ok += o.ok;
         self.not_sent += o.not_sent;
         for (k, v) in &o.statuses {
@@ -160,6 +166,7 @@ mod tests {
         a.merge(&b);
         assert_eq!((a.ok, a.completed(), a.failed()), (2, 4, 2));
         assert_eq!(a.hist.len(), 3);
+        assert_eq!(a.refused.len(), 1, "only the 503");
         assert_eq!(a.statuses[&503], 1);
         assert_eq!(a.errors["io"], 1);
         assert_eq!((a.versions["1"], a.versions["2"]), (1, 1));

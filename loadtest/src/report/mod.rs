@@ -52,6 +52,12 @@ pub struct Report {
     pub predictions_per_s: f64,
     /// Latency of answered requests, in milliseconds, from the intended send time.
     pub latency_ms: Percentiles,
+    /// Latency of successful answers alone (the admitted requests under overload).
+    #[serde(default)]
+    pub ok_latency_ms: Option<Percentiles>,
+    /// Latency of answers that were not a success (shed with 503 or 429, refused), when there were any.
+    #[serde(default)]
+    pub refused_latency_ms: Option<Percentiles>,
     pub statuses: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
     pub versions: BTreeMap<String, u64>,
@@ -62,6 +68,27 @@ pub struct Report {
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
+}
+
+/// Percentiles of a histogram in milliseconds; `None` when it is empty.
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Option<Percentiles> {
+    let q = |x: f64| ms(h.value_at_quantile(x));
+    (!h.is_empty()).then(|| Percentiles {
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        p999: q(0.999),
+        max: ms(h.max()),
+        mean: h.mean() / 1000.0,
+    })
+}
+
+/// The successful answers' latencies: every answer's, less the refusals'.
+fn ok_only(s: &crate::stats::WorkerStats) -> hdrhistogram::Histogram<u64> {
+    let mut h = s.hist.clone();
+    // Both share bounds and the refusals are a subset, so the subtraction cannot fail.
+    let _ = h.subtract(&s.refused);
+    h
 }
 
 impl Report {
@@ -121,6 +148,8 @@ impl Report {
                 max: ms(h.max()),
                 mean: h.mean() / 1000.0,
             },
+            ok_latency_ms: percentiles(&ok_only(&r.stats)),
+            refused_latency_ms: percentiles(&r.stats.refused),
             statuses: r.stats.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             errors: r.stats.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             versions: r.stats.versions.clone(),
@@ -152,6 +181,13 @@ impl Report {
             "latency    p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  mean {:.3} ms",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         );
+        if let (Some(ok), Some(r)) = (&self.ok_latency_ms, &self.refused_latency_ms) {
+            let _ = writeln!(
+                s,
+                "  ok only  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms;  refused: p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+                ok.p50, ok.p99, ok.p999, r.p50, r.p99, r.max
+            );
+        }
         let _ = writeln!(s, "statuses   {}", join(&self.statuses));
         if !self.errors.is_empty() {
             let _ = writeln!(s, "errors     {}", join(&self.errors));

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make overload`: the gateway at twice its sustainable rate (loopback only). First a closed loop finds the
+# sustainable rate; then an open loop asks for twice that for OVERLOAD_SECONDS. Reported: goodput against the
+# sustainable rate, the p99 of admitted requests, how fast refusals (503/429) come back, and the gateway's memory
+# before and after. Admission is the default config's, with the concurrency limit lowered (OVERLOAD_LIMIT) so that
+# shedding, not queueing in the load generator, absorbs the excess.
+#
+#   OVERLOAD_SECONDS  measured seconds at twice the rate (default 30)
+#   OVERLOAD_LIMIT    server.max_concurrent_requests for the run (default 64)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_AT=${OVERLOAD_SECONDS:-30}
+LIMIT=${OVERLOAD_LIMIT:-64}
+MODEL=breast-cancer
+MANIFEST=models/breast-cancer/2/manifest.json
+HTTP=127.0.0.1:18200
+OUT=bench-results/overload-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+
+cargo build --release --locked -p gateway -p loadtest --bins
+GW=./target/release/gateway
+LT=./target/release/loadtest
+
+sed "s/^max_concurrent_requests = .*/max_concurrent_requests = $LIMIT/" config/gateway.toml >"$OUT/gateway.toml"
+grep -q "^max_concurrent_requests = $LIMIT" "$OUT/gateway.toml" || { echo "config/gateway.toml has no max_concurrent_requests line" >&2; exit 1; }
+export GATEWAY_ADMIN_TOKEN="overload-$$-$RANDOM"
+"$GW" --config "$OUT/gateway.toml" --http-addr "$HTTP" --grpc-addr 127.0.0.1:18201 --metrics-addr 127.0.0.1:18202 \
+  --admin-addr 127.0.0.1:18203 --state-dir "$OUT/state" --log-format json >"$OUT/gateway.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do curl -fs "http://$HTTP/v2/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
+
+"$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration 10 --warmup 3 --quiet \
+  --scenario sustainable --out "$OUT" --connections 64 --threads 2
+max=$(python3 -c "import json;print(round(json.load(open('$OUT/sustainable.json'))['achieved_rps']))")
+rss_before=$(rss)
+rate=$((2 * max))
+echo "== sustainable: $max req/s; asking for $rate req/s for $SECONDS_AT s (server.max_concurrent_requests = $LIMIT)"
+"$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration "$SECONDS_AT" --warmup 3 --quiet \
+  --scenario overload --out "$OUT" --rate "$rate" --connections 1024 --threads 2 --timeout 5
+rss_after=$(rss)
+
+python3 - "$OUT" "$max" "$rss_before" "$rss_after" <<'PY'
+import json, sys
+out, sustainable, before, after = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+r = json.load(open(f"{out}/overload.json"))
+goodput = r["ok"] / r["duration_s"]
+ok, refused = r.get("ok_latency_ms") or {}, r.get("refused_latency_ms") or {}
+shed = sum(v for k, v in r["statuses"].items() if k in ("503", "429"))
+print(f"asked            {r['asked_rate']:.0f} req/s for {r['duration_s']:.0f} s ({r['completed']} answered, {r['not_sent']} not sent, errors {r['errors']})")
+print(f"goodput          {goodput:.0f} req/s = {goodput / sustainable:.2f} x the sustainable {sustainable:.0f} req/s (goal >= 0.90)")
+print(f"admitted         p50 {ok.get('p50', 0):.3f} ms  p99 {ok.get('p99', 0):.3f} ms  p99.9 {ok.get('p999', 0):.3f} ms (goal p99 < 8 ms)")
+print(f"shed             {shed} answers 503/429: p50 {refused.get('p50', 0):.3f} ms  p99 {refused.get('p99', 0):.3f} ms (goal < 1 ms)")
+print(f"memory           RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after ({(after - before) / max(before, 1) * 100:+.1f} %)")
+print("(latencies are from each request's intended send time, so a generator falling behind is charged to the server)")
+PY
+echo "reports in $OUT"
