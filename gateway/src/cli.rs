@@ -22,6 +22,8 @@ pub struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCmd {
+    /// The fleet: this replica, the live replicas with their applied revision, and the analysis leader.
+    Cluster,
     /// Every model with its versions, routing and recent events.
     List,
     /// One model in detail.
@@ -97,6 +99,7 @@ pub enum RolloutCmd {
 impl AdminCmd {
     fn request(&self) -> (Method, String, Option<Value>) {
         match self {
+            Self::Cluster => (Method::GET, "/admin/cluster".into(), None),
             Self::List => (Method::GET, "/admin/models".into(), None),
             Self::Show { model } => (Method::GET, format!("/admin/models/{model}"), None),
             Self::Events { model } => (Method::GET, format!("/admin/models/{model}/events"), None),

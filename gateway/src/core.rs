@@ -14,6 +14,7 @@ use crate::model::call::Priority;
 use crate::model::pool::InferencePool;
 use crate::model::{ModelSlot, ModelVersion, Registry};
 use crate::protocol::{InferRequest, MAX_ID_BYTES};
+use crate::rollout::analysis::{Drift, Sample};
 use crate::rollout::stats::Outcome;
 use crate::routing::{RouteHint, WEIGHT_SCALE, Weight};
 use crate::telemetry::REQUEST_TARGET;
@@ -81,6 +82,8 @@ pub struct Core {
     pub feedback: Option<FeedbackBook>,
     /// Set when shutdown begins: readiness fails from then on, so load balancers stop sending first.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Why readiness is degraded without failing (cluster store out of reach: serving the last known routing).
+    pub ready_note: std::sync::Mutex<Option<String>>,
 }
 
 impl Core {
@@ -211,8 +214,61 @@ impl Core {
         out
     }
 
+    /// Cumulative measurements of `canary` against `stable` in this process, for canary analysis: both must hold
+    /// those roles in the routing now.
+    pub fn sample(&self, model: &str, canary: u64, stable: u64) -> Result<(Sample, Drift), String> {
+        let slot = self.registry.get(model).ok_or_else(|| format!("model '{model}' is gone"))?;
+        let routing = slot.routing();
+        let canary_v = routing
+            .canary
+            .as_ref()
+            .map(|c| c.version.clone())
+            .filter(|v| v.number == canary)
+            .ok_or_else(|| format!("version {canary} is no longer the canary"))?;
+        let stable_v = routing
+            .stable
+            .clone()
+            .filter(|v| v.number == stable)
+            .ok_or_else(|| format!("version {stable} is no longer the stable version"))?;
+        let quality = |n: u64| {
+            self.feedback.as_ref().and_then(|b| b.quality(model).into_iter().find(|(v, _)| *v == n)).map(|(_, q)| q)
+        };
+        let sample = Sample {
+            canary: canary_v.stats.snapshot(),
+            stable: stable_v.stats.snapshot(),
+            canary_invalid: canary_v
+                .skew
+                .as_ref()
+                .map_or(0, |s| s.invalid_totals().iter().flat_map(|(_, c)| c.iter()).sum()),
+            pairs: self.mirror.divergence.pair(model, stable, canary),
+            canary_quality: quality(canary).unwrap_or_default(),
+            stable_quality: quality(stable).unwrap_or_default(),
+        };
+        let drift = match &canary_v.skew {
+            Some(s) => {
+                let snap = s.drift.snapshot();
+                Drift { rows: Some(snap.rows), max_psi: snap.max_psi, features: s.drift.features.len() }
+            }
+            None => Drift {
+                rows: None,
+                max_psi: None,
+                features: canary_v.manifest.inputs.iter().map(|i| i.spec.row_len()).sum(),
+            },
+        };
+        Ok((sample, drift))
+    }
+
     pub fn is_stale(&self, v: &ModelVersion) -> bool {
         self.max_model_age.is_some_and(|max| v.age() > max)
+    }
+
+    /// Sets or clears the note readiness answers carry.
+    pub fn set_ready_note(&self, note: Option<String>) {
+        *self.ready_note.lock().unwrap_or_else(|p| p.into_inner()) = note;
+    }
+
+    pub fn ready_note(&self) -> Option<String> {
+        self.ready_note.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Server readiness for `/v2/health/ready`.

@@ -18,7 +18,8 @@
 //! 6. [`mirror`]: after the answer, off the hot path: shadow copies and their divergence, the capture log,
 //!    delayed-label feedback.
 //! 7. [`core`]: the request path shared by every front end (resolve, validate, infer, record).
-//! 8. [`controller`]: the rollout controller task (samples, analyses, acts on the routing, journals).
+//! 8. [`cluster`] (cluster mode on etcd: the shared desired state, membership, the election, every replica's
+//!    evidence), then [`controller`] (the rollout controller task: samples, analyses, acts, journals).
 //! 9. [`api`]: the HTTP and gRPC front ends, the admin API, the metrics endpoint, admission, and the one
 //!    error-to-status table.
 //! 10. this file (wiring: [`Gateway::start`], [`run`]), `main.rs`, and [`cli`] (the `gateway admin ...` client).
@@ -26,6 +27,7 @@
 pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod core;
@@ -54,6 +56,7 @@ use tokio::task::JoinHandle;
 use crate::api::admin::AdminToken;
 use crate::api::admission::Admission;
 use crate::api::serve::{ConnLimits, ConnMetrics, Phase, fit_connections, open_files_limit, serve};
+use crate::cluster::Cluster;
 use crate::config::{Checked, Config, Resolved};
 use crate::controller::Controller;
 use crate::core::Core;
@@ -129,8 +132,14 @@ impl Gateway {
             tracing::warn!(?token, "no admin token configured: the admin API will refuse every call");
         }
         let core = build_core(&config, &resolved)?;
-        let controller = Arc::new(Controller::new(core.clone(), config.rollout.clone(), config.rollout_features()));
         let listeners = Listeners::bind(&resolved).await?;
+        // In cluster mode the fleet's routing is read before the repository loads, so versions load into it.
+        let cluster = match config.cluster.enabled() {
+            true => Some(Cluster::start(&config.cluster, core.clone()).await?),
+            false => None,
+        };
+        let controller =
+            Arc::new(Controller::new(core.clone(), config.rollout.clone(), config.rollout_features(), cluster.clone()));
         let (http_addr, grpc_addr, metrics_addr, admin_addr) = (
             listeners.http.local_addr()?,
             listeners.grpc.local_addr()?,
@@ -141,6 +150,14 @@ impl Gateway {
         load_repository(core.clone());
         let (phase, rx) = watch::channel(Phase::Serving);
         let phase = Arc::new(phase);
+        if let Some(c) = &cluster {
+            let addrs = cluster::Addrs {
+                http_addr: http_addr.to_string(),
+                grpc_addr: grpc_addr.to_string(),
+                admin_addr: admin_addr.to_string(),
+            };
+            c.spawn(addrs, reached(rx.clone(), Phase::Closing));
+        }
         let background = spawn_background(&config, &core, &controller, &rx);
         let admission = Admission::new(
             config.server.max_body_bytes,
@@ -151,7 +168,9 @@ impl Gateway {
             max_connections: fit_connections(config.server.max_connections, 3, open_files_limit()),
             header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
         };
-        let servers = spawn_servers(listeners, &core, &controller, token, &admission, limits, &rx);
+        let apps =
+            Apps { core: &core, controller: &controller, cluster: cluster.clone(), token, admission: &admission };
+        let servers = spawn_servers(listeners, apps, limits, &rx);
         let task = tokio::spawn(drain(servers, background, phase.clone(), resolved.drain, resolved.shutdown_grace));
         Ok(Self { http_addr, grpc_addr, metrics_addr, admin_addr, core, controller, phase, task })
     }
@@ -232,6 +251,7 @@ fn build_core(config: &Config, resolved: &Resolved) -> anyhow::Result<Arc<Core>>
         feedback: (config.feedback.capacity > 0)
             .then(|| FeedbackBook::new(config.feedback.capacity, config.feedback.max_mb * 1024 * 1024)),
         draining: Default::default(),
+        ready_note: Default::default(),
     }))
 }
 
@@ -302,16 +322,23 @@ fn every(period: Duration, stop: watch::Receiver<Phase>, f: impl Fn() + Send + S
     })
 }
 
+/// What the four servers' applications are built from.
+struct Apps<'a> {
+    core: &'a Arc<Core>,
+    controller: &'a Arc<Controller>,
+    cluster: Option<Arc<Cluster>>,
+    token: AdminToken,
+    admission: &'a Admission,
+}
+
 /// The four servers, each stopping when the phase reaches `Closing`.
 fn spawn_servers(
     l: Listeners,
-    core: &Arc<Core>,
-    controller: &Arc<Controller>,
-    token: AdminToken,
-    admission: &Admission,
+    apps: Apps<'_>,
     limits: ConnLimits,
     rx: &watch::Receiver<Phase>,
 ) -> Vec<JoinHandle<std::io::Result<()>>> {
+    let Apps { core, controller, cluster, token, admission } = apps;
     let serve = |listener: TcpListener, app: axum::Router, name: &str| {
         let (open, refused) = core.metrics.connections(name);
         tokio::spawn(serve(listener, app, limits, rx.clone(), ConnMetrics { open, refused }))
@@ -328,7 +355,7 @@ fn spawn_servers(
         tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) }),
         serve(l.http, api::http::router(core.clone(), admission), "http"),
         serve(l.metrics, api::metrics::router(core.clone()), "metrics"),
-        serve(l.admin, api::admin::router(core.clone(), controller.clone(), token), "admin"),
+        serve(l.admin, api::admin::router(core.clone(), controller.clone(), cluster, token), "admin"),
     ]
 }
 

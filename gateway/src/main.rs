@@ -40,6 +40,12 @@ struct Cli {
     /// Overrides logging.format (plain or json).
     #[arg(long)]
     log_format: Option<String>,
+    /// Overrides cluster.endpoints (etcd URLs, comma-separated): cluster mode.
+    #[arg(long, value_delimiter = ',')]
+    cluster_endpoints: Option<Vec<String>>,
+    /// Overrides cluster.replica (this replica's name in the cluster).
+    #[arg(long)]
+    replica: Option<String>,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -100,6 +106,12 @@ fn main() -> ExitCode {
     }
     if let Some(v) = cli.log_format {
         config.logging.format = v;
+    }
+    if let Some(v) = cli.cluster_endpoints {
+        config.cluster.endpoints = v;
+    }
+    if let Some(v) = cli.replica {
+        config.cluster.replica = Some(v);
     }
     let config = match config.check() {
         Ok(c) => c,

@@ -60,6 +60,10 @@ pub struct Metrics {
     connections_open: IntGaugeVec,
     connections_refused: IntCounterVec,
     files_changed: IntGaugeVec,
+    cluster_connected: IntGauge,
+    cluster_replicas: IntGauge,
+    cluster_leader: IntGaugeVec,
+    cluster_revision: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -289,6 +293,20 @@ impl Metrics {
                 "1 while a serving version's files differ from what it loaded (changed or gone), else 0.",
                 &mv,
             ),
+            cluster_connected: f.gauge(
+                "gateway_cluster_connected",
+                "Cluster mode: 1 while this replica reaches the cluster store (etcd), else 0.",
+            ),
+            cluster_replicas: f.gauge("gateway_cluster_replicas", "Cluster mode: live replicas in the fleet."),
+            cluster_leader: f.gauges(
+                "gateway_cluster_leader",
+                "Cluster mode: 1 when this replica leads the rollout analysis of the model, else 0.",
+                &["model"],
+            ),
+            cluster_revision: f.gauge(
+                "gateway_cluster_applied_revision",
+                "Cluster mode: the highest spec revision of the cluster store this replica has applied.",
+            ),
             registry: f.registry.clone(),
         };
         // Memory, CPU, open files and threads of this process, under the standard `process_` names.
@@ -332,6 +350,22 @@ impl Metrics {
 
     pub fn observe_failed_duration(&self, model: &str, version: &str, protocol: &str, secs: f64) {
         self.request_duration.with_label_values(&[model, version, protocol]).observe(secs);
+    }
+
+    pub fn cluster_connected(&self, connected: bool) {
+        self.cluster_connected.set(i64::from(connected));
+    }
+
+    pub fn cluster_replicas(&self, n: usize) {
+        self.cluster_replicas.set(n as i64);
+    }
+
+    pub fn cluster_leader(&self, model: &str, leads: bool) {
+        self.cluster_leader.with_label_values(&[model]).set(i64::from(leads));
+    }
+
+    pub fn cluster_revision(&self, revision: i64) {
+        self.cluster_revision.set(revision);
     }
 
     pub fn files_changed(&self, model: &str, version: &str, changed: bool) {

@@ -2,7 +2,7 @@
 //! layer (or at itself). A new upward import fails here with the file, the line and the two layers, so the import
 //! graph stays free of cycles. The layers are the ones `lib.rs`'s module map describes; within a layer of the
 //! design, a finer order is fixed here (`manifest` and `routing` below `protocol`, `skew` below `rollout`,
-//! `telemetry`, `state` and `metrics` below `config`).
+//! `telemetry`, `state` and `metrics` below `config`, `cluster` below `controller`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,11 +24,12 @@ const LAYERS: &[(&str, u32, &str)] = &[
     ("model", 7, "5"),
     ("mirror", 8, "6"),
     ("core", 9, "7"),
-    ("controller", 10, "8"),
-    ("api", 11, "9"),
-    ("cli", 12, "10"),
-    ("lib", 13, "10"),
-    ("main", 13, "10"),
+    ("cluster", 10, "8"),
+    ("controller", 11, "8"),
+    ("api", 12, "9"),
+    ("cli", 13, "10"),
+    ("lib", 14, "10"),
+    ("main", 14, "10"),
 ];
 
 fn rank(module: &str) -> Option<(u32, &'static str)> {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::api::error::ApiError;
+use crate::cluster::Cluster;
 use crate::config::AdminConfig;
 use crate::controller::{Command, Controller};
 use crate::core::Core;
@@ -80,12 +81,19 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 struct AdminState {
     core: Arc<Core>,
     controller: Arc<Controller>,
+    cluster: Option<Arc<Cluster>>,
     token: AdminToken,
 }
 
-pub fn router(core: Arc<Core>, controller: Arc<Controller>, token: AdminToken) -> Router {
-    let state = AdminState { core, controller, token };
+pub fn router(
+    core: Arc<Core>,
+    controller: Arc<Controller>,
+    cluster: Option<Arc<Cluster>>,
+    token: AdminToken,
+) -> Router {
+    let state = AdminState { core, controller, cluster, token };
     Router::new()
+        .route("/admin/cluster", get(cluster_view))
         .route("/admin/models", get(list))
         .route("/admin/models/{model}", get(show))
         .route("/admin/models/{model}/events", get(events))
@@ -262,6 +270,21 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
         let value =
             serde_json::from_slice(text).map_err(|e| GatewayError::invalid(format!("invalid request body: {e}")))?;
         Ok(Self(value))
+    }
+}
+
+/// The fleet as this replica sees it; in single-node mode, this process alone.
+async fn cluster_view(State(st): State<AdminState>) -> Json<serde_json::Value> {
+    match &st.cluster {
+        Some(c) => Json(c.view().await),
+        None => Json(serde_json::json!({
+            "replica": "local",
+            "mode": "single-node",
+            "connected": true,
+            "revision": 0,
+            "replicas": [],
+            "leaders": {},
+        })),
     }
 }
 

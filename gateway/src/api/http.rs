@@ -81,7 +81,11 @@ pub fn router(core: Arc<Core>, limits: &Admission) -> Router {
 async fn server_ready(State(core): State<Arc<Core>>) -> Response {
     let ready = core.ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({ "ready": ready }))).into_response()
+    let mut body = serde_json::json!({ "ready": ready });
+    if let Some(note) = core.ready_note() {
+        body["detail"] = note.into();
+    }
+    (status, Json(body)).into_response()
 }
 
 async fn server_metadata() -> Json<ServerMetadata> {

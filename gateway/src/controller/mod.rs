@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
+use crate::cluster::Cluster;
 use crate::core::Core;
 use crate::error::GatewayError;
-use crate::model::ModelVersion;
+use crate::model::registry::Writer;
 use crate::model::slot::{Control, ModelSlot};
-use crate::rollout::analysis::{Analysis, Drift, Measured, Sample, analyse, reason_label};
+use crate::rollout::analysis::{Analysis, Evidence, Measured, Sample, analyse, reason_label};
 use crate::rollout::machine::{Decision, Phase, Rollout, pct};
 use crate::rollout::policy::{Features, RolloutConfig, RolloutPolicy};
+use crate::routing::Weight;
 use crate::routing::spec::{CanarySpec, ShadowSpec};
-use crate::routing::{Canary, Weight};
 
 /// The in-memory side of one model's rollout: the samples of the current window.
 struct Window {
@@ -36,6 +37,11 @@ pub struct Controller {
     config: RolloutConfig,
     features: Features,
     windows: Mutex<HashMap<String, Window>>,
+    /// In cluster mode: only the elected replica analyses, on every replica's evidence, and its decisions are
+    /// fenced by its leadership.
+    cluster: Option<Arc<Cluster>>,
+    /// Whether this replica led the analysis at the last tick (a takeover is journaled once).
+    leading: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Window {
@@ -74,8 +80,8 @@ fn conflict(msg: String) -> GatewayError {
 }
 
 impl Controller {
-    pub fn new(core: Arc<Core>, config: RolloutConfig, features: Features) -> Self {
-        Self { core, config, features, windows: Mutex::default() }
+    pub fn new(core: Arc<Core>, config: RolloutConfig, features: Features, cluster: Option<Arc<Cluster>>) -> Self {
+        Self { core, config, features, windows: Mutex::default(), cluster, leading: Default::default() }
     }
 
     fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, Window>> {
@@ -110,7 +116,14 @@ impl Controller {
 
     /// Takes the first sample of a new window; the first analysis follows one interval later.
     fn begin_window(&self, model: &str, r: &Rollout) {
-        let Ok(sample) = self.sample(model, r).map(|(s, _)| s) else { return };
+        if self.cluster.is_some() {
+            // In cluster mode the leader opens a window at its next analysis: forgetting the old one is enough,
+            // and reading the fleet's evidence here would wait on the store under the model's lock.
+            self.windows().remove(model);
+            return;
+        }
+        let Ok(Evidence::Ready(sample, _)) = self.sample(model, r) else { return };
+        let sample = *sample;
         self.windows().insert(
             model.to_string(),
             Window {
@@ -221,6 +234,17 @@ impl Controller {
 
     /// Analyses every rollout that is due. Called by the controller task a few times a second.
     pub fn tick(&self) {
+        if let Some(cluster) = &self.cluster {
+            let leads = cluster.is_leader();
+            let led = self.leading.swap(leads, std::sync::atomic::Ordering::Relaxed);
+            if !leads {
+                self.windows().clear();
+                return;
+            }
+            if !led {
+                self.took_over(cluster);
+            }
+        }
         for slot in self.core.registry.models() {
             let due = {
                 let c = slot.control();
@@ -231,6 +255,31 @@ impl Controller {
                 self.windows().get(&*slot.name).is_some_and(|w| w.rollout == started && Instant::now() < w.next_due);
             if !waiting {
                 self.analyse_now(&slot.name);
+            }
+        }
+    }
+
+    /// Journals that this replica took over the analysis of every active rollout (cluster mode); each resumes
+    /// from its stored state (step, failed intervals) with a fresh window.
+    fn took_over(&self, cluster: &Cluster) {
+        for slot in self.core.registry.models() {
+            let active = slot.control().rollout.as_ref().is_some_and(|r| r.phase.is_active());
+            if !active {
+                continue;
+            }
+            let me = cluster.replica().to_string();
+            let result = self.core.registry.change_as(Writer::Controller, &slot.name, "rollout_leader", |_, c| {
+                let r = c.rollout.as_ref().ok_or_else(|| conflict("no rollout".into()))?;
+                let message = format!(
+                    "replica {me} leads the analysis now; the rollout resumes at step {} with {} failed intervals and \
+                     a fresh window",
+                    r.step + 1,
+                    r.failed_intervals
+                );
+                Ok((message, serde_json::json!({ "leader": me })))
+            });
+            if let Err(e) = result {
+                tracing::warn!(model = %slot.name, error = %e, "cannot journal the takeover");
             }
         }
     }
@@ -250,7 +299,11 @@ impl Controller {
             return None;
         }
         let (sample, drift) = match self.sample(model, &rollout) {
-            Ok(s) => s,
+            Ok(Evidence::Ready(s, d)) => (*s, d),
+            Ok(Evidence::Wait(why)) => {
+                tracing::debug!(model, %why, "rollout analysis waits");
+                return None;
+            }
             Err(why) => {
                 self.abandon(model, &rollout, why);
                 return None;
@@ -291,7 +344,7 @@ impl Controller {
         let message = r.describe(d, &analysis);
         let checks = analysis.checks.clone();
         let mut data = r.decision_data(d, &analysis);
-        let result = core.registry.change(model, kind, |_, c| {
+        let result = core.registry.change_as(Writer::Controller, model, kind, |_, c| {
             let current = c.rollout.as_ref().filter(|now| now.generation == r.generation && now.phase.analyses());
             if current.is_none() {
                 return Err(conflict("the rollout changed during the analysis (an operator acted)".into()));
@@ -341,7 +394,7 @@ impl Controller {
     fn abandon(&self, model: &str, seen: &Rollout, why: String) {
         let core = &*self.core;
         let message = format!("rollout aborted: {why}");
-        let _ = core.registry.change(model, "rollout_aborted", |_, c| {
+        let _ = core.registry.change_as(Writer::Controller, model, "rollout_aborted", |_, c| {
             let r = c
                 .rollout
                 .as_mut()
@@ -357,48 +410,13 @@ impl Controller {
         self.windows().remove(model);
     }
 
-    /// Cumulative measurements of the canary and stable named by the rollout.
-    fn sample(&self, model: &str, r: &Rollout) -> Result<(Sample, Drift), String> {
-        let core = &*self.core;
-        let slot = core.registry.get(model).ok_or_else(|| format!("model '{model}' is gone"))?;
-        let routing = slot.routing();
-        let canary = routing
-            .canary
-            .as_ref()
-            .map(|c: &Canary<ModelVersion>| c.version.clone())
-            .filter(|v| v.number == r.canary)
-            .ok_or_else(|| format!("version {} is no longer the canary", r.canary))?;
-        let stable = routing
-            .stable
-            .clone()
-            .filter(|v| v.number == r.stable)
-            .ok_or_else(|| format!("version {} is no longer the stable version", r.stable))?;
-        let quality = |n: u64| {
-            core.feedback.as_ref().and_then(|b| b.quality(model).into_iter().find(|(v, _)| *v == n)).map(|(_, q)| q)
-        };
-        let sample = Sample {
-            canary: canary.stats.snapshot(),
-            stable: stable.stats.snapshot(),
-            canary_invalid: canary
-                .skew
-                .as_ref()
-                .map_or(0, |s| s.invalid_totals().iter().flat_map(|(_, c)| c.iter()).sum()),
-            pairs: core.mirror.divergence.pair(model, r.stable, r.canary),
-            canary_quality: quality(r.canary).unwrap_or_default(),
-            stable_quality: quality(r.stable).unwrap_or_default(),
-        };
-        let drift = match &canary.skew {
-            Some(s) => {
-                let snap = s.drift.snapshot();
-                Drift { rows: Some(snap.rows), max_psi: snap.max_psi, features: s.drift.features.len() }
-            }
-            None => Drift {
-                rows: None,
-                max_psi: None,
-                features: canary.manifest.inputs.iter().map(|i| i.spec.row_len()).sum(),
-            },
-        };
-        Ok((sample, drift))
+    /// Cumulative measurements of the canary and stable named by the rollout: this process's own, or in
+    /// cluster mode the sum over every replica (`Wait` until all of them have reported on the current spec).
+    fn sample(&self, model: &str, r: &Rollout) -> Result<Evidence, String> {
+        match &self.cluster {
+            Some(cluster) => cluster.summed_sample(model, r),
+            None => self.core.sample(model, r.canary, r.stable).map(|(s, d)| Evidence::Ready(Box::new(s), d)),
+        }
     }
 }
 

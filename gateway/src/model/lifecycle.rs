@@ -4,7 +4,7 @@
 
 use crate::error::GatewayError;
 use crate::model::VersionState;
-use crate::model::registry::Registry;
+use crate::model::registry::{Registry, Writer};
 use crate::model::repository::check_name;
 use crate::model::slot::{Control, ModelSlot};
 use crate::rollout::machine::Phase;
@@ -15,32 +15,70 @@ impl Registry {
         self.get(model).ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))
     }
 
-    /// Applies a change under the control lock: `f` changes a copy of the control block, the copy (with its
-    /// journal event) is written to the state file, and only once that is durable does it replace the live one
-    /// and the routing table. So an acknowledged change survives a crash, and a change that cannot be saved is
-    /// not applied at all (503 naming the cause).
+    /// Applies an operator's change (see [`Registry::change_as`]).
     pub(crate) fn change(
         &self,
         model: &str,
         kind: &str,
         f: impl FnOnce(&ModelSlot, &mut Control) -> Result<(String, serde_json::Value), GatewayError>,
     ) -> Result<(), GatewayError> {
+        self.change_as(Writer::Operator, model, kind, f)
+    }
+
+    /// Applies a change under the control lock: `f` changes a copy of the control block, the copy (with its
+    /// journal event) is made durable, and only then does it replace the live one and the routing table. So an
+    /// acknowledged change survives a crash, and a change that cannot be saved is not applied at all. Durable
+    /// means the state file in single-node mode (503 naming it when it cannot be written), and the cluster store
+    /// in cluster mode (a compare-and-set: 409 when another replica changed the model first, 503 when the store
+    /// is out of reach), with the state file kept as a local cache.
+    pub fn change_as(
+        &self,
+        writer: Writer,
+        model: &str,
+        kind: &str,
+        f: impl FnOnce(&ModelSlot, &mut Control) -> Result<(String, serde_json::Value), GatewayError>,
+    ) -> Result<(), GatewayError> {
         let slot = self.existing(model)?;
-        {
-            let mut c = slot.control();
-            let mut next = c.clone();
-            let (message, data) = f(&slot, &mut next)?;
-            slot.record(&mut next, kind, message, data);
-            self.store.save_model(&slot.name, next.to_state()).map_err(|e| {
-                tracing::error!(model, kind, error = %e, path = %self.store.path().display(), "change not applied: cannot write the state file");
-                GatewayError::StoreUnavailable(format!(
-                    "the change was not applied: cannot write the state file {}: {e}",
-                    self.store.path().display()
-                ))
-            })?;
-            *c = next;
-            slot.publish(&c);
-            slot.log_last_event(&c);
+        match self.shared() {
+            Some(shared) => {
+                // No lock is held while the store answers: the watch applying another replica's change (on an
+                // async worker) must never wait behind a network call.
+                let (before, next) = {
+                    let c = slot.control();
+                    let mut next = c.clone();
+                    let (message, data) = f(&slot, &mut next)?;
+                    slot.record(&mut next, kind, message, data);
+                    (c.to_state(), next)
+                };
+                shared.commit(model, &next.to_state(), writer == Writer::Controller)?;
+                let mut c = slot.control();
+                // The compare-and-set passed, so nothing came between what `f` saw and this change: anything
+                // applied meanwhile is this change's own echo from the watch, or a newer one. Keep it then.
+                if c.to_state() == before {
+                    *c = next;
+                    slot.publish(&c);
+                    if let Err(e) = self.store.save_model(&slot.name, c.to_state()) {
+                        tracing::warn!(model, error = %e, "cannot update the local state cache");
+                    }
+                    slot.log_last_event(&c);
+                }
+            }
+            None => {
+                let mut c = slot.control();
+                let mut next = c.clone();
+                let (message, data) = f(&slot, &mut next)?;
+                slot.record(&mut next, kind, message, data);
+                self.store.save_model(&slot.name, next.to_state()).map_err(|e| {
+                    tracing::error!(model, kind, error = %e, path = %self.store.path().display(), "change not applied: cannot write the state file");
+                    GatewayError::StoreUnavailable(format!(
+                        "the change was not applied: cannot write the state file {}: {e}",
+                        self.store.path().display()
+                    ))
+                })?;
+                *c = next;
+                slot.publish(&c);
+                slot.log_last_event(&c);
+            }
         }
         slot.report(&self.metrics);
         Ok(())

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use ort::environment::Environment;
 
 use crate::config::{BatchingConfig, SkewConfig};
+use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::model::VersionState;
 use crate::model::batcher::BatchPolicy;
@@ -21,6 +22,23 @@ use crate::model::slot::ModelSlot;
 use crate::model::version::{LoadContext, load_version};
 use crate::model::watch::DiskState;
 use crate::state::{ModelState, Restored, StateStore};
+
+/// Who makes a change: an operator (any replica may), or the rollout controller (whose writes are fenced by its
+/// leadership in cluster mode, so a deposed leader cannot write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    Operator,
+    Controller,
+}
+
+/// The shared copy of every model's desired state in cluster mode (implemented by `crate::cluster`); the state
+/// file is then a local cache.
+pub trait SharedStore: Send + Sync {
+    /// Writes `state` for `model` if the shared copy is still the one this replica last applied. `fenced` writes
+    /// (rollout decisions) succeed only while this replica leads the analysis. Fails with `Conflict` when another
+    /// replica changed the model first and `StoreUnavailable` when the store is out of reach; then nothing changed.
+    fn commit(&self, model: &str, state: &ModelState, fenced: bool) -> Result<(), GatewayError>;
+}
 
 pub struct Registry {
     models: ArcSwap<HashMap<Arc<str>, Arc<ModelSlot>>>,
@@ -35,6 +53,8 @@ pub struct Registry {
     /// Model states read at start, handed to each model's slot when it is created.
     restored: Mutex<BTreeMap<String, ModelState>>,
     loaded: AtomicBool,
+    /// The cluster store, in cluster mode.
+    shared: std::sync::OnceLock<Arc<dyn SharedStore>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -84,7 +104,53 @@ impl Registry {
             store: p.store,
             restored: Mutex::new(restored),
             loaded: AtomicBool::new(false),
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes `store` the durable home of every model's desired state (cluster mode), and takes the states it
+    /// holds as the ones to restore, over the local state file's.
+    pub fn share(&self, store: Arc<dyn SharedStore>, states: BTreeMap<String, ModelState>) {
+        let mut restored = self.restored.lock().unwrap_or_else(|p| p.into_inner());
+        for (model, state) in states {
+            match self.get(&model) {
+                Some(_) => self.apply_shared(&model, state),
+                None => {
+                    restored.insert(model, state);
+                }
+            }
+        }
+        let _ = self.shared.set(store);
+    }
+
+    pub(crate) fn shared(&self) -> Option<&Arc<dyn SharedStore>> {
+        self.shared.get()
+    }
+
+    /// Applies a model's desired state from the cluster store (another replica's change, or this one's echoed
+    /// back): the same swap as a local change, and the state file cache follows.
+    pub fn apply_shared(&self, model: &str, state: ModelState) {
+        let Some(slot) = self.get(model) else { return };
+        {
+            let mut c = slot.control();
+            if c.to_state() == state {
+                return;
+            }
+            c.spec = state.routing;
+            c.events = state.events.into_iter().collect();
+            c.rollout = state.rollout;
+            slot.publish(&c);
+            if let Err(e) = self.store.save_model(model, c.to_state()) {
+                tracing::warn!(model, error = %e, "cannot update the local state cache");
+            }
+            slot.log_last_event(&c);
+        }
+        slot.report(&self.metrics);
+    }
+
+    /// Every model's desired state as this replica holds it.
+    pub fn states(&self) -> BTreeMap<String, ModelState> {
+        self.models().into_iter().map(|s| (s.name.to_string(), s.control().to_state())).collect()
     }
 
     pub fn get(&self, model: &str) -> Option<Arc<ModelSlot>> {

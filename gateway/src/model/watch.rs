@@ -173,13 +173,15 @@ pub fn spawn(
                     .get(&model)
                     .and_then(|s| s.version(&n.to_string()).ok())
                     .is_some_and(|v| v.manifest.stage == crate::manifest::Stage::Candidate);
-                if loaded
-                    && new
-                    && serve_new
-                    && !candidate
-                    && let Err(e) = registry.set_stable(&model, n, "models.serve_new_versions is on")
-                {
-                    tracing::warn!(model = %model, version = n, error = %e, "cannot make the new version stable");
+                if loaded && new && serve_new && !candidate {
+                    // A change writes the state file or the cluster store: off the async workers.
+                    let (reg, m) = (registry.clone(), model.clone());
+                    let made =
+                        tokio::task::spawn_blocking(move || reg.set_stable(&m, n, "models.serve_new_versions is on"))
+                            .await;
+                    if let Ok(Err(e)) = made {
+                        tracing::warn!(model = %model, version = n, error = %e, "cannot make the new version stable");
+                    }
                 }
             }
         }

@@ -22,6 +22,62 @@ pub struct Sample {
     pub stable_quality: Quality,
 }
 
+impl Sample {
+    /// Adds another replica's contribution (cluster mode sums every replica's evidence).
+    pub fn add(&mut self, o: &Sample) {
+        self.canary.add(&o.canary);
+        self.stable.add(&o.stable);
+        self.canary_invalid += o.canary_invalid;
+        self.pairs.add(&o.pairs);
+        self.canary_quality.add(&o.canary_quality);
+        self.stable_quality.add(&o.stable_quality);
+    }
+
+    /// What was added after `earlier`; a counter that went down (the replica restarted) counts from zero.
+    pub fn since_or_reset(&self, earlier: &Sample) -> Sample {
+        let reset = self.canary.requests() < earlier.canary.requests()
+            || self.stable.requests() < earlier.stable.requests()
+            || self.pairs.pairs < earlier.pairs.pairs
+            || self.canary_quality.feedback < earlier.canary_quality.feedback;
+        if reset {
+            return self.clone();
+        }
+        Sample {
+            canary: self.canary.since(&earlier.canary),
+            stable: self.stable.since(&earlier.stable),
+            canary_invalid: self.canary_invalid.saturating_sub(earlier.canary_invalid),
+            pairs: self.pairs.since(&earlier.pairs),
+            canary_quality: self.canary_quality.since(&earlier.canary_quality),
+            stable_quality: self.stable_quality.since(&earlier.stable_quality),
+        }
+    }
+}
+
+impl Drift {
+    /// Combines replicas' drift: rows add up; PSI is not additive, so the worst replica's counts.
+    pub fn combine(&mut self, o: &Drift) {
+        self.rows = match (self.rows, o.rows) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.max_psi = match (self.max_psi, o.max_psi) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.features = self.features.max(o.features);
+    }
+}
+
+/// What a rollout's measurements are now.
+#[derive(Debug)]
+pub enum Evidence {
+    /// Cumulative measurements to add to the window.
+    Ready(Box<Sample>, Drift),
+    /// Not yet: some replica has not applied the current spec or not reported since, or the store is out of
+    /// reach. The analysis neither passes nor fails; it waits.
+    Wait(String),
+}
+
 /// The canary's drift, which is already windowed (the skew monitor's own sliding window).
 #[derive(Debug, Clone, Default)]
 pub struct Drift {

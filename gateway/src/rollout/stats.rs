@@ -157,6 +157,21 @@ impl StatsSnapshot {
         }
     }
 
+    /// Adds another snapshot's counts (another replica's).
+    pub fn add(&mut self, o: &Self) {
+        self.ok += o.ok;
+        self.client_errors += o.client_errors;
+        self.server_errors += o.server_errors;
+        self.shed += o.shed;
+        self.rows += o.rows;
+        if self.latency.len() < o.latency.len() {
+            self.latency.resize(o.latency.len(), 0);
+        }
+        for (a, b) in self.latency.iter_mut().zip(&o.latency) {
+            *a += b;
+        }
+    }
+
     /// Requests the version handled (shed ones excluded).
     pub fn requests(&self) -> u64 {
         self.ok + self.client_errors + self.server_errors
@@ -194,7 +209,7 @@ impl StatsSnapshot {
 
 /// Running totals for one (model, live version, shadow version) pair. Cumulative, so a caller that wants an
 /// interval diffs two snapshots.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct PairStats {
     pub pairs: u64,
     pub label_compared: u64,
@@ -218,6 +233,17 @@ impl PairStats {
         (self.values_compared > 0).then(|| self.sum_rel_diff / self.values_compared as f64)
     }
 
+    /// Adds another replica's pairs.
+    pub fn add(&mut self, o: &Self) {
+        self.pairs += o.pairs;
+        self.label_compared += o.label_compared;
+        self.label_disagreed += o.label_disagreed;
+        self.values_compared += o.values_compared;
+        self.sum_abs_diff += o.sum_abs_diff;
+        self.max_abs_diff = self.max_abs_diff.max(o.max_abs_diff);
+        self.sum_rel_diff += o.sum_rel_diff;
+    }
+
     /// What was added after `earlier` (the maximum cannot be diffed: it stays the running one).
     pub fn since(&self, earlier: &Self) -> Self {
         Self {
@@ -233,7 +259,7 @@ impl PairStats {
 }
 
 /// Delayed labels joined with the answers they label, per version. Cumulative, like the other stats here.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Quality {
     pub feedback: u64,
     /// Labels compared and labels right (classifiers).
@@ -251,6 +277,15 @@ impl Quality {
 
     pub fn mean_abs_error(&self) -> Option<f64> {
         (self.values > 0).then(|| self.sum_abs_error / self.values as f64)
+    }
+
+    /// Adds another replica's joined labels.
+    pub fn add(&mut self, o: &Self) {
+        self.feedback += o.feedback;
+        self.labels += o.labels;
+        self.correct += o.correct;
+        self.values += o.values;
+        self.sum_abs_error += o.sum_abs_error;
     }
 
     /// What was joined after `earlier`.

