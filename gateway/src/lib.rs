@@ -353,7 +353,7 @@ fn spawn_servers(
         );
     vec![
         tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) }),
-        serve(l.http, api::http::router(core.clone(), admission), "http"),
+        serve(l.http, api::http::router(core.clone(), admission, cluster.clone()), "http"),
         serve(l.metrics, api::metrics::router(core.clone()), "metrics"),
         serve(l.admin, api::admin::router(core.clone(), controller.clone(), cluster, token), "admin"),
     ]

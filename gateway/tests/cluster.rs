@@ -213,6 +213,26 @@ async fn changes_propagate_and_races_are_refused() {
         let (_, other) = call(&c, p, Method::GET, &format!("{m}/events"), None).await;
         assert_eq!(first, other, "the same journal everywhere");
     }
+    // A delayed label sent to any replica joins the answer another replica gave.
+    let mut labelled = breast_cancer_rows(1);
+    labelled["id"] = json!("answered-by-a");
+    assert_eq!(infer(&c, &procs[0], None, &labelled).await.0, 200);
+    let fb = c
+        .post(format!("http://{}/v2/models/breast-cancer/feedback", procs[2].http))
+        .body(json!({"id": "answered-by-a", "value": 0}).to_string())
+        .send()
+        .await
+        .expect("feedback");
+    assert_eq!(fb.status(), 200);
+    let fb: Value = fb.json().await.expect("json");
+    assert_eq!(fb["id"], "answered-by-a", "{fb}");
+    let fb = c
+        .post(format!("http://{}/v2/models/breast-cancer/feedback", procs[1].http))
+        .body(json!({"id": "never-answered", "value": 0}).to_string())
+        .send()
+        .await
+        .expect("feedback");
+    assert_eq!(fb.status(), 404, "unknown everywhere");
     let (_, view) = call(&c, &procs[0], Method::GET, "/admin/cluster", None).await;
     assert_eq!(view["replicas"].as_array().map(Vec::len), Some(3), "{view}");
     assert!(view["leaders"]["breast-cancer"].is_string(), "{view}");

@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{BoxError, Json, Router};
+use axum::{BoxError, Extension, Json, Router};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
@@ -16,6 +16,7 @@ use crate::api::admission::{Admission, overloaded};
 use crate::api::error::{ApiError, http_status};
 use crate::api::hints::route_hint;
 use crate::api::metadata;
+use crate::cluster::Cluster;
 use crate::core::Core;
 use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
@@ -25,7 +26,7 @@ use crate::routing::RouteHint;
 use crate::telemetry::{self, REQUEST_TARGET};
 use tracing::Instrument;
 
-pub fn router(core: Arc<Core>, limits: &Admission) -> Router {
+pub fn router(core: Arc<Core>, limits: &Admission, cluster: Option<Arc<Cluster>>) -> Router {
     let timeout_ms = limits.timeout.as_millis() as u64;
     let counted = core.clone();
     // Outermost to innermost: errors from the layers become protocol errors; load_shed refuses at once when the
@@ -68,7 +69,7 @@ pub fn router(core: Arc<Core>, limits: &Admission) -> Router {
         .route("/v2/models/{model}/versions/{version}", get(version_metadata))
         .route("/v2/models/{model}/ready", get(model_ready))
         .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
-        .route("/v2/models/{model}/feedback", post(feedback))
+        .route("/v2/models/{model}/feedback", post(feedback).layer(Extension(cluster)))
         .merge(infer)
         // axum's default 404 has no body; clients expect the protocol's error shape everywhere.
         .fallback(|| async {
@@ -136,32 +137,56 @@ struct FeedbackBody {
 }
 
 /// Joins a delayed label with the answer the gateway gave, for live accuracy per version.
+/// In cluster mode the answer being labelled may have come from another replica: a label for an id this replica
+/// does not remember is handed to the others (once: a forwarded label is never forwarded again).
 async fn feedback(
     State(core): State<Arc<Core>>,
+    Extension(cluster): Extension<Option<Arc<Cluster>>>,
     Path(model): Path<String>,
     req: Request,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    core.model(&model)?;
+) -> Result<Response, ApiError> {
+    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
     let body = read_body(&core, req.into_body()).await?;
+    match (join_feedback(&core, &model, &body), cluster) {
+        (Err(GatewayError::NotFound(msg)), Some(cluster)) if !forwarded => {
+            match cluster.forward_feedback(&model, body, FORWARDED_HEADER).await {
+                Some((status, bytes)) => Ok((
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                    bytes,
+                )
+                    .into_response()),
+                None => Err(GatewayError::NotFound(format!("{msg}; no other replica remembers it either")).into()),
+            }
+        }
+        (result, _) => Ok(Json(result?).into_response()),
+    }
+}
+
+/// Marks a feedback call handed on by another replica.
+const FORWARDED_HEADER: &str = "x-gateway-forwarded-by";
+
+fn join_feedback(core: &Core, model: &str, body: &[u8]) -> Result<serde_json::Value, GatewayError> {
+    core.model(model)?;
     let book = core
         .feedback
         .as_ref()
         .ok_or_else(|| GatewayError::Conflict("feedback is off (feedback.capacity = 0)".into()))?;
     // Any content type: curl -d sends form-encoded headers with a JSON body.
     let b: FeedbackBody =
-        serde_json::from_slice(&body).map_err(|e| GatewayError::invalid(format!("invalid feedback: {e}")))?;
+        serde_json::from_slice(body).map_err(|e| GatewayError::invalid(format!("invalid feedback: {e}")))?;
     let nums = |v: &serde_json::Value| v.as_f64().or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))));
     let truth: Vec<f64> = match &b.value {
         serde_json::Value::Array(a) => a.iter().map(nums).collect::<Option<_>>(),
         v => nums(v).map(|x| vec![x]),
     }
     .ok_or_else(|| GatewayError::invalid("'value' must be a number or an array of numbers"))?;
-    let (version, joined) = book.join(&model, &b.id, &truth)?;
+    let (version, joined) = book.join(model, &b.id, &truth)?;
     let v = version.to_string();
-    core.metrics.feedback(&model, &v, "correct", joined.correct);
-    core.metrics.feedback(&model, &v, "wrong", joined.labels - joined.correct);
-    core.metrics.feedback(&model, &v, "value", joined.values);
-    Ok(Json(serde_json::json!({ "id": b.id, "model_name": model, "model_version": version.to_string() })))
+    core.metrics.feedback(model, &v, "correct", joined.correct);
+    core.metrics.feedback(model, &v, "wrong", joined.labels - joined.correct);
+    core.metrics.feedback(model, &v, "value", joined.values);
+    Ok(serde_json::json!({ "id": b.id, "model_name": model, "model_version": version.to_string() }))
 }
 
 async fn infer_default(State(core): State<Arc<Core>>, Path(model): Path<String>, req: Request) -> Response {

@@ -78,6 +78,11 @@ pub struct Cluster {
     applied: AtomicI64,
     core: Arc<Core>,
     accum: Mutex<HashMap<String, evidence::Accum>>,
+    /// For handing delayed labels to the replica that answered.
+    http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -124,6 +129,7 @@ impl Cluster {
             applied: AtomicI64::new(0),
             core,
             accum: Mutex::default(),
+            http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
         });
         let states = match tokio::time::timeout(CALL_TIMEOUT, cluster.read_models()).await {
             Ok(Ok(states)) => {
@@ -434,6 +440,27 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Hands a delayed label this replica cannot join to the other live replicas, one after the other, until one
+    /// remembers the answer (anything but 404). Returns that replica's status and body.
+    pub async fn forward_feedback(&self, model: &str, body: bytes::Bytes, header: &str) -> Option<(u16, bytes::Bytes)> {
+        use http_body_util::{BodyExt, Full};
+        let members = self.members().await.ok()?;
+        for m in members.into_iter().filter(|m| m.name != self.replica) {
+            let req = http::Request::post(format!("http://{}/v2/models/{model}/feedback", m.addrs.http_addr))
+                .header(header, self.replica.as_str())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body.clone()))
+                .ok()?;
+            let Ok(Ok(resp)) = tokio::time::timeout(CALL_TIMEOUT, self.http.request(req)).await else { continue };
+            let status = resp.status().as_u16();
+            let Ok(bytes) = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect().await else { continue };
+            if status != 404 {
+                return Some((status, bytes.to_bytes()));
+            }
+        }
+        None
     }
 
     /// `GET /admin/cluster`.
