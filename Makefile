@@ -120,7 +120,7 @@ fuzz: setup
 	FUZZ_CHECK_SEEDS=1 FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SECONDS= fuzz/run.sh
 
 fuzz-smoke: setup
-	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) fuzz/run.sh
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_CODEGEN_UNITS=4 fuzz/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
