@@ -44,14 +44,23 @@ def wait_port(port, timeout=30):
 
 class Admin:
     def __init__(self, port):
+        self.port = port
         self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
     def call(self, method, path, body=None):
         data = json.dumps(body) if body is not None else None
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-        self.c.request(method, path, body=data, headers=headers)
-        r = self.c.getresponse()
-        return r.status, json.loads(r.read() or b"null")
+        for attempt in range(2):
+            try:
+                self.c.request(method, path, body=data, headers=headers)
+                r = self.c.getresponse()
+                return r.status, json.loads(r.read() or b"null")
+            except (http.client.HTTPException, OSError):
+                # An idle keep-alive connection is closed by the server after header_read_timeout_ms.
+                self.c.close()
+                self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                if attempt:
+                    raise
 
 
 def start_gateway(tmp, name, endpoints, ports):
