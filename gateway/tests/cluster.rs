@@ -393,3 +393,77 @@ async fn a_replica_with_a_stale_state_dir_converges() {
     let _ = a.child.wait();
     stop(vec![b]);
 }
+
+/// kill -9 the leader in the middle of a good rollout: a new leader takes over within the lease TTL and a few
+/// seconds, the rollout goes on from its step and is promoted, the weight never steps back, and no request to a
+/// surviving replica fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_survives_its_leader() {
+    let etcd = Etcd::start();
+    let c = client();
+    let names = ["a", "b", "c"];
+    let mut procs: Vec<Proc> = names.iter().map(|n| replica(&etcd, n, &bundled_models())).collect();
+    for p in &procs {
+        wait_ready(&c, p).await;
+    }
+    let leader = until("a leader", Duration::from_secs(10), async || {
+        let (_, v) = call(&c, &procs[0], Method::GET, "/admin/cluster", None).await;
+        v["leader"].as_str().map(str::to_string)
+    })
+    .await;
+    let li = names.iter().position(|n| *n == leader).expect("known");
+    let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    let m = "/admin/models/breast-cancer";
+    let policy = json!({
+        "interval_secs": 1, "window_secs": 1, "min_requests": 10, "weights": [10, 20, 40, 60],
+        "checks": {"max_p99_ratio": null}
+    });
+    let (s, v) = call(
+        &c,
+        &procs[others[0]],
+        Method::POST,
+        &format!("{m}/rollout"),
+        Some(json!({"version": 1, "policy": policy})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let body = breast_cancer_rows(1);
+    let mut weights = Vec::new();
+    let mut killed_at = None;
+    let mut failed = 0;
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(90), "no promotion within 90 s; weights {weights:?}");
+        for i in 0..30 {
+            let p = &procs[others[i % 2]];
+            if infer(&c, p, None, &body).await.0 != 200 {
+                failed += 1;
+            }
+        }
+        let (_, r) = call(&c, &procs[others[0]], Method::GET, &format!("{m}/rollout"), None).await;
+        if let Some(w) = r["weight_percent"].as_f64() {
+            if weights.last() != Some(&w) {
+                weights.push(w);
+            }
+        }
+        if killed_at.is_none() && r["step"].as_u64().is_some_and(|s| s >= 1) {
+            let _ = procs[li].child.kill();
+            let _ = procs[li].child.wait();
+            killed_at = Some((Instant::now(), r["step"].as_u64().unwrap_or(0)));
+        }
+        if r["phase"] == "promoted" {
+            break;
+        }
+        assert_eq!(r["phase"], "progressing", "{r}");
+    }
+    let (killed, step) = killed_at.expect("the leader was killed mid-rollout");
+    assert!(weights.windows(2).all(|w| w[1] >= w[0]), "the weight never stepped back: {weights:?}");
+    assert_eq!(failed, 0, "no request to a survivor failed");
+    let (_, ev) = call(&c, &procs[others[0]], Method::GET, &format!("{m}/events"), None).await;
+    let takeover = ev.as_array().expect("events").iter().find(|e| e["kind"] == "rollout_leader").cloned();
+    let takeover = takeover.expect("the takeover is journaled");
+    assert_ne!(takeover["data"]["leader"], json!(leader), "{takeover}");
+    println!("leader {leader} killed at step {step}; promoted {:?} later; weights {weights:?}", killed.elapsed());
+    procs.remove(li);
+    stop(procs);
+}
