@@ -131,6 +131,23 @@ async fn infer(c: &reqwest::Client, p: &Proc, key: Option<&str>, body: &Value) -
     }
 }
 
+/// Three replicas, ready, and the one elected to lead the analysis (its index, and the others').
+async fn fleet_with_leader(etcd: &Etcd, c: &reqwest::Client) -> (Vec<Proc>, String, usize, Vec<usize>) {
+    let names = ["a", "b", "c"];
+    let procs: Vec<Proc> = names.iter().map(|n| replica(etcd, n, &bundled_models())).collect();
+    for p in &procs {
+        wait_ready(c, p).await;
+    }
+    let leader = until("a leader", Duration::from_secs(10), async || {
+        let (_, v) = call(c, &procs[0], Method::GET, "/admin/cluster", None).await;
+        v["leader"].as_str().map(str::to_string)
+    })
+    .await;
+    let li = names.iter().position(|n| *n == leader).expect("a known replica");
+    let others = (0..3).filter(|i| *i != li).collect();
+    (procs, leader, li, others)
+}
+
 fn stop(mut procs: Vec<Proc>) {
     for p in procs.iter_mut() {
         let _ = p.child.kill();
@@ -295,17 +312,7 @@ fn varied_rows(i: usize) -> Value {
 async fn the_leader_rolls_back_on_evidence_from_others_and_is_replaced_when_it_dies() {
     let etcd = Etcd::start();
     let c = client();
-    let mut procs: Vec<Proc> = ["a", "b", "c"].iter().map(|n| replica(&etcd, n, &bundled_models())).collect();
-    for p in &procs {
-        wait_ready(&c, p).await;
-    }
-    let leader = until("a leader", Duration::from_secs(10), async || {
-        let (_, v) = call(&c, &procs[0], Method::GET, "/admin/cluster", None).await;
-        v["leader"].as_str().map(str::to_string)
-    })
-    .await;
-    let li = ["a", "b", "c"].iter().position(|n| *n == leader).expect("a known replica");
-    let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    let (mut procs, leader, li, others) = fleet_with_leader(&etcd, &c).await;
     let m = "/admin/models/breast-cancer";
     let policy = json!({
         "interval_secs": 1, "window_secs": 2, "min_requests": 10, "weights": [20], "threshold": 2,
@@ -401,18 +408,7 @@ async fn a_replica_with_a_stale_state_dir_converges() {
 async fn a_rollout_survives_its_leader() {
     let etcd = Etcd::start();
     let c = client();
-    let names = ["a", "b", "c"];
-    let mut procs: Vec<Proc> = names.iter().map(|n| replica(&etcd, n, &bundled_models())).collect();
-    for p in &procs {
-        wait_ready(&c, p).await;
-    }
-    let leader = until("a leader", Duration::from_secs(10), async || {
-        let (_, v) = call(&c, &procs[0], Method::GET, "/admin/cluster", None).await;
-        v["leader"].as_str().map(str::to_string)
-    })
-    .await;
-    let li = names.iter().position(|n| *n == leader).expect("known");
-    let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    let (mut procs, leader, li, others) = fleet_with_leader(&etcd, &c).await;
     let m = "/admin/models/breast-cancer";
     let policy = json!({
         "interval_secs": 1, "window_secs": 1, "min_requests": 10, "weights": [10, 20, 40, 60],
@@ -441,10 +437,10 @@ async fn a_rollout_survives_its_leader() {
             }
         }
         let (_, r) = call(&c, &procs[others[0]], Method::GET, &format!("{m}/rollout"), None).await;
-        if let Some(w) = r["weight_percent"].as_f64() {
-            if weights.last() != Some(&w) {
-                weights.push(w);
-            }
+        if let Some(w) = r["weight_percent"].as_f64()
+            && weights.last() != Some(&w)
+        {
+            weights.push(w);
         }
         if killed_at.is_none() && r["step"].as_u64().is_some_and(|s| s >= 1) {
             let _ = procs[li].child.kill();
@@ -460,9 +456,16 @@ async fn a_rollout_survives_its_leader() {
     assert!(weights.windows(2).all(|w| w[1] >= w[0]), "the weight never stepped back: {weights:?}");
     assert_eq!(failed, 0, "no request to a survivor failed");
     let (_, ev) = call(&c, &procs[others[0]], Method::GET, &format!("{m}/events"), None).await;
-    let takeover = ev.as_array().expect("events").iter().find(|e| e["kind"] == "rollout_leader").cloned();
-    let takeover = takeover.expect("the takeover is journaled");
-    assert_ne!(takeover["data"]["leader"], json!(leader), "{takeover}");
+    let takeover = ev
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "rollout_leader" && e["data"]["leader"] != json!(leader))
+        .cloned();
+    let kinds: Vec<_> =
+        ev.as_array().expect("events").iter().map(|e| (e["kind"].clone(), e["message"].clone())).collect();
+    let takeover = takeover.unwrap_or_else(|| panic!("the takeover is journaled: {kinds:?}"));
+    assert!(takeover["message"].as_str().is_some_and(|m| m.contains("resumes at step")), "{takeover}");
     println!("leader {leader} killed at step {step}; promoted {:?} later; weights {weights:?}", killed.elapsed());
     procs.remove(li);
     stop(procs);

@@ -42,6 +42,8 @@ pub struct Controller {
     cluster: Option<Arc<Cluster>>,
     /// Whether this replica led the analysis at the last tick (a takeover is journaled once).
     leading: std::sync::atomic::AtomicBool,
+    /// Models whose takeover by this replica is journaled (cleared when leadership is lost).
+    announced: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Window {
@@ -81,7 +83,15 @@ fn conflict(msg: String) -> GatewayError {
 
 impl Controller {
     pub fn new(core: Arc<Core>, config: RolloutConfig, features: Features, cluster: Option<Arc<Cluster>>) -> Self {
-        Self { core, config, features, windows: Mutex::default(), cluster, leading: Default::default() }
+        Self {
+            core,
+            config,
+            features,
+            windows: Mutex::default(),
+            cluster,
+            leading: Default::default(),
+            announced: Mutex::default(),
+        }
     }
 
     fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, Window>> {
@@ -239,10 +249,14 @@ impl Controller {
             let led = self.leading.swap(leads, std::sync::atomic::Ordering::Relaxed);
             if !leads {
                 self.windows().clear();
+                self.announced.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 return;
             }
-            if !led {
-                self.took_over(cluster);
+            // Until the takeover is journaled (a write can lose a race with a change not yet applied here), it is
+            // tried again at the next tick.
+            if !led && !self.took_over(cluster) {
+                self.leading.store(false, std::sync::atomic::Ordering::Relaxed);
+                return; // no decision before the takeover is on record
             }
         }
         for slot in self.core.registry.models() {
@@ -261,10 +275,12 @@ impl Controller {
 
     /// Journals that this replica took over the analysis of every active rollout (cluster mode); each resumes
     /// from its stored state (step, failed intervals) with a fresh window.
-    fn took_over(&self, cluster: &Cluster) {
+    fn took_over(&self, cluster: &Cluster) -> bool {
+        let mut journaled = true;
         for slot in self.core.registry.models() {
             let active = slot.control().rollout.as_ref().is_some_and(|r| r.phase.is_active());
-            if !active {
+            let announced = self.announced.lock().unwrap_or_else(|p| p.into_inner()).contains(&*slot.name);
+            if !active || announced {
                 continue;
             }
             let me = cluster.replica().to_string();
@@ -278,10 +294,17 @@ impl Controller {
                 );
                 Ok((message, serde_json::json!({ "leader": me })))
             });
-            if let Err(e) = result {
-                tracing::warn!(model = %slot.name, error = %e, "cannot journal the takeover");
+            match result {
+                Ok(()) => {
+                    self.announced.lock().unwrap_or_else(|p| p.into_inner()).insert(slot.name.to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(model = %slot.name, error = %e, "cannot journal the takeover yet");
+                    journaled = false;
+                }
             }
         }
+        journaled
     }
 
     /// Takes a sample and, when the window has two, analyses and acts. Returns the decision taken, if any. The
