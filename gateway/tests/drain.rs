@@ -41,7 +41,7 @@ async fn one_run(run: usize) -> (usize, usize) {
     cfg.server.shutdown_grace_ms = 10_000;
     cfg.models.watch_interval_ms = 0;
     let path = config_file(cfg, 0, 0);
-    let mut p = spawn_gateway(&path);
+    let p = spawn_gateway(&path);
     let c = client();
     wait_ready(&c, &p).await;
     let ready = Arc::new(AtomicBool::new(true));
@@ -105,7 +105,13 @@ async fn one_run(run: usize) -> (usize, usize) {
         t.await.expect("client task");
     }
     poller.await.expect("poller");
-    let status = tokio::task::spawn_blocking(move || p.child.wait()).await.expect("join").expect("wait");
+    let status = tokio::task::spawn_blocking(move || {
+        let mut p = p;
+        p.child.wait()
+    })
+    .await
+    .expect("join")
+    .expect("wait");
     assert!(status.success(), "run {run}: the gateway exits cleanly after the drain: {status:?}");
     (tally.ok.load(Ordering::Relaxed), tally.failed.load(Ordering::Relaxed))
 }

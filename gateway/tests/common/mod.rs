@@ -174,6 +174,14 @@ pub struct Proc {
     pub admin: String,
 }
 
+impl Drop for Proc {
+    /// A test that fails halfway must not leave its gateway running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the gateway binary on `config` and waits for its "gateway listening" log line.
 pub fn spawn_gateway(config: &Path) -> Proc {
     use std::io::{BufRead, BufReader};
