@@ -38,14 +38,62 @@ max=$(python3 -c "import json;print(round(json.load(open('$OUT/sustainable.json'
 rss_before=$(rss)
 rate=$((2 * max))
 echo "== sustainable: $max req/s; asking for $rate req/s for $SECONDS_AT s (server.max_concurrent_requests = $LIMIT)"
+curl -fs "http://127.0.0.1:18202/metrics" >"$OUT/metrics-before.txt"
+# Memory every 2 s during the run, to see whether it stays flat under overload.
+( while kill -0 $pid 2>/dev/null; do rss >>"$OUT/rss.txt"; sleep 2; done ) &
+sampler=$!
+# A probe beside the load: one request at a time on its own connection, timed by curl, so a refusal's latency is
+# what a client sees, without the load generator's own queueing.
+body=$(python3 -c "import json;m=json.load(open('$MANIFEST'));print(json.dumps({'inputs':[{'name':'input','shape':[1,30],'datatype':'FP32','data':[f['mean'] for f in m['inputs'][0]['features']]}]}))")
+( sleep 8; for _ in $(seq 1 300); do
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' "http://$HTTP/v2/models/$MODEL/infer" -d "$body"; sleep 0.02
+  done >"$OUT/probe.txt" ) &
+probe=$!
 "$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration "$SECONDS_AT" --warmup 3 --quiet \
-  --scenario overload --out "$OUT" --rate "$rate" --connections 1024 --threads 2 --timeout 5
+  --scenario overload --out "$OUT" --rate "$rate" --connections 256 --threads 2 --timeout 5
+wait $probe 2>/dev/null || true
+kill $sampler 2>/dev/null || true
+curl -fs "http://127.0.0.1:18202/metrics" >"$OUT/metrics-after.txt"
 rss_after=$(rss)
 
 python3 - "$OUT" "$max" "$rss_before" "$rss_after" <<'PY'
-import json, sys
+import json, re, sys
 out, sustainable, before, after = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 r = json.load(open(f"{out}/overload.json"))
+
+def buckets(path):
+    """The gateway's own request-duration histogram (arrival to answer), per version label: "" is a request shed
+    before routing (503 at admission), a number an admitted one."""
+    out = {}
+    pat = re.compile(r'gateway_request_duration_seconds_bucket\{model="breast-cancer",protocol="http",version="([^"]*)",le="([^"]+)"\} (\d+)')
+    for line in open(path):
+        m = pat.match(line)
+        if m:
+            out.setdefault(m.group(1), {})[m.group(2)] = int(m.group(3))
+    return out
+
+def quantile(b0, b1, q):
+    les = sorted(b1, key=lambda le: float("inf") if le == "+Inf" else float(le))
+    counts = [b1[le] - b0.get(le, 0) for le in les]
+    total = counts[-1] if counts else 0
+    for le, c in zip(les, counts):
+        if total and c >= q * total:
+            return le, total
+    return "n/a", total
+
+h0, h1 = buckets(f"{out}/metrics-before.txt"), buckets(f"{out}/metrics-after.txt")
+for version, label in [("", "server-side, shed"), ("2", "server-side, admitted")]:
+    if version in h1:
+        le99, n = quantile(h0.get(version, {}), h1[version], 0.99)
+        print(f"{label:22} {n} requests, p99 <= {le99} s (the gateway's own arrival-to-answer histogram)")
+probe = [l.split() for l in open(f"{out}/probe.txt") if l.strip()]
+for code in ("200", "503"):
+    t = sorted(float(x[1]) * 1000 for x in probe if x[0] == code)
+    if t:
+        print(f"probe {code}          {len(t)} requests: p50 {t[len(t) // 2]:.2f} ms  p99 {t[min(len(t) - 1, int(len(t) * 0.99))]:.2f} ms (one at a time, beside the load)")
+rss = [int(x) for x in open(f"{out}/rss.txt").read().split()]
+half = rss[len(rss) // 2:] or rss
+print(f"memory during run  RSS {min(half) / 1024:.1f} to {max(half) / 1024:.1f} MiB over the second half ({(max(half) - min(half)) / max(min(half), 1) * 100:.1f} % spread)")
 goodput = r["ok"] / r["duration_s"]
 ok, refused = r.get("ok_latency_ms") or {}, r.get("refused_latency_ms") or {}
 shed = sum(v for k, v in r["statuses"].items() if k in ("503", "429"))
