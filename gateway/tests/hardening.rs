@@ -116,7 +116,7 @@ async fn an_unwritable_state_file_refuses_changes_instead_of_losing_them() {
     let c = client();
     let m = "/admin/models/breast-cancer";
     // A directory where the temporary file goes: every write fails, even for root (which ignores chmod).
-    std::fs::create_dir_all(state.join("routing.json.tmp")).expect("block writes");
+    std::fs::create_dir(state.join("routing.json.tmp")).expect("block writes");
     let (s, v) = admin(&c, &gw, Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": 5}))).await;
     assert_eq!(s, 503, "{v}");
     let msg = v["error"].as_str().expect("error");

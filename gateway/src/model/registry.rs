@@ -224,8 +224,9 @@ impl Registry {
             drop(c);
             slot.report(&self.metrics);
         }
-        self.loaded.store(true, Ordering::Release);
+        // Durable before ready: the state the gateway serves is on disk when readiness says so.
         self.persist();
+        self.loaded.store(true, Ordering::Release);
         Ok(())
     }
 
