@@ -65,14 +65,16 @@ pids+=($!)
 ) &
 pids+=($!)
 
-echo "t_s,rss_kb,fds,threads" >"$OUT/resources.csv"
+echo "t_s,rss_kb,anon_kb,fds,threads" >"$OUT/resources.csv"
 start=$(date +%s)
 while [ $(( $(date +%s) - start )) -lt "$DURATION" ]; do
   t=$(( $(date +%s) - start ))
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  # Anonymous memory alone: file-backed pages (the ONNX Runtime library paging in) are not a leak.
+  anon=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status")
   threads=$(awk '/Threads/ {print $2}' "/proc/$pid/status")
   fds=$(ls "/proc/$pid/fd" | wc -l)
-  echo "$t,$rss,$fds,$threads" >>"$OUT/resources.csv"
+  echo "$t,$rss,$anon,$fds,$threads" >>"$OUT/resources.csv"
   sleep 10
 done
 wait "${pids[0]}" "${pids[1]}" || true

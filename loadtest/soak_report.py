@@ -9,11 +9,12 @@ def main(path, warmup_s, svg_path):
     rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(open(path))]
     if len(rows) < 2:
         sys.exit("too few samples")
-    series = [("rss_kb", "RSS (MiB)", 1 / 1024, "#1f77b4"), ("fds", "open fds", 1, "#d62728"),
-              ("threads", "threads", 1, "#2ca02c")]
+    series = [("rss_kb", "RSS (MiB)", 1 / 1024, "#1f77b4"), ("anon_kb", "anonymous (MiB)", 1 / 1024, "#9467bd"),
+              ("fds", "open fds", 1, "#d62728"), ("threads", "threads", 1, "#2ca02c")]
+    series = [s for s in series if s[0] in rows[0]]
     width, height, pad = 900, 220, 50
     t_max = max(r["t_s"] for r in rows) or 1
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height * 3}" font-family="sans-serif" font-size="12">']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height * len(series)}" font-family="sans-serif" font-size="12">']
     worst = 0.0
     for i, (key, label, scale, colour) in enumerate(series):
         vals = [r[key] * scale for r in rows]
