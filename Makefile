@@ -109,18 +109,18 @@ docker:
 	docker build -f deploy/Dockerfile --build-arg ORT_VERSION=$(ORT_VERSION) -t gateway .
 
 # Fuzzing of every decoder of untrusted bytes (JSON and gRPC tensors, manifests, the state file, admin bodies) with
-# cargo-fuzz: libFuzzer and AddressSanitizer on the stable toolchain, in fuzz/ (a workspace of its own). `fuzz` is
-# the long campaign (FUZZ_RUNS executions per target), `fuzz-smoke` the short run CI does; both install cargo-fuzz
-# if it is missing and fail on any crash, timeout or out-of-memory. Like every target that builds the gateway, they
-# need `setup` first.
+# cargo-fuzz: libFuzzer and AddressSanitizer on the stable toolchain, in fuzz/ (a workspace of its own). `fuzz` is the
+# long campaign (FUZZ_RUNS executions per target), `fuzz-smoke` the short run CI does (a dev build: half the build
+# time); both install cargo-fuzz if it is missing and fail on any crash, timeout or out-of-memory. Like every target
+# that builds the gateway, they need `setup` first.
 FUZZ_RUNS          ?= 10000000
 FUZZ_SMOKE_SECONDS ?= 20
 
 fuzz: setup
-	FUZZ_CHECK_SEEDS=1 FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SECONDS= fuzz/run.sh
+	FUZZ_CHECK_SEEDS=1 FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SECONDS= FUZZ_PROFILE=release fuzz/run.sh
 
 fuzz-smoke: setup
-	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_CODEGEN_UNITS=4 fuzz/run.sh
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_PROFILE=dev fuzz/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

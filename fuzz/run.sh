@@ -12,9 +12,9 @@
 #   FUZZ_CHECK_SEEDS=1  first check that the committed seeds still decode (ok-*) or fail (bad-*) as named
 #   FUZZ_SANITIZER      address (default) or none
 #   FUZZ_NICE           niceness of the build and the runs (default 10)
-#   FUZZ_CODEGEN_UNITS  unset: cargo-fuzz's one codegen unit per crate (fastest executions); N > 1 builds the
-#                       gateway crate in parallel, about 1.5x faster to build, about 1.3x slower to run (the smoke)
-#   CARGO_TARGET_DIR    where the instrumented build goes (default fuzz/target, or fuzz/target/cgu-N)
+#   FUZZ_PROFILE        release (default): optimized, one codegen unit per crate, for long campaigns; dev: about
+#                       half the build time, several times fewer executions per second (the smoke run, CI)
+#   CARGO_TARGET_DIR    where the instrumented build goes (default fuzz/target)
 #
 # The committed seeds (fuzz/corpus/<target>) are only read: what a run finds goes to fuzz/work/<target>, which is
 # git-ignored and reused by the next run on this machine.
@@ -50,20 +50,21 @@ else
     mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
 fi
 
-build=(--fuzz-dir fuzz -O --debug-assertions --sanitizer "$FUZZ_SANITIZER")
-if [[ -n "${FUZZ_CODEGEN_UNITS:-}" ]]; then
-    build+=(--codegen-units "$FUZZ_CODEGEN_UNITS")
-    # A build of its own, so switching between the smoke and the campaign does not rebuild everything.
-    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-fuzz/target/cgu-$FUZZ_CODEGEN_UNITS}
-fi
+FUZZ_PROFILE=${FUZZ_PROFILE:-release}
+build=(--fuzz-dir fuzz --debug-assertions --sanitizer "$FUZZ_SANITIZER")
+case $FUZZ_PROFILE in
+    release) build+=(-O) ;;
+    dev) build+=(--dev) ;;
+    *) echo "FUZZ_PROFILE must be release or dev, not '$FUZZ_PROFILE'" >&2; exit 2 ;;
+esac
 # fuzz/Cargo.lock pins the versions (cargo fuzz build has no --locked: a dependency the gateway gains is added to
 # it rather than failing the run; commit the change).
-echo "== building ${targets[*]} (sanitizer: $FUZZ_SANITIZER, codegen units: ${FUZZ_CODEGEN_UNITS:-1})"
+echo "== building ${targets[*]} (profile $FUZZ_PROFILE, sanitizer $FUZZ_SANITIZER)"
 build_start=$SECONDS
 nice -n "$FUZZ_NICE" cargo fuzz build "${build[@]}"
 build_secs=$((SECONDS - build_start))
 triple=$(rustc -vV | sed -n 's/^host: //p')
-bin_dir="${CARGO_TARGET_DIR:-fuzz/target}/$triple/release"
+bin_dir="${CARGO_TARGET_DIR:-fuzz/target}/$triple/$([[ $FUZZ_PROFILE == dev ]] && echo debug || echo release)"
 
 if [[ -n "$FUZZ_SECONDS" ]]; then
     budget=(-max_total_time="$FUZZ_SECONDS")
@@ -125,8 +126,8 @@ for t in "${targets[@]}"; do
 done
 
 echo
-echo "== summary (build ${build_secs} s, total $((SECONDS - start)) s; sanitizer $FUZZ_SANITIZER, rss limit" \
-    "${RSS_LIMIT_MB} MB, timeout ${TIMEOUT_S} s, max_len ${MAX_LEN})"
+echo "== summary (build ${build_secs} s, total $((SECONDS - start)) s; $FUZZ_PROFILE build, $FUZZ_SANITIZER" \
+    "sanitizer, rss limit ${RSS_LIMIT_MB} MB, timeout ${TIMEOUT_S} s, max_len ${MAX_LEN})"
 printf '%-14s %12s %7s %8s %7s %8s %7s  %s\n' target executions cov ft corpus rss_mb seconds result
 printf '%s\n' "${summary[@]}"
 if [[ $failed -ne 0 ]]; then
