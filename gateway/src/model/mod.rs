@@ -3,6 +3,7 @@
 
 pub mod batcher;
 pub mod call;
+pub mod disk;
 pub mod lifecycle;
 pub mod onnx;
 pub mod pool;

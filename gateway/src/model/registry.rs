@@ -15,12 +15,12 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::model::VersionState;
 use crate::model::batcher::BatchPolicy;
+use crate::model::disk::DiskState;
 use crate::model::onnx::SessionOptions;
 use crate::model::pool::PoolHandle;
 use crate::model::repository::Repository;
 use crate::model::slot::ModelSlot;
 use crate::model::version::{LoadContext, load_version};
-use crate::model::watch::DiskState;
 use crate::state::{ModelState, Restored, StateStore};
 
 /// Who makes a change: an operator (any replica may), or the rollout controller (whose writes are fenced by its

@@ -29,7 +29,7 @@ pub struct ModelVersion {
     /// Outcomes and latency for canary analysis.
     pub stats: crate::rollout::stats::VersionStats,
     /// The version's files as loaded, and whether they still are.
-    pub disk: crate::model::watch::DiskWatch,
+    pub disk: crate::model::disk::DiskWatch,
 }
 
 /// Where a version's calls run.
@@ -246,7 +246,7 @@ pub struct LoadContext<'a> {
 /// batcher when batching is on.
 pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) -> Result<ModelVersion, String> {
     let version = number.to_string();
-    let disk = crate::model::watch::DiskWatch::new(crate::model::watch::fingerprint(dir));
+    let disk = crate::model::disk::DiskWatch::new(crate::model::disk::fingerprint(dir));
     let manifest = Manifest::load(dir, model, &version)?;
     let (backend, batcher) = match &manifest.remote {
         Some(spec) => {

@@ -97,7 +97,7 @@ pub fn disk_state(s: &VersionState) -> Option<&'static str> {
     match s {
         VersionState::Ready(v) => {
             let state = v.disk.state();
-            (state != crate::model::watch::DiskState::Unchanged).then(|| state.label())
+            (state != crate::model::disk::DiskState::Unchanged).then(|| state.label())
         }
         _ => None,
     }
