@@ -43,14 +43,7 @@ impl DivergenceBook {
         }
         metrics.mirrored_pair(m, &v, &sv, s.label_compared, s.label_disagreed);
         let mut book = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
-        let t = book.entry(key).or_default();
-        t.pairs += s.pairs;
-        t.label_compared += s.label_compared;
-        t.label_disagreed += s.label_disagreed;
-        t.values_compared += s.values_compared;
-        t.sum_abs_diff += s.sum_abs_diff;
-        t.sum_rel_diff += s.sum_rel_diff;
-        t.max_abs_diff = t.max_abs_diff.max(s.max_abs_diff);
+        book.entry(key).or_default().add(&s);
     }
 
     /// Totals for one (live, shadow) pair of a model.

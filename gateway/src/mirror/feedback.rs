@@ -135,12 +135,7 @@ impl FeedbackBook {
             }
         }
         let mut q = self.quality.lock().unwrap_or_else(|p| p.into_inner());
-        let e = q.entry((model.to_string(), answer.version)).or_default();
-        e.feedback += 1;
-        e.labels += this.labels;
-        e.correct += this.correct;
-        e.values += this.values;
-        e.sum_abs_error += this.sum_abs_error;
+        q.entry((model.to_string(), answer.version)).or_default().add(&this);
         Ok((answer.version, this))
     }
 
