@@ -117,19 +117,35 @@ pub struct InputSpec {
     pub features: Vec<FeatureBaseline>,
 }
 
-/// Training-time statistics of one input feature.
+/// Most categories a categorical baseline may list: each is a drift bin, and the bins of a feature share a small
+/// fixed-size counter array on the request path.
+pub const MAX_CATEGORIES: usize = 60;
+
+/// Training-time statistics of one input feature: numeric (moments, range and quantile bins) or, for a BYTES
+/// input, categorical (the categories seen in training and how often).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct FeatureBaseline {
     pub name: String,
+    #[serde(default)]
     pub mean: f64,
+    #[serde(default)]
     pub std: f64,
+    #[serde(default)]
     pub min: f64,
+    #[serde(default)]
     pub max: f64,
     #[serde(default)]
     pub missing_share: f64,
     /// Interior cut points: k edges make k+1 bins; bin i holds v with edges[i-1] < v <= edges[i].
+    #[serde(default)]
     pub bin_edges: Vec<f64>,
+    #[serde(default)]
     pub bin_counts: Vec<u64>,
+    /// Categorical features: the categories seen in training, and how many training rows had each.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub category_counts: Vec<u64>,
     /// Declared valid domain (not the training range): a value outside is invalid, like NaN.
     #[serde(default)]
     pub lower: Option<f64>,
@@ -217,9 +233,6 @@ impl Manifest {
             if s.shape.iter().skip(1).any(|&d| d < 1) {
                 p.push(format!("{kind} '{}': non-batch dimensions must be fixed and positive", s.name));
             }
-            if !s.datatype.is_supported() {
-                p.push(format!("{kind} '{}': datatype {} is not supported", s.name, s.datatype));
-            }
         }
         for input in &self.inputs {
             let n = input.spec.row_len();
@@ -231,6 +244,28 @@ impl Manifest {
                 ));
             }
             for f in &input.features {
+                if input.spec.datatype == DataType::Bytes {
+                    if f.categories.is_empty() || f.categories.len() != f.category_counts.len() {
+                        p.push(format!(
+                            "feature '{}' of BYTES input '{}': a categorical baseline needs categories and as many \
+                             category_counts",
+                            f.name, input.spec.name
+                        ));
+                    }
+                    if f.categories.len() > MAX_CATEGORIES {
+                        p.push(format!("feature '{}': more than {MAX_CATEGORIES} categories", f.name));
+                    }
+                    if f.categories.windows(2).any(|w| w[0] >= w[1]) {
+                        p.push(format!("feature '{}': categories must be sorted and distinct", f.name));
+                    }
+                    continue;
+                }
+                if !f.categories.is_empty() {
+                    p.push(format!(
+                        "feature '{}': categories are for BYTES inputs; input '{}' is {}",
+                        f.name, input.spec.name, input.spec.datatype
+                    ));
+                }
                 if f.bin_counts.len() != f.bin_edges.len() + 1 {
                     p.push(format!("feature '{}': bin_counts must have one more entry than bin_edges", f.name));
                 }
@@ -265,7 +300,13 @@ mod tests {
 
     #[test]
     fn bundled_manifests_are_valid() {
-        for (m, v) in [("breast-cancer", "1"), ("breast-cancer", "2"), ("diabetes", "1")] {
+        for (m, v) in [
+            ("breast-cancer", "1"),
+            ("breast-cancer", "2"),
+            ("diabetes", "1"),
+            ("wine", "1"),
+            ("breast-cancer-fp16", "1"),
+        ] {
             let manifest = bundled(m, v).expect("bundled manifest loads");
             assert!(!manifest.golden.is_empty());
         }

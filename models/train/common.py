@@ -55,6 +55,23 @@ def feature_baseline(name: str, column: np.ndarray, lower: float | None = None, 
     return out
 
 
+def categorical_baseline(name: str, column) -> dict:
+    """Training baseline of a categorical (BYTES) feature: the categories seen in training, sorted, with their counts.
+
+    No mean, std, range or bins: the gateway compares live traffic with `category_counts` (a value that is not in
+    `categories` is an unseen category). `None` and the empty string count as missing.
+    """
+    values = [str(v) for v in np.asarray(column, dtype=object).reshape(-1) if v is not None and str(v) != ""]
+    total = int(np.asarray(column, dtype=object).size)
+    categories, counts = np.unique(np.asarray(values, dtype=str), return_counts=True)
+    return {
+        "name": name,
+        "categories": [str(c) for c in categories],
+        "category_counts": [int(c) for c in counts],
+        "missing_share": float(1.0 - len(values) / max(total, 1)),
+    }
+
+
 def tensor_spec(name: str, datatype: str, shape: list[int]) -> dict:
     return {"name": name, "datatype": datatype, "shape": shape}
 

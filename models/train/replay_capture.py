@@ -29,12 +29,25 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 # Model name in the repository -> training script module.
-TRAINING = {"breast-cancer": "breast_cancer", "diabetes": "diabetes"}
+TRAINING = {
+    "breast-cancer": "breast_cancer",
+    "diabetes": "diabetes",
+    "wine": "wine",
+    "breast-cancer-fp16": "breast_cancer_fp16",
+}
 PSI_LIMIT = 0.25
 OUT_OF_RANGE_LIMIT = 0.05
 MIN_ROWS = 50
 
-DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
+DTYPES = {
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "INT64": np.int64,
+    "INT32": np.int32,
+    "BOOL": np.bool_,
+    "BYTES": object,  # JSON strings, as in the v2 JSON protocol
+}
 
 
 def read_capture(path: Path) -> list[dict]:
@@ -78,6 +91,8 @@ def replay(records: list[dict], models_dir: Path, tolerance: float) -> dict:
             continue
         manifest = json.loads((models_dir / model / version / "manifest.json").read_text())
         sk = trained[model][version]
+        # A model that computes in lower precision than it was trained in (FP16) declares the difference it allows.
+        tol = max(tolerance, getattr(module, "REPLAY_TOLERANCE", 0.0))
         outputs: dict[str, dict] = defaultdict(lambda: {"compared": 0, "mismatched": 0, "max_abs_diff": 0.0})
         columns: dict[tuple[str, int], list[float]] = defaultdict(list)
         for r in recs:
@@ -87,24 +102,35 @@ def replay(records: list[dict], models_dir: Path, tolerance: float) -> dict:
                 got, want = tensor(t), expected[t["name"]].reshape(tensor(t).shape)
                 o = outputs[t["name"]]
                 o["compared"] += got.size
-                if np.issubdtype(want.dtype, np.integer):
+                if np.issubdtype(want.dtype, np.integer) or want.dtype == object:
                     o["mismatched"] += int(np.sum(got != want))
                 else:
                     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-                    o["mismatched"] += int(np.sum(diff > tolerance * (1 + np.abs(want))))
+                    o["mismatched"] += int(np.sum(diff > tol * (1 + np.abs(want.astype(np.float64)))))
                     o["max_abs_diff"] = max(o["max_abs_diff"], float(diff.max(initial=0.0)))
             for spec in manifest["inputs"]:
                 rows = inputs[spec["name"]].reshape(inputs[spec["name"]].shape[0], -1)
                 for i in range(len(spec.get("features", []))):
-                    columns[(spec["name"], i)].extend(rows[:, i].astype(np.float64).tolist())
+                    columns[(spec["name"], i)].extend(rows[:, i].tolist())
         features = []
         for spec in manifest["inputs"]:
             for i, f in enumerate(spec.get("features", [])):
-                vals = np.asarray(columns[(spec["name"], i)])
-                idx = np.searchsorted(np.asarray(f["bin_edges"]), vals, side="left")
-                observed = np.bincount(idx, minlength=len(f["bin_counts"]))
-                value = psi(np.asarray(f["bin_counts"], dtype=np.float64), observed.astype(np.float64))
-                outside = float(np.mean((vals < f["min"]) | (vals > f["max"]))) if len(vals) else 0.0
+                if "categories" in f:
+                    # Categorical: one bin per training category, plus one for categories training never saw
+                    # (expected count 0); an unseen category counts as outside the training range.
+                    vals = [str(v) for v in columns[(spec["name"], i)]]
+                    index = {c: k for k, c in enumerate(f["categories"])}
+                    idx = np.asarray([index.get(v, len(index)) for v in vals], dtype=np.int64)
+                    expected = np.asarray(list(f["category_counts"]) + [0], dtype=np.float64)
+                    observed = np.bincount(idx, minlength=len(expected))
+                    value = psi(expected, observed.astype(np.float64))
+                    outside = float(np.mean(idx == len(index))) if len(vals) else 0.0
+                else:
+                    vals = np.asarray(columns[(spec["name"], i)], dtype=np.float64)
+                    idx = np.searchsorted(np.asarray(f["bin_edges"]), vals, side="left")
+                    observed = np.bincount(idx, minlength=len(f["bin_counts"]))
+                    value = psi(np.asarray(f["bin_counts"], dtype=np.float64), observed.astype(np.float64))
+                    outside = float(np.mean((vals < f["min"]) | (vals > f["max"]))) if len(vals) else 0.0
                 flagged = len(vals) >= MIN_ROWS and (value > PSI_LIMIT or outside > OUT_OF_RANGE_LIMIT)
                 features.append({"input": spec["name"], "feature": f["name"], "rows": len(vals), "psi": value,
                                  "out_of_range_share": outside, "mismatch": flagged})

@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 import breast_cancer
 import replay_capture
+import wine
 
 MODELS = Path(__file__).resolve().parent.parent
 
@@ -81,6 +82,64 @@ class Replay(unittest.TestCase):
             f.write_text("\n".join(capture_lines("1", self.x)) + "\n")
             self.assertEqual(replay_capture.main(["--capture", str(f)]), 0)
             self.assertEqual(replay_capture.main(["--capture", str(Path(d) / "missing")]), 2)
+
+
+def generic_capture(model: str, version: str, inputs: dict[str, tuple[str, np.ndarray]], rows: int = 4) -> list[str]:
+    """Capture lines for any model: `inputs` maps input name to (datatype, values); outputs from ONNX Runtime."""
+    sess = ort.InferenceSession(str(MODELS / model / version / "model.onnx"), providers=["CPUExecutionProvider"])
+    out_types = {o.name: o.type for o in sess.get_outputs()}
+    kinds = {"tensor(int64)": "INT64", "tensor(float)": "FP32", "tensor(float16)": "FP16"}
+    n = len(next(iter(inputs.values()))[1])
+    lines = []
+    for i in range(0, n, rows):
+        feeds = {k: v[i : i + rows] for k, (_, v) in inputs.items()}
+        outs = dict(zip(out_types, sess.run(list(out_types), feeds)))
+        lines.append(json.dumps({
+            "at": "2026-11-22T00:00:00.000Z", "request_id": f"r{i}", "model": model, "version": version,
+            "inputs": [{"name": k, "datatype": inputs[k][0], "shape": list(v.shape), "data": v.reshape(-1).tolist()}
+                       for k, v in feeds.items()],
+            "outputs": [{"name": k, "datatype": kinds[out_types[k]], "shape": list(v.shape), "data": v.reshape(-1).tolist()}
+                        for k, v in outs.items()],
+        }))
+    return lines
+
+
+class ReplayOtherDatatypes(unittest.TestCase):
+    """The BYTES input and categorical baseline of `wine`, the FP16 tensors of `breast-cancer-fp16`."""
+
+    def run_replay(self, lines: list[str]) -> dict:
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "capture-000000000000001-000001.jsonl").write_text("\n".join(lines) + "\n")
+            return replay_capture.replay(replay_capture.read_capture(Path(d)), MODELS, 1e-4)
+
+    def wine_rows(self):
+        _, f_train, f_test, c_train, c_test, _, _ = wine.split()
+        return np.concatenate([f_test, f_train]), np.concatenate([c_test, c_train])
+
+    def test_wine_clean_capture_passes(self):
+        f, c = self.wine_rows()
+        report = self.run_replay(generic_capture("wine", "1", {"features": ("FP32", f), "color": ("BYTES", c)}))
+        v = report["versions"][0]
+        self.assertEqual(report["mismatches"], 0, json.dumps(v)[:2000])
+        color = [x for x in v["features"] if x["feature"] == "color"][0]
+        self.assertLess(color["psi"], 0.1)
+        self.assertEqual(color["out_of_range_share"], 0.0)
+
+    def test_wine_unseen_colours_are_found_on_the_colour_only(self):
+        f, c = self.wine_rows()
+        c = c.copy()
+        c[::3] = "violet"  # serving sends a colour vocabulary training never saw
+        v = self.run_replay(generic_capture("wine", "1", {"features": ("FP32", f), "color": ("BYTES", c)}))["versions"][0]
+        self.assertEqual(v["mismatched_features"], ["color"])
+        self.assertEqual(v["mismatched_outputs"], [], "the model computed the same on what it was given")
+
+    def test_fp16_clean_capture_passes(self):
+        _, x_train, x_test, _, _ = breast_cancer.data()
+        x = np.concatenate([x_test, x_train[:120]]).astype(np.float16)
+        report = self.run_replay(generic_capture("breast-cancer-fp16", "1", {"input": ("FP16", x)}))
+        v = report["versions"][0]
+        self.assertEqual(report["mismatches"], 0, json.dumps(v)[:2000])
+        self.assertGreater(v["outputs"]["probabilities"]["max_abs_diff"], 0.0, "FP16 rounds: not bit-equal to FP32")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ use axum::routing::{get, post};
 use axum::{BoxError, Extension, Json, Router};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::SizeAbove;
+use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::api::admission::{Admission, overloaded};
 use crate::api::error::{ApiError, http_status};
@@ -21,10 +24,13 @@ use crate::core::Core;
 use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
 use crate::protocol::VERSION_HEADER;
-use crate::protocol::json::{ModelMetadata, ServerMetadata, decode_request, encode_outputs};
+use crate::protocol::json::{HEADER_LENGTH, ModelMetadata, ServerMetadata, decode_request_parts, encode_answer};
 use crate::routing::RouteHint;
 use crate::telemetry::{self, REQUEST_TARGET};
 use tracing::Instrument;
+
+/// Answers smaller than this go uncompressed whatever the client accepts.
+const MIN_COMPRESSED_BYTES: u16 = 1024;
 
 pub fn router(core: Arc<Core>, limits: &Admission, cluster: Option<Arc<Cluster>>) -> Router {
     let timeout_ms = limits.timeout.as_millis() as u64;
@@ -71,6 +77,12 @@ pub fn router(core: Arc<Core>, limits: &Admission, cluster: Option<Arc<Cluster>>
         .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
         .route("/v2/models/{model}/feedback", post(feedback).layer(Extension(cluster)))
         .merge(infer)
+        // tritonclient's request_compression_algorithm / response_compression_algorithm: gzip or deflate bodies in,
+        // compressed answers out per Accept-Encoding. A compressed body is inflated as it is read, and the body
+        // limit applies to the inflated bytes, so a small zip bomb gets a 413, not the memory. Small answers (a
+        // 1-row prediction) are not worth the CPU of compressing.
+        .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
+        .layer(CompressionLayer::new().gzip(true).deflate(true).compress_when(SizeAbove::new(MIN_COMPRESSED_BYTES)))
         // axum's default 404 has no body; clients expect the protocol's error shape everywhere.
         .fallback(|| async {
             let msg = "no such endpoint; the Open Inference Protocol routes live under /v2";
@@ -240,9 +252,9 @@ async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, 
     };
     let decoded = {
         let _decode = tracing::debug_span!(target: REQUEST_TARGET, "decode", bytes = body.len()).entered();
-        decode_request(&body)
+        header_length(&parts.headers).and_then(|n| decode_request_parts(&body, n))
     };
-    let req = match decoded {
+    let (req, format) = match decoded {
         Ok(r) => r,
         Err(e) => return failed(&core, &slot.name, "", start, e),
     };
@@ -254,13 +266,23 @@ async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, 
     match core.infer(&slot, hint, req).await {
         Ok(resp) => {
             let v = &resp.version;
-            let bytes = {
+            let (bytes, header_len) = {
                 let _encode = tracing::debug_span!(target: REQUEST_TARGET, "encode").entered();
-                encode_outputs(&v.model, &v.version, resp.id.as_deref(), &resp.outputs)
+                encode_answer(&v.model, &v.version, resp.id.as_deref(), &resp.outputs, &format)
             };
             v.metrics.http_ok.inc();
             v.metrics.http_duration.observe(start.elapsed().as_secs_f64());
-            let mut r = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response();
+            let mut r = match header_len {
+                None => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response(),
+                Some(n) => (
+                    [
+                        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+                        (header::HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(n)),
+                    ],
+                    bytes,
+                )
+                    .into_response(),
+            };
             if let Ok(h) = HeaderValue::from_str(&v.version) {
                 r.headers_mut().insert(VERSION_HEADER, h);
             }
@@ -271,6 +293,18 @@ async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, 
             failed(&core, &slot.name, version, start, e)
         }
     }
+}
+
+/// The JSON header's length of a request with binary tensors, from `Inference-Header-Content-Length`; `None`
+/// when the header is absent (a plain JSON request).
+fn header_length(headers: &axum::http::HeaderMap) -> Result<Option<usize>, GatewayError> {
+    let Some(v) = headers.get(HEADER_LENGTH) else { return Ok(None) };
+    v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).map(Some).ok_or_else(|| {
+        GatewayError::invalid(format!(
+            "Inference-Header-Content-Length must be the JSON header's length in bytes, got '{}'",
+            String::from_utf8_lossy(v.as_bytes())
+        ))
+    })
 }
 
 /// Reads a request body within the body limit and the body-read timeout: 413 past the limit, 408 when the client

@@ -178,7 +178,8 @@ impl OnnxModel {
     pub fn run(&self, worker: usize, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, GatewayError> {
         let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
         for t in inputs {
-            values.push((t.name, to_value(t.shape, t.data)?));
+            let value = to_value(&t.name, t.shape, t.data)?;
+            values.push((t.name, value));
         }
         let slot = &self.sessions[worker % self.sessions.len()];
         // A poisoned lock only means another call panicked mid-run; the session itself holds no Rust invariants.
@@ -212,32 +213,54 @@ fn check_names<'a>(
     if m == g { Ok(()) } else { Err(format!("{kind} names {m:?} in the manifest, {g:?} in the ONNX graph")) }
 }
 
-fn to_value(shape: Vec<i64>, data: TensorData) -> Result<DynValue, GatewayError> {
+fn to_value(name: &str, shape: Vec<i64>, data: TensorData) -> Result<DynValue, GatewayError> {
     macro_rules! arm {
         ($($v:ident),*) => {
             match data {
                 $(TensorData::$v(d) => ort::value::Tensor::from_array((shape, d)).map(|t| t.into_dyn()),)*
+                TensorData::Bytes(d) => return strings(name, shape, d),
             }
         };
     }
-    arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64).map_err(|e| GatewayError::Inference(e.to_string()))
+    arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64).map_err(|e| GatewayError::Inference(e.to_string()))
+}
+
+/// A string tensor. ONNX Runtime copies each element into a C string, so the elements must be UTF-8 text without
+/// NUL bytes: anything else is the client's mistake, named.
+fn strings(name: &str, shape: Vec<i64>, data: Vec<Vec<u8>>) -> Result<DynValue, GatewayError> {
+    let mut text = Vec::with_capacity(data.len());
+    for (i, b) in data.into_iter().enumerate() {
+        match String::from_utf8(b) {
+            Ok(s) if !s.contains('\0') => text.push(s),
+            _ => {
+                return Err(GatewayError::invalid(format!(
+                    "input '{name}', element {i}: this model's string input takes UTF-8 text without NUL bytes"
+                )));
+            }
+        }
+    }
+    ort::value::Tensor::from_string_array((shape, text.as_slice()))
+        .map(|t| t.into_dyn())
+        .map_err(|e| GatewayError::Inference(e.to_string()))
 }
 
 fn from_value(name: &str, datatype: DataType, v: &DynValue) -> Result<Tensor, GatewayError> {
+    let failed = |e: ort::Error| GatewayError::Inference(e.to_string());
     macro_rules! arm {
         ($($v:ident => $t:ty),*) => {
             match datatype {
                 $(DataType::$v => {
-                    let (shape, data) = v.try_extract_tensor::<$t>().map_err(|e| GatewayError::Inference(e.to_string()))?;
+                    let (shape, data) = v.try_extract_tensor::<$t>().map_err(failed)?;
                     (shape.to_vec(), TensorData::$v(data.to_vec()))
                 })*
-                DataType::F16 | DataType::Bytes => {
-                    return Err(GatewayError::Inference(format!("output '{name}' has unsupported datatype {datatype}")))
+                DataType::Bytes => {
+                    let (shape, data) = v.try_extract_strings().map_err(failed)?;
+                    (shape.to_vec(), TensorData::Bytes(data.into_iter().map(String::into_bytes).collect()))
                 }
             }
         };
     }
     let (shape, data) = arm!(Bool => bool, U8 => u8, U16 => u16, U32 => u32, U64 => u64, I8 => i8, I16 => i16,
-        I32 => i32, I64 => i64, F32 => f32, F64 => f64);
+        I32 => i32, I64 => i64, F16 => half::f16, F32 => f32, F64 => f64);
     Ok(Tensor { name: name.to_string(), shape, data })
 }

@@ -216,7 +216,17 @@ pub fn check_golden(
 }
 
 fn compare(got: &TensorData, want: &TensorData, tol: f64) -> Result<(), String> {
-    let exact = !matches!(want, TensorData::F32(_) | TensorData::F64(_));
+    if let (TensorData::Bytes(g), TensorData::Bytes(w)) = (got, want) {
+        return match g.iter().zip(w).position(|(a, b)| a != b) {
+            Some(j) => Err(format!(
+                "element {j} is '{}', expected '{}'",
+                String::from_utf8_lossy(&g[j]),
+                String::from_utf8_lossy(&w[j])
+            )),
+            None => Ok(()),
+        };
+    }
+    let exact = !matches!(want, TensorData::F16(_) | TensorData::F32(_) | TensorData::F64(_));
     for j in 0..want.len() {
         let (g, w) = (got.get_f64(j), want.get_f64(j));
         let ok = if exact { g == w } else { (g - w).abs() <= tol * (1.0 + w.abs()) };

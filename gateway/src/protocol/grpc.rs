@@ -1,9 +1,10 @@
 //! Tensors to and from the gRPC messages: typed `contents` fields and little-endian `raw_*_contents` buffers, as
-//! the Open Inference Protocol defines them. Every message names the input and what was expected.
+//! the Open Inference Protocol defines them (the raw layout lives in [`crate::tensor::raw`]). Every message names
+//! the input and what was expected.
 
 use crate::error::GatewayError;
 use crate::protocol::pb;
-use crate::tensor::{DataType, Tensor, TensorData, element_count, shape_problem};
+use crate::tensor::{DataType, Tensor, TensorData, element_count, raw, shape_problem};
 
 fn invalid(msg: String) -> GatewayError {
     GatewayError::InvalidInput(msg)
@@ -19,18 +20,9 @@ fn field_of(d: DataType) -> &'static str {
         DataType::I64 => "int64_contents",
         DataType::F32 => "fp32_contents",
         DataType::F64 => "fp64_contents",
-        DataType::F16 | DataType::Bytes => "bytes_contents",
-    }
-}
-
-/// Bytes per element in a raw buffer.
-fn width(d: DataType) -> usize {
-    match d {
-        DataType::Bool | DataType::U8 | DataType::I8 => 1,
-        DataType::U16 | DataType::I16 | DataType::F16 => 2,
-        DataType::U32 | DataType::I32 | DataType::F32 => 4,
-        DataType::U64 | DataType::I64 | DataType::F64 => 8,
-        DataType::Bytes => 0,
+        DataType::Bytes => "bytes_contents",
+        // The protocol has no typed field for half floats: they travel only as raw little-endian bytes.
+        DataType::F16 => "raw_input_contents",
     }
 }
 
@@ -82,46 +74,18 @@ fn typed(name: &str, d: DataType, c: &pb::InferTensorContents) -> Result<TensorD
         DataType::I64 => TensorData::I64(c.int64_contents.clone()),
         DataType::F32 => TensorData::F32(c.fp32_contents.clone()),
         DataType::F64 => TensorData::F64(c.fp64_contents.clone()),
-        DataType::F16 | DataType::Bytes => return Err(unsupported(name, d)),
+        DataType::Bytes => TensorData::Bytes(c.bytes_contents.clone()),
+        DataType::F16 => {
+            return Err(invalid(format!(
+                "input '{name}' has datatype FP16, which has no typed contents field: send its values as \
+                 little-endian half floats in raw_input_contents"
+            )));
+        }
     })
 }
 
-fn unsupported(name: &str, d: DataType) -> GatewayError {
-    invalid(format!("input '{name}': datatype {d} is not supported by this gateway"))
-}
-
-fn raw(name: &str, d: DataType, bytes: &[u8], count: usize) -> Result<TensorData, GatewayError> {
-    let w = width(d);
-    if w == 0 || d == DataType::F16 {
-        return Err(unsupported(name, d));
-    }
-    let need = count.checked_mul(w).ok_or_else(|| invalid(format!("input '{name}': {count} values is too many")))?;
-    if bytes.len() != need {
-        return Err(invalid(format!(
-            "input '{name}': raw_input_contents holds {} bytes; shape and datatype {d} need {count} values of {w} \
-             bytes = {need} bytes",
-            bytes.len(),
-        )));
-    }
-    macro_rules! le {
-        ($t:ty, $n:literal) => {
-            bytes.chunks_exact($n).map(|b| <$t>::from_le_bytes(b.try_into().expect("chunk width"))).collect()
-        };
-    }
-    Ok(match d {
-        DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        DataType::U8 => TensorData::U8(bytes.to_vec()),
-        DataType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
-        DataType::U16 => TensorData::U16(le!(u16, 2)),
-        DataType::I16 => TensorData::I16(le!(i16, 2)),
-        DataType::U32 => TensorData::U32(le!(u32, 4)),
-        DataType::I32 => TensorData::I32(le!(i32, 4)),
-        DataType::F32 => TensorData::F32(le!(f32, 4)),
-        DataType::U64 => TensorData::U64(le!(u64, 8)),
-        DataType::I64 => TensorData::I64(le!(i64, 8)),
-        DataType::F64 => TensorData::F64(le!(f64, 8)),
-        DataType::F16 | DataType::Bytes => return Err(unsupported(name, d)),
-    })
+fn from_raw(name: &str, d: DataType, bytes: &[u8], count: usize) -> Result<TensorData, GatewayError> {
+    raw::decode(d, bytes, count).map_err(|e| invalid(format!("input '{name}': raw_input_contents {e}")))
 }
 
 /// Decodes the inputs of a request. Returns them and whether they came raw (answers go back the same way).
@@ -158,7 +122,7 @@ pub fn decode_inputs(
                         "input '{name}' has values both in contents and in raw_input_contents; use one"
                     )));
                 }
-                raw(&name, d, &bytes, count)?
+                from_raw(&name, d, &bytes, count)?
             }
             None => typed(&name, d, &input.contents.unwrap_or_default())?,
         };
@@ -177,24 +141,7 @@ pub fn decode_inputs(
 
 /// Little-endian bytes of a buffer, for `raw_output_contents`.
 pub fn to_raw(data: &TensorData) -> Vec<u8> {
-    macro_rules! le {
-        ($v:expr) => {
-            $v.iter().flat_map(|x| x.to_le_bytes()).collect()
-        };
-    }
-    match data {
-        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-        TensorData::U8(v) => v.clone(),
-        TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
-        TensorData::U16(v) => le!(v),
-        TensorData::I16(v) => le!(v),
-        TensorData::U32(v) => le!(v),
-        TensorData::I32(v) => le!(v),
-        TensorData::F32(v) => le!(v),
-        TensorData::U64(v) => le!(v),
-        TensorData::I64(v) => le!(v),
-        TensorData::F64(v) => le!(v),
-    }
+    raw::encode(data)
 }
 
 /// Typed contents of a buffer (8- and 16-bit types widen to the 32-bit fields).
@@ -212,6 +159,10 @@ pub fn to_contents(data: &TensorData) -> pb::InferTensorContents {
         TensorData::I64(v) => c.int64_contents = v.clone(),
         TensorData::F32(v) => c.fp32_contents = v.clone(),
         TensorData::F64(v) => c.fp64_contents = v.clone(),
+        TensorData::Bytes(v) => c.bytes_contents = v.clone(),
+        // No typed field exists for FP16 (see `field_of`): widen to fp32 so a client that asked for typed
+        // contents still gets the values.
+        TensorData::F16(v) => c.fp32_contents = v.iter().map(|x| x.to_f32()).collect(),
     }
     c
 }
@@ -250,6 +201,7 @@ mod tests {
             TensorData::I64(vec![i64::MIN, 4]),
             TensorData::F32(vec![1.5, f32::NAN]),
             TensorData::F64(vec![-2.25, f64::INFINITY]),
+            TensorData::Bytes(vec![b"deep".to_vec(), b"\xff".to_vec()]),
         ];
         for data in samples {
             let d = data.datatype().as_str();
@@ -290,7 +242,8 @@ mod tests {
                 vec![],
                 "300 does not fit datatype INT8",
             ),
-            (vec![input("x", "BYTES", vec![1], None)], vec![vec![1]], "not supported"),
+            (vec![input("x", "BYTES", vec![1], None)], vec![vec![1]], "at least 4 bytes (the length prefix)"),
+            (vec![input("x", "FP16", vec![1], fp32(vec![1.0]))], vec![], "raw_input_contents"),
         ];
         for (inputs, raw, expect) in cases {
             let e = decode_inputs(inputs, raw).expect_err(expect).to_string();

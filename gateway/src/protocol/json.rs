@@ -2,6 +2,10 @@
 //! protocol-neutral tensors. Decoding borrows the body and parses each tensor's data straight into its typed
 //! buffer once the datatype is known. The front end decodes requests and encodes responses; the remote backend
 //! encodes requests and decodes responses with the same types.
+//!
+//! The binary tensor data extension (Triton's `binary_tensor_data`, which KServe adopted) rides on the same types:
+//! a request's JSON header is followed by raw tensors (an input with `parameters.binary_data_size` and no `data`),
+//! and an answer puts the outputs a client asked to get binary after its JSON header in the same way.
 
 use std::borrow::Cow;
 
@@ -13,7 +17,7 @@ use crate::error::GatewayError;
 use crate::manifest::TensorSpec;
 use crate::protocol::InferRequest;
 use crate::tensor::json::{DataSeed, decode_data};
-use crate::tensor::{DataType, Tensor, TensorData, element_count, shape_problem};
+use crate::tensor::{DataType, Tensor, TensorData, element_count, raw, shape_problem};
 
 #[derive(Deserialize)]
 struct RequestWire<'a> {
@@ -23,8 +27,27 @@ struct RequestWire<'a> {
     inputs: Vec<InputWire<'a>>,
     #[serde(default)]
     outputs: Option<Vec<OutputRequestWire>>,
-    #[serde(default, rename = "parameters")]
-    _parameters: Option<IgnoredAny>,
+    #[serde(default)]
+    parameters: Option<RequestParams>,
+}
+
+/// The request parameters this gateway reads; others are accepted and ignored.
+#[derive(Deserialize, Default)]
+struct RequestParams {
+    /// Binary outputs for every output that does not say otherwise.
+    #[serde(default)]
+    binary_data_output: Option<bool>,
+}
+
+/// The tensor parameters this gateway reads; others are accepted and ignored.
+#[derive(Deserialize, Default)]
+struct TensorParams {
+    /// Input: the tensor's size in the binary part after the JSON header.
+    #[serde(default)]
+    binary_data_size: Option<u64>,
+    /// Requested output: answer it binary (`true`) or as JSON `data` (`false`).
+    #[serde(default)]
+    binary_data: Option<bool>,
 }
 
 /// One input tensor. Its data is parsed in the same pass as the body when `datatype` (and ideally `shape`) come
@@ -33,7 +56,9 @@ struct InputWire<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    data: DataField<'a>,
+    /// Absent for a binary input.
+    data: Option<DataField<'a>>,
+    binary_size: Option<u64>,
 }
 
 enum DataField<'a> {
@@ -58,13 +83,14 @@ impl<'de: 'a, 'a> Visitor<'de> for InputVisitor<'a> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let (mut name, mut shape, mut datatype, mut data) = (None::<String>, None::<Vec<i64>>, None::<String>, None);
+        let mut params: Option<TensorParams> = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
                 "name" if name.is_none() => name = Some(map.next_value()?),
                 "shape" if shape.is_none() => shape = Some(map.next_value()?),
                 "datatype" if datatype.is_none() => datatype = Some(map.next_value()?),
                 "data" if data.is_none() => {
-                    let known = datatype.as_deref().and_then(DataType::parse).filter(|d| d.is_supported());
+                    let known = datatype.as_deref().and_then(DataType::parse);
                     data = Some(match known {
                         Some(dt) => {
                             let limit = shape.as_deref().and_then(element_count).unwrap_or(usize::MAX);
@@ -77,7 +103,8 @@ impl<'de: 'a, 'a> Visitor<'de> for InputVisitor<'a> {
                         None => DataField::Raw(map.next_value()?),
                     });
                 }
-                "name" | "shape" | "datatype" | "data" => {
+                "parameters" if params.is_none() => params = Some(map.next_value()?),
+                "name" | "shape" | "datatype" | "data" | "parameters" => {
                     return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
                 }
                 _ => {
@@ -85,11 +112,28 @@ impl<'de: 'a, 'a> Visitor<'de> for InputVisitor<'a> {
                 }
             }
         }
+        let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+        let binary_size = params.and_then(|p| p.binary_data_size);
+        match (&data, binary_size) {
+            (None, None) => {
+                return Err(de::Error::custom(format_args!(
+                    "input '{name}': missing field `data` (or `parameters.binary_data_size` for a binary tensor)"
+                )));
+            }
+            (Some(_), Some(_)) => {
+                return Err(de::Error::custom(format_args!(
+                    "input '{name}' has both `data` and `parameters.binary_data_size`; a tensor is either JSON or \
+                     binary"
+                )));
+            }
+            _ => {}
+        }
         Ok(InputWire {
-            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
             shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
             datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
-            data: data.ok_or_else(|| de::Error::missing_field("data"))?,
+            name,
+            data,
+            binary_size,
         })
     }
 }
@@ -97,23 +141,84 @@ impl<'de: 'a, 'a> Visitor<'de> for InputVisitor<'a> {
 #[derive(Deserialize)]
 struct OutputRequestWire {
     name: String,
-    #[serde(default, rename = "parameters")]
-    _parameters: Option<IgnoredAny>,
+    #[serde(default)]
+    parameters: Option<TensorParams>,
 }
 
-/// Decodes an inference request body; errors name the input and what was expected.
+/// How the outputs of an answer travel: as JSON `data`, or binary after the JSON header.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AnswerFormat {
+    /// The request's `binary_data_output`.
+    binary_by_default: bool,
+    /// Outputs whose own `binary_data` parameter said yes or no.
+    explicit: Vec<(String, bool)>,
+}
+
+impl AnswerFormat {
+    pub fn is_binary(&self, output: &str) -> bool {
+        self.explicit.iter().find(|(n, _)| n == output).map_or(self.binary_by_default, |(_, b)| *b)
+    }
+
+    /// JSON only: the plain protocol, no extension.
+    pub fn is_json(&self) -> bool {
+        !self.binary_by_default && self.explicit.iter().all(|(_, b)| !b)
+    }
+}
+
+/// Header giving the length of the JSON part of a message with binary tensors after it.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Decodes a plain JSON inference request body; errors name the input and what was expected.
 pub fn decode_request(body: &[u8]) -> Result<InferRequest, GatewayError> {
+    decode_request_parts(body, None).map(|(r, _)| r)
+}
+
+/// Decodes an inference request that may carry binary tensors: `header_len` (from `Inference-Header-Content-Length`)
+/// splits the body into the JSON header and the binary part. Also returns how the client wants its outputs.
+pub fn decode_request_parts(
+    body: &[u8],
+    header_len: Option<usize>,
+) -> Result<(InferRequest, AnswerFormat), GatewayError> {
     if body.is_empty() {
         return Err(GatewayError::invalid("request body is empty; expected a JSON inference request"));
     }
-    let wire: RequestWire<'_> =
-        serde_json::from_slice(body).map_err(|e| GatewayError::invalid(format!("invalid inference request: {e}")))?;
+    let (json, binary) = match header_len {
+        Some(n) if n > body.len() => {
+            return Err(GatewayError::invalid(format!(
+                "Inference-Header-Content-Length is {n}, past the end of the {}-byte body",
+                body.len()
+            )));
+        }
+        Some(n) => body.split_at(n),
+        None => (body, &[][..]),
+    };
+    let wire: RequestWire<'_> = serde_json::from_slice(json).map_err(|e| {
+        let hint = if header_len.is_none() && e.to_string().starts_with("trailing characters") {
+            "; a request with binary tensors gives the length of its JSON header in Inference-Header-Content-Length"
+        } else {
+            ""
+        };
+        GatewayError::invalid(format!("invalid inference request: {e}{hint}"))
+    })?;
     if wire.inputs.is_empty() {
         return Err(GatewayError::invalid("'inputs' is empty; at least one input tensor is required"));
     }
-    let inputs = tensors(wire.inputs, "input")?;
-    let outputs = wire.outputs.map(|o| o.into_iter().map(|o| o.name).collect());
-    Ok(InferRequest { id: wire.id, inputs, outputs })
+    let inputs = tensors(wire.inputs, "input", binary)?;
+    let mut format = AnswerFormat {
+        binary_by_default: wire.parameters.and_then(|p| p.binary_data_output).unwrap_or(false),
+        explicit: Vec::new(),
+    };
+    let outputs = wire.outputs.map(|o| {
+        o.into_iter()
+            .map(|o| {
+                if let Some(b) = o.parameters.and_then(|p| p.binary_data) {
+                    format.explicit.push((o.name.clone(), b));
+                }
+                o.name
+            })
+            .collect()
+    });
+    Ok((InferRequest { id: wire.id, inputs, outputs }, format))
 }
 
 #[derive(Deserialize)]
@@ -126,11 +231,12 @@ struct ResponseIn<'a> {
 pub fn decode_response(body: &[u8]) -> Result<Vec<Tensor>, GatewayError> {
     let wire: ResponseIn<'_> =
         serde_json::from_slice(body).map_err(|e| GatewayError::invalid(format!("invalid inference response: {e}")))?;
-    tensors(wire.outputs, "output")
+    tensors(wire.outputs, "output", &[])
 }
 
-/// Turns decoded wire tensors into checked tensors; `what` ("input" or "output") names them in messages.
-fn tensors(wire: Vec<InputWire<'_>>, what: &str) -> Result<Vec<Tensor>, GatewayError> {
+/// Turns decoded wire tensors into checked tensors; `what` ("input" or "output") names them in messages. Binary
+/// tensors take their bytes from `binary` in order; every byte of it must belong to one.
+fn tensors(wire: Vec<InputWire<'_>>, what: &str, mut binary: &[u8]) -> Result<Vec<Tensor>, GatewayError> {
     let mut out = Vec::with_capacity(wire.len());
     for i in wire {
         let name = i.name;
@@ -145,9 +251,23 @@ fn tensors(wire: Vec<InputWire<'_>>, what: &str) -> Result<Vec<Tensor>, GatewayE
             GatewayError::invalid(format!("{what} '{name}': shape {:?} {}", i.shape, shape_problem(&i.shape)))
         })?;
         let data = match i.data {
-            DataField::Parsed(d) => d,
-            DataField::Raw(raw) => decode_data(raw, datatype, expected)
+            Some(DataField::Parsed(d)) => d,
+            Some(DataField::Raw(raw)) => decode_data(raw, datatype, expected)
                 .map_err(|e| GatewayError::invalid(format!("{what} '{name}': 'data': {e}")))?,
+            None => {
+                let size = i.binary_size.unwrap_or(0);
+                let size = usize::try_from(size).ok().filter(|&n| n <= binary.len()).ok_or_else(|| {
+                    GatewayError::invalid(format!(
+                        "{what} '{name}': parameters.binary_data_size is {size}, but only {} bytes of binary data \
+                         remain after the JSON header",
+                        binary.len()
+                    ))
+                })?;
+                let (bytes, rest) = binary.split_at(size);
+                binary = rest;
+                raw::decode(datatype, bytes, expected)
+                    .map_err(|e| GatewayError::invalid(format!("{what} '{name}': binary data {e}")))?
+            }
         };
         if data.len() != expected {
             return Err(GatewayError::invalid(format!(
@@ -157,6 +277,12 @@ fn tensors(wire: Vec<InputWire<'_>>, what: &str) -> Result<Vec<Tensor>, GatewayE
             )));
         }
         out.push(Tensor { name, shape: i.shape, data });
+    }
+    if !binary.is_empty() {
+        return Err(GatewayError::invalid(format!(
+            "{} bytes after the JSON header belong to no input (the inputs' binary_data_size add up to less)",
+            binary.len()
+        )));
     }
     Ok(out)
 }
@@ -189,12 +315,25 @@ struct OutputWire<'a> {
     name: &'a str,
     datatype: DataType,
     shape: &'a [i64],
-    data: &'a TensorData,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a TensorData>,
+}
+
+#[derive(Serialize)]
+struct BinaryParams {
+    binary_data_size: usize,
 }
 
 impl<'a> OutputWire<'a> {
     fn of(t: &'a Tensor) -> Self {
-        Self { name: &t.name, datatype: t.datatype(), shape: &t.shape, data: &t.data }
+        Self { name: &t.name, datatype: t.datatype(), shape: &t.shape, parameters: None, data: Some(&t.data) }
+    }
+
+    fn binary(t: &'a Tensor) -> Self {
+        let parameters = Some(BinaryParams { binary_data_size: raw::encoded_len(&t.data) });
+        Self { name: &t.name, datatype: t.datatype(), shape: &t.shape, parameters, data: None }
     }
 }
 
@@ -211,6 +350,38 @@ pub fn encode_outputs(model: &str, version: &str, id: Option<&str>, outputs: &[T
     // Serializing plain structs of numbers and strings into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut buf, &wire);
     buf
+}
+
+/// Encodes an answer as the client asked: plain JSON, or a JSON header with the binary outputs after it. Returns
+/// the body and, when it has a binary part, the length of its JSON header (for `Inference-Header-Content-Length`).
+pub fn encode_answer(
+    model: &str,
+    version: &str,
+    id: Option<&str>,
+    outputs: &[Tensor],
+    format: &AnswerFormat,
+) -> (Vec<u8>, Option<usize>) {
+    if format.is_json() || !outputs.iter().any(|t| format.is_binary(&t.name)) {
+        return (encode_outputs(model, version, id, outputs), None);
+    }
+    let wire = ResponseWire {
+        model_name: model,
+        model_version: version,
+        id,
+        outputs: outputs
+            .iter()
+            .map(|t| if format.is_binary(&t.name) { OutputWire::binary(t) } else { OutputWire::of(t) })
+            .collect(),
+    };
+    let binary: usize = outputs.iter().filter(|t| format.is_binary(&t.name)).map(|t| raw::encoded_len(&t.data)).sum();
+    let mut buf = Vec::with_capacity(256 + binary);
+    // Serializing plain structs of numbers and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut buf, &wire);
+    let header = buf.len();
+    for t in outputs.iter().filter(|t| format.is_binary(&t.name)) {
+        raw::encode_into(&t.data, &mut buf);
+    }
+    (buf, Some(header))
 }
 
 #[derive(Serialize)]
@@ -275,6 +446,70 @@ mod tests {
         assert_eq!(decode_response(&body).expect("decodes"), vec![x]);
         let e = decode_response(br#"{"outputs":[{"name":"y","shape":[2],"datatype":"FP32","data":[1]}]}"#);
         assert!(e.expect_err("short").to_string().contains("output 'y': shape [2] needs 2 values"));
+    }
+
+    /// A request as tritonclient writes it at its defaults: JSON header, then the raw tensors in input order.
+    fn binary_request(header: &str, tail: &[u8]) -> (Vec<u8>, usize) {
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(tail);
+        (body, header.len())
+    }
+
+    #[test]
+    fn binary_inputs_mix_with_json_and_answers_follow_the_request() {
+        let mut tail = Vec::new();
+        tail.extend_from_slice(&1.5f32.to_le_bytes());
+        tail.extend_from_slice(&(-2f32).to_le_bytes());
+        tail.extend_from_slice(&[4, 0, 0, 0]);
+        tail.extend_from_slice(b"pale");
+        let (body, n) = binary_request(
+            r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}},
+                {"name":"j","shape":[1],"datatype":"INT64","data":[7]},
+                {"name":"c","shape":[1,1],"datatype":"BYTES","parameters":{"binary_data_size":8}}],
+               "outputs":[{"name":"a","parameters":{"binary_data":true}},{"name":"b"}]}"#,
+            &tail,
+        );
+        let (r, format) = decode_request_parts(&body, Some(n)).expect("decodes");
+        assert_eq!(r.inputs[0].data, TensorData::F32(vec![1.5, -2.0]));
+        assert_eq!(r.inputs[1].data, TensorData::I64(vec![7]));
+        assert_eq!(r.inputs[2].data, TensorData::Bytes(vec![b"pale".to_vec()]));
+        assert!(format.is_binary("a") && !format.is_binary("b") && !format.is_json());
+
+        let a = Tensor { name: "a".into(), shape: vec![2], data: TensorData::I64(vec![1, 2]) };
+        let b = Tensor { name: "b".into(), shape: vec![1], data: TensorData::F32(vec![0.5]) };
+        let (body, header) = encode_answer("m", "1", None, &[a, b.clone()], &format);
+        let header = header.expect("has a binary part");
+        let json: serde_json::Value = serde_json::from_slice(&body[..header]).expect("json header");
+        assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 16);
+        assert!(json["outputs"][0].get("data").is_none());
+        assert_eq!(json["outputs"][1]["data"], serde_json::json!([0.5]));
+        assert_eq!(&body[header..], &[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        // JSON asked, JSON answered, with no header length.
+        assert_eq!(encode_answer("m", "1", None, &[b], &AnswerFormat::default()).1, None);
+    }
+
+    #[test]
+    fn binary_sizes_are_checked_and_named() {
+        let header = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
+        let bad = |tail: &[u8], n: Option<usize>| {
+            let (body, len) = binary_request(header, tail);
+            decode_request_parts(&body, n.or(Some(len))).expect_err("refused").to_string()
+        };
+        assert!(bad(&[0; 4], None).contains("input 'x': parameters.binary_data_size is 8, but only 4 bytes"));
+        assert!(bad(&[0; 12], None).contains("4 bytes after the JSON header belong to no input"));
+        assert!(bad(&[0; 8], Some(10_000)).contains("past the end"));
+        let (body, _) = binary_request(header, &[0; 8]);
+        let e = decode_request_parts(&body, None).expect_err("no header length").to_string();
+        assert!(e.contains("Inference-Header-Content-Length"), "{e}");
+        let short = r#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
+        let (body, n) = binary_request(short, &[0; 8]);
+        let e = decode_request_parts(&body, Some(n)).expect_err("size against shape").to_string();
+        assert!(e.contains("input 'x': binary data holds 8 bytes") && e.contains("= 12 bytes"), "{e}");
+        let both =
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1],"parameters":{"binary_data_size":4}}]}"#;
+        let (body, n) = binary_request(both, &[0; 4]);
+        let e = decode_request_parts(&body, Some(n)).expect_err("both").to_string();
+        assert!(e.contains("input 'x' has both `data` and `parameters.binary_data_size`"), "{e}");
     }
 
     #[test]

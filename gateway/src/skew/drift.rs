@@ -3,13 +3,16 @@
 //! Every feature of every input row is binned on the baseline's bin edges with relaxed atomic adds (no lock on
 //! the request path). The window is a ring of time slots: requests add to the current slot, a ticker advances the
 //! ring and clears the slot it moves into, and a snapshot sums all slots. From the window come the population
-//! stability index (PSI) per feature and the share of values outside the training range.
+//! stability index (PSI) per feature and the share of values outside the training range. A categorical feature (a
+//! BYTES input) has one bin per training category plus one for categories never seen in training: its PSI is over
+//! category shares, and its unseen share takes the place of the out-of-range share.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 
 use crate::manifest::Manifest;
+use crate::tensor::DataType;
 
 /// Counters per feature after the bins: below the training minimum, above the training maximum.
 const EXTRA: usize = 2;
@@ -34,8 +37,21 @@ pub struct Feature {
     /// Declared valid domain; values outside are invalid (policy decides reject or count).
     pub lower: Option<f64>,
     pub upper: Option<f64>,
+    /// The training categories of a categorical feature (empty for a numeric one).
+    pub categories: Vec<Vec<u8>>,
     /// First counter of this feature in a slot.
     base: usize,
+}
+
+impl Feature {
+    pub fn is_categorical(&self) -> bool {
+        !self.categories.is_empty()
+    }
+
+    /// Drift bins: the numeric bins, or one per category plus the unseen-category bin.
+    fn bins(&self) -> usize {
+        if self.is_categorical() { self.categories.len() + 1 } else { self.edges.len() + 1 }
+    }
 }
 
 /// Counters are sharded by thread so that cores do not fight over the same cache lines; a snapshot sums them.
@@ -88,7 +104,11 @@ pub struct FeatureDrift {
     pub rows: u64,
     /// `None` below [`MIN_ROWS`] rows in the window.
     pub psi: Option<f64>,
+    /// Numeric features: the share of values outside the training range.
     pub out_of_range_share: Option<f64>,
+    /// Categorical features: the share of values that are no training category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unseen_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,31 +127,59 @@ impl DriftStats {
         let mut base = 0;
         for (input, spec) in manifest.inputs.iter().enumerate() {
             let row_len = spec.spec.row_len();
+            let categorical = spec.spec.datatype == DataType::Bytes;
             for (offset, b) in spec.features.iter().enumerate() {
-                let total: u64 = b.bin_counts.iter().sum::<u64>().max(1);
-                let expected = b.bin_counts.iter().map(|&c| c as f64 / total as f64).collect();
-                // Wider baselines are cut down to the first bins (MAX_WIDTH - 3 edges); manifests use ten.
-                let edges: Vec<f64> = b.bin_edges.iter().copied().take(MAX_WIDTH - 3).collect();
-                features.push(Feature {
+                let (edges, categories, expected) = if categorical {
+                    // The manifest caps categories (MAX_CATEGORIES) so that the bins fit the counter array.
+                    let categories: Vec<Vec<u8>> =
+                        b.categories.iter().take(MAX_WIDTH - 3).map(|c| c.as_bytes().to_vec()).collect();
+                    let total: u64 = b.category_counts.iter().sum::<u64>().max(1);
+                    let mut expected: Vec<f64> =
+                        b.category_counts.iter().take(categories.len()).map(|&c| c as f64 / total as f64).collect();
+                    expected.push(0.0); // no training row had an unseen category
+                    (Vec::new(), categories, expected)
+                } else {
+                    let total: u64 = b.bin_counts.iter().sum::<u64>().max(1);
+                    let expected = b.bin_counts.iter().map(|&c| c as f64 / total as f64).collect();
+                    // Wider baselines are cut down to the first bins (MAX_WIDTH - 3 edges); manifests use ten.
+                    let edges: Vec<f64> = b.bin_edges.iter().copied().take(MAX_WIDTH - 3).collect();
+                    let bins = edges.len() + 1;
+                    (edges, Vec::new(), fold_expected(expected, bins))
+                };
+                let feature = Feature {
                     name: b.name.clone(),
                     input,
                     offset,
                     row_len,
-                    expected: fold_expected(expected, edges.len() + 1),
+                    expected,
                     edges,
                     min: b.min,
                     max: b.max,
                     lower: b.lower,
                     upper: b.upper,
+                    categories,
                     base,
-                });
-                base += edges_len(b.bin_edges.len()) + 1 + EXTRA;
+                };
+                base += feature.bins() + EXTRA;
+                features.push(feature);
             }
         }
         let slots = (0..slots.max(1))
             .map(|_| Slot { counts: (0..base * SHARDS).map(|_| AtomicU64::new(0)).collect() })
             .collect();
         Self { features, slots, per_shard: base, current: AtomicUsize::new(0) }
+    }
+
+    /// Counts one category of the categorical feature `f` into `local`: its training category's bin, or the
+    /// unseen bin (counted a second time in the range counter, which the snapshot reads as the unseen share).
+    #[inline]
+    pub fn count_category(f: &Feature, local: &mut Local, v: &[u8]) {
+        let k = f.categories.len();
+        let bin = f.categories.iter().position(|c| c == v).unwrap_or(k);
+        local.counts[bin] += 1;
+        if bin == k {
+            local.counts[k + 2] += 1;
+        }
     }
 
     /// Counts one value of feature `f` into `local`. NaN and infinities are not binned (the invariant checks
@@ -158,7 +206,7 @@ impl DriftStats {
     pub fn add(&self, f: &Feature, local: &Local) {
         let slot = &self.slots[self.current.load(Ordering::Relaxed)];
         let off = shard() * self.per_shard + f.base;
-        for (i, &c) in local.counts[..f.edges.len() + 1 + EXTRA].iter().enumerate() {
+        for (i, &c) in local.counts[..f.bins() + EXTRA].iter().enumerate() {
             if c > 0 {
                 slot.counts[off + i].fetch_add(u64::from(c), Ordering::Relaxed);
             }
@@ -194,26 +242,25 @@ impl DriftStats {
         let mut features = Vec::with_capacity(self.features.len());
         let mut rows = 0;
         for f in &self.features {
-            let nbins = f.edges.len() + 1;
+            let nbins = f.bins();
             let counts: Vec<u64> = (0..nbins).map(|b| self.window(f.base + b)).collect();
             let n: u64 = counts.iter().sum();
             rows = rows.max(n);
             let outside = self.window(f.base + nbins) + self.window(f.base + nbins + 1);
             let enough = n >= MIN_ROWS;
+            let share = (n > 0).then(|| outside as f64 / n as f64);
+            let categorical = f.is_categorical();
             features.push(FeatureDrift {
                 name: f.name.clone(),
                 rows: n,
                 psi: enough.then(|| psi(&f.expected, &counts)),
-                out_of_range_share: (n > 0).then(|| outside as f64 / n as f64),
+                out_of_range_share: share.filter(|_| !categorical),
+                unseen_share: share.filter(|_| categorical),
             });
         }
         let top = features.iter().filter_map(|f| f.psi.map(|p| (p, &f.name))).max_by(|a, b| a.0.total_cmp(&b.0));
         DriftSnapshot { rows, max_psi: top.map(|(p, _)| p), max_psi_feature: top.map(|(_, n)| n.clone()), features }
     }
-}
-
-fn edges_len(n: usize) -> usize {
-    n.min(MAX_WIDTH - 3)
 }
 
 /// Expected shares for a baseline cut to `bins` bins: the tail's share goes to the last kept bin.
@@ -259,6 +306,39 @@ mod tests {
             shifted.rotate_left(1);
             prop_assert!(psi(&expected, &shifted) >= -1e-12);
         }
+    }
+
+    /// The bundled wine model's `color` is categorical: traffic in training proportions drifts little; a flood of
+    /// an unseen category drifts a lot and shows as the unseen share.
+    #[test]
+    fn categorical_features_drift_over_category_shares() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wine/1");
+        let manifest = Manifest::load(&dir, "wine", "1").expect("bundled manifest");
+        let stats = DriftStats::new(&manifest, 1);
+        let color = stats.features.iter().find(|f| f.is_categorical()).expect("color is categorical").clone();
+        let mut local = Local::default();
+        let counts = manifest.inputs[1].features[0].category_counts.clone();
+        for (c, &n) in color.categories.clone().iter().zip(&counts) {
+            for _ in 0..n * 2 {
+                DriftStats::count_category(&color, &mut local, c);
+            }
+        }
+        stats.add(&color, &local);
+        let snap = stats.snapshot();
+        let f = snap.features.iter().find(|f| f.name == color.name).expect("in the snapshot");
+        assert!(f.psi.expect("enough rows") < 0.01, "{f:?}");
+        assert_eq!((f.unseen_share, f.out_of_range_share), (Some(0.0), None));
+
+        let mut local = Local::default();
+        for _ in 0..300 {
+            DriftStats::count_category(&color, &mut local, b"violet");
+        }
+        stats.add(&color, &local);
+        let snap = stats.snapshot();
+        let f = snap.features.iter().find(|f| f.name == color.name).expect("in the snapshot");
+        assert!(f.psi.expect("enough rows") > 0.25, "{f:?}");
+        let total = counts.iter().sum::<u64>() * 2 + 300;
+        assert!((f.unseen_share.expect("share") - 300.0 / total as f64).abs() < 1e-9, "{f:?}");
     }
 
     #[test]

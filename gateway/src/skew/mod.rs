@@ -83,7 +83,7 @@ impl SkewMonitor {
     /// recorded for a refused request except the invalid value that refused it.
     pub fn observe(&self, inputs: &[Tensor], input_names: &[String]) -> Result<(), GatewayError> {
         if self.policy == InvalidPolicy::Reject {
-            for (i, f) in self.drift.features.iter().enumerate() {
+            for (i, f) in self.drift.features.iter().enumerate().filter(|(_, f)| !f.is_categorical()) {
                 let t = &inputs[f.input];
                 for row in 0..t.shape[0] as usize {
                     let v = t.data.get_f64(row * f.row_len + f.offset);
@@ -106,6 +106,15 @@ impl SkewMonitor {
         for (i, f) in self.drift.features.iter().enumerate() {
             let t = &inputs[f.input];
             let mut local = Local::default();
+            if f.is_categorical() {
+                for row in 0..t.shape[0] as usize {
+                    if let Some(v) = t.data.bytes_at(row * f.row_len + f.offset) {
+                        DriftStats::count_category(f, &mut local, v);
+                    }
+                }
+                self.drift.add(f, &local);
+                continue;
+            }
             let mut invalid = [0u64; 3];
             t.data.for_each_strided(f.offset, f.row_len, t.shape[0] as usize, |v| {
                 if count_invalid && let Some(kind) = invalid_kind(f, v) {

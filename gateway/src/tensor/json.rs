@@ -8,7 +8,7 @@
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{DataType, TensorData};
+use super::{DataType, TensorData, f16};
 
 /// A scalar that can be read from a JSON number token or boolean, with the protocol's range rules.
 trait JsonScalar: Sized {
@@ -143,6 +143,20 @@ impl JsonScalar for f32 {
     }
 }
 
+impl JsonScalar for f16 {
+    const DATATYPE: DataType = DataType::F16;
+    fn parse(token: &[u8]) -> Option<Self> {
+        parse_f64(token).and_then(<Self as JsonScalar>::from_f64)
+    }
+    fn from_i128(v: i128) -> Option<Self> {
+        <Self as JsonScalar>::from_f64(v as f64)
+    }
+    fn from_f64(v: f64) -> Option<Self> {
+        // Rounds to the nearest half float; a literal beyond its range (65504) would become infinity: refused.
+        Some(f16::from_f64(v)).filter(|x| x.is_finite())
+    }
+}
+
 impl JsonScalar for bool {
     const DATATYPE: DataType = DataType::Bool;
     fn parse(_: &[u8]) -> Option<Self> {
@@ -173,7 +187,7 @@ struct Scanner<'a, T> {
 fn expected<T: JsonScalar>() -> String {
     let what = match T::DATATYPE {
         DataType::Bool => "true/false values",
-        DataType::F32 | DataType::F64 => "numbers",
+        DataType::F16 | DataType::F32 | DataType::F64 => "numbers",
         _ => "integers",
     };
     format!("an array of {what} for datatype {} (flat or nested)", T::DATATYPE)
@@ -273,8 +287,12 @@ pub fn decode_data(raw: &RawValue, datatype: DataType, expected: usize) -> Resul
         DataType::I64 => TensorData::I64(decode_typed(raw, expected)?),
         DataType::F32 => TensorData::F32(decode_typed(raw, expected)?),
         DataType::F64 => TensorData::F64(decode_typed(raw, expected)?),
-        DataType::F16 | DataType::Bytes => {
-            return Err(format!("datatype {datatype} is not supported by this gateway"));
+        DataType::F16 => TensorData::F16(decode_typed(raw, expected)?),
+        DataType::Bytes => {
+            let mut out = Vec::with_capacity(expected.min(raw.len() / 2 + 1));
+            let mut d = serde_json::Deserializer::from_str(raw);
+            Strings { out: &mut out, limit: expected }.deserialize(&mut d).map_err(|e| e.to_string())?;
+            TensorData::Bytes(out)
         }
     })
 }
@@ -363,13 +381,55 @@ impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
             DataType::I64 => TensorData::I64(seed_typed(d, limit).map_err(named)?),
             DataType::F32 => TensorData::F32(seed_typed(d, limit).map_err(named)?),
             DataType::F64 => TensorData::F64(seed_typed(d, limit).map_err(named)?),
-            DataType::F16 | DataType::Bytes => {
-                return Err(de::Error::custom(format_args!(
-                    "datatype {} is not supported by this gateway",
-                    self.datatype
-                )));
+            DataType::F16 => TensorData::F16(seed_typed(d, limit).map_err(named)?),
+            DataType::Bytes => {
+                let mut out = Vec::with_capacity(limit.min(1 << 12));
+                Strings { out: &mut out, limit }.deserialize(d).map_err(named)?;
+                TensorData::Bytes(out)
             }
         })
+    }
+}
+
+/// BYTES elements in JSON: strings, in flat or nested arrays.
+struct Strings<'a> {
+    out: &'a mut Vec<Vec<u8>>,
+    limit: usize,
+}
+
+impl Strings<'_> {
+    fn push<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
+        if self.out.len() >= self.limit {
+            return Err(E::custom(format_args!("data has more elements than the shape's {}", self.limit)));
+        }
+        self.out.push(v.to_vec());
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strings<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strings<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of strings for datatype BYTES (flat or nested)")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(v.as_bytes())
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
+        self.push(v)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (out, limit) = (self.out, self.limit);
+        while seq.next_element_seed(Strings { out: &mut *out, limit })?.is_some() {}
+        Ok(())
     }
 }
 
@@ -430,6 +490,23 @@ mod tests {
         let err = decode_data(&raw("[1e300]"), DataType::F32, 1).expect_err("overflow");
         assert!(err.contains("FP32"), "{err}");
         assert_eq!(decode_data(&raw("[1e300]"), DataType::F64, 1), Ok(TensorData::F64(vec![1e300])));
+    }
+
+    #[test]
+    fn half_floats_and_strings_decode() {
+        assert_eq!(
+            decode_data(&raw("[1.5, -2]"), DataType::F16, 2),
+            Ok(TensorData::F16(vec![f16::from_f32(1.5), f16::from_f32(-2.0)]))
+        );
+        let err = decode_data(&raw("[70000]"), DataType::F16, 1).expect_err("beyond FP16");
+        assert!(err.contains("FP16"), "{err}");
+        let strings = TensorData::Bytes(vec![b"pale".to_vec(), b"d\"eep".to_vec()]);
+        assert_eq!(decode_data(&raw(r#"[["pale"], ["d\"eep"]]"#), DataType::Bytes, 2), Ok(strings.clone()));
+        assert_eq!(seeded(r#"["pale", "d\"eep"]"#, DataType::Bytes, 2), Ok(strings));
+        let err = decode_data(&raw("[1]"), DataType::Bytes, 1).expect_err("number as BYTES");
+        assert!(err.contains("strings for datatype BYTES"), "{err}");
+        let err = seeded(r#"["a", "b"]"#, DataType::Bytes, 1).expect_err("too many");
+        assert!(err.contains("more elements than the shape's 1"), "{err}");
     }
 
     #[test]

@@ -3,12 +3,13 @@
 
 use std::fmt;
 
+pub use half::f16;
 use serde::{Serialize, Serializer};
 
 pub mod json;
+pub mod raw;
 
-/// Open Inference Protocol tensor datatypes. FP16 and BF16 are named so a client gets "not supported" rather than
-/// "unknown datatype".
+/// Open Inference Protocol tensor datatypes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DataType {
     Bool,
@@ -65,9 +66,15 @@ impl DataType {
         Self::ALL.into_iter().find(|d| d.as_str() == s)
     }
 
-    /// Datatypes whose values this gateway can carry end to end.
-    pub fn is_supported(self) -> bool {
-        !matches!(self, Self::F16 | Self::Bytes)
+    /// Bytes per element in a raw (binary) buffer; `None` for BYTES, whose elements carry their own length.
+    pub fn width(self) -> Option<usize> {
+        Some(match self {
+            Self::Bool | Self::U8 | Self::I8 => 1,
+            Self::U16 | Self::I16 | Self::F16 => 2,
+            Self::U32 | Self::I32 | Self::F32 => 4,
+            Self::U64 | Self::I64 | Self::F64 => 8,
+            Self::Bytes => return None,
+        })
     }
 
     pub fn names() -> String {
@@ -96,7 +103,8 @@ impl<'de> serde::Deserialize<'de> for DataType {
     }
 }
 
-/// A flat row-major buffer of one datatype.
+/// A flat row-major buffer of one datatype. `Bytes` holds one byte string per element (the protocol's BYTES, ONNX's
+/// string tensors).
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
     Bool(Vec<bool>),
@@ -108,8 +116,17 @@ pub enum TensorData {
     I16(Vec<i16>),
     I32(Vec<i32>),
     I64(Vec<i64>),
+    F16(Vec<f16>),
     F32(Vec<f32>),
     F64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// Every variant, for the matches that treat all buffers alike.
+macro_rules! each_variant {
+    ($m:ident) => {
+        $m!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, Bytes)
+    };
 }
 
 impl TensorData {
@@ -117,35 +134,53 @@ impl TensorData {
         macro_rules! arm {
             ($($v:ident),*) => { match self { $(Self::$v(_) => DataType::$v,)* } };
         }
-        arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
+        each_variant!(arm)
     }
 
     pub fn len(&self) -> usize {
         macro_rules! arm {
             ($($v:ident),*) => { match self { $(Self::$v(d) => d.len(),)* } };
         }
-        arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
+        each_variant!(arm)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Value `i` as f64, for statistics and tolerance checks; booleans are 0/1.
+    /// Value `i` as f64, for statistics and tolerance checks; booleans are 0/1, byte strings are NaN (not a
+    /// number; categorical features are counted apart, see [`TensorData::bytes_at`]).
     pub fn get_f64(&self, i: usize) -> f64 {
         macro_rules! arm {
-            ($($v:ident),*) => { match self { Self::Bool(d) => d[i] as u8 as f64, $(Self::$v(d) => d[i] as f64,)* } };
+            ($($v:ident),*) => {
+                match self {
+                    Self::Bool(d) => d[i] as u8 as f64,
+                    Self::F16(d) => d[i].to_f64(),
+                    Self::Bytes(_) => f64::NAN,
+                    $(Self::$v(d) => d[i] as f64,)*
+                }
+            };
         }
         arm!(U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
     }
 
+    /// Element `i` of a BYTES buffer.
+    pub fn bytes_at(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            Self::Bytes(d) => d.get(i).map(Vec::as_slice),
+            _ => None,
+        }
+    }
+
     /// Calls `f` with `n` values as f64, starting at `start`, `step` apart: one feature's column across rows. The
-    /// type dispatch happens once, not per value.
+    /// type dispatch happens once, not per value. Byte strings have no numeric value and are skipped.
     pub fn for_each_strided(&self, start: usize, step: usize, n: usize, mut f: impl FnMut(f64)) {
         macro_rules! arm {
             ($($v:ident),*) => {
                 match self {
                     Self::Bool(d) => d.iter().skip(start).step_by(step.max(1)).take(n).for_each(|x| f(f64::from(u8::from(*x)))),
+                    Self::F16(d) => d.iter().skip(start).step_by(step.max(1)).take(n).for_each(|x| f(x.to_f64())),
+                    Self::Bytes(_) => {}
                     $(Self::$v(d) => d.iter().skip(start).step_by(step.max(1)).take(n).for_each(|x| f(*x as f64)),)*
                 }
             };
@@ -160,7 +195,7 @@ impl TensorData {
         macro_rules! arm {
             ($($v:ident),*) => { match self { $(Self::$v(d) => Self::$v(d[a..b].to_vec()),)* } };
         }
-        arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
+        each_variant!(arm)
     }
 
     /// Appends another buffer of the same type (batching several requests into one call).
@@ -173,14 +208,21 @@ impl TensorData {
                 }
             };
         }
-        arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
+        each_variant!(arm)
     }
 }
 
 impl Serialize for TensorData {
+    /// JSON numbers, booleans, and strings for BYTES (bytes that are not UTF-8 are replaced, as JSON holds text).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         macro_rules! arm {
-            ($($v:ident),*) => { match self { $(Self::$v(d) => d.serialize(s),)* } };
+            ($($v:ident),*) => {
+                match self {
+                    Self::F16(d) => s.collect_seq(d.iter().map(|x| x.to_f32())),
+                    Self::Bytes(d) => s.collect_seq(d.iter().map(|b| String::from_utf8_lossy(b))),
+                    $(Self::$v(d) => d.serialize(s),)*
+                }
+            };
         }
         arm!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64)
     }
