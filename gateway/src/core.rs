@@ -46,16 +46,29 @@ struct Tally<'a> {
 }
 
 impl Tally<'_> {
-    fn finish(&mut self, outcome: Outcome) {
+    /// `rows` answered, or the error that ended the request.
+    fn finish(&mut self, result: Result<usize, &GatewayError>) {
         self.done = true;
-        self.version.stats.record(outcome, self.started.elapsed());
+        let took = self.started.elapsed();
+        match result {
+            Ok(rows) => {
+                self.version.stats.record(Outcome::Ok, took);
+                self.version.serving.succeeded(rows, took);
+            }
+            Err(e) => {
+                self.version.stats.record(outcome_of(e), took);
+                self.version.serving.failed(took);
+            }
+        }
     }
 }
 
 impl Drop for Tally<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.version.stats.record(Outcome::ServerError, self.started.elapsed());
+            let took = self.started.elapsed();
+            self.version.stats.record(Outcome::ServerError, took);
+            self.version.serving.failed(took);
         }
     }
 }
@@ -105,13 +118,10 @@ impl Core {
         tracing::Span::current().record("version", &*v.version);
         let mut tally = Tally { version: &v, started: Instant::now(), done: false };
         let result = self.run(slot, &v, req).await;
-        tally.finish(match &result {
-            Ok(_) => Outcome::Ok,
-            Err(e) => outcome_of(e),
-        });
+        tally.finish(result.as_ref().map(|r| r.2));
         drop(tally);
         match result {
-            Ok((id, outputs)) => Ok(InferResponse { version: v, id, outputs }),
+            Ok((id, outputs, _)) => Ok(InferResponse { version: v, id, outputs }),
             Err(e) => Err((Some(v), e)),
         }
     }
@@ -121,7 +131,7 @@ impl Core {
         slot: &ModelSlot,
         v: &Arc<ModelVersion>,
         req: InferRequest,
-    ) -> Result<(Option<String>, Vec<Tensor>), GatewayError> {
+    ) -> Result<(Option<String>, Vec<Tensor>, usize), GatewayError> {
         if let Some(id) = req.id.as_deref().filter(|id| id.len() > MAX_ID_BYTES) {
             return Err(GatewayError::invalid(format!(
                 "'id' is {} bytes long; at most {MAX_ID_BYTES} are accepted",
@@ -160,7 +170,7 @@ impl Core {
                 .filter_map(|n| outputs.iter().position(|o| &o.name == n).map(|i| outputs.swap_remove(i)))
                 .collect();
         }
-        Ok((req.id, outputs))
+        Ok((req.id, outputs, rows))
     }
 
     /// Hands copies of an answered request to the shadow and the capture log; both only enqueue.
@@ -276,7 +286,8 @@ impl Core {
         if !self.registry.initial_load_done() || self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
-        let models = self.registry.models();
+        // A model with no version at all was unloaded on purpose (or has none on disk): it is not expected to serve.
+        let models: Vec<_> = self.registry.models().into_iter().filter(|m| !m.versions().is_empty()).collect();
         if self.strict_readiness {
             !models.is_empty() && models.iter().all(|m| m.is_ready())
         } else {

@@ -32,6 +32,9 @@ pub enum GatewayError {
     /// Missing or wrong credentials for the admin API.
     #[error("{0}")]
     Unauthorized(String),
+    /// A call only operators may make, made without the operator's credentials.
+    #[error("{0}")]
+    Forbidden(String),
     /// The body exceeds the configured limit.
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -90,6 +93,7 @@ impl GatewayError {
             | Self::Conflict(_)
             | Self::LoadFailed(_)
             | Self::Unauthorized(_)
+            | Self::Forbidden(_)
             | Self::PayloadTooLarge { .. } => Fault::Client,
             Self::NotReady { .. }
             | Self::Timeout(_)

@@ -345,7 +345,7 @@ fn spawn_servers(
     };
     let grpc = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(api::grpc::decode_errors_are_invalid_argument))
-        .add_service(api::grpc::service(core.clone(), admission))
+        .add_service(api::grpc::service(core.clone(), admission, token.clone()))
         // Without TCP_NODELAY, multi-packet messages wait out the peer's delayed ACK (40 ms per request).
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(l.grpc).with_nodelay(Some(true)),
@@ -353,7 +353,7 @@ fn spawn_servers(
         );
     vec![
         tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) }),
-        serve(l.http, api::http::router(core.clone(), admission, cluster.clone()), "http"),
+        serve(l.http, api::http::router(core.clone(), admission, cluster.clone(), token.clone()), "http"),
         serve(l.metrics, api::metrics::router(core.clone()), "metrics"),
         serve(l.admin, api::admin::router(core.clone(), controller.clone(), cluster, token), "admin"),
     ]

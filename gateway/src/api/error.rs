@@ -22,6 +22,7 @@ pub fn codes(e: &GatewayError) -> (StatusCode, tonic::Code) {
         GatewayError::Conflict(_) => (StatusCode::CONFLICT, Code::FailedPrecondition),
         GatewayError::LoadFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, Code::FailedPrecondition),
         GatewayError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, Code::Unauthenticated),
+        GatewayError::Forbidden(_) => (StatusCode::FORBIDDEN, Code::PermissionDenied),
         GatewayError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::ResourceExhausted),
         GatewayError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
         GatewayError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, Code::DeadlineExceeded),

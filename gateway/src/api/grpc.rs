@@ -10,12 +10,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
+use crate::api::admin::AdminToken;
 use crate::api::admission::Admission;
 use crate::api::error::{codes, grpc_status};
 use crate::api::hints::route_hint;
 use crate::api::metadata;
+use crate::api::repository::{self, Control};
+use crate::api::{model_config, statistics};
 use crate::core::Core;
 use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
@@ -31,14 +35,27 @@ use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServi
 pub struct GrpcApi {
     core: Arc<Core>,
     admission: Admission,
+    /// The operator's token, for the repository extension's load and unload.
+    token: AdminToken,
 }
 
 /// The gRPC service, with the shared admission limits (the message size limit is `server.max_body_bytes`).
-pub fn service(core: Arc<Core>, admission: &Admission) -> GrpcInferenceServiceServer<GrpcApi> {
+/// Compressed messages (tritonclient's `compression_algorithm`, gzip or deflate) are accepted, and answers are
+/// compressed the same way when the client asks for it.
+pub fn service(core: Arc<Core>, admission: &Admission, token: AdminToken) -> GrpcInferenceServiceServer<GrpcApi> {
     let max_body_bytes = admission.max_body_bytes;
-    GrpcInferenceServiceServer::new(GrpcApi { core, admission: admission.clone() })
+    GrpcInferenceServiceServer::new(GrpcApi { core, admission: admission.clone(), token })
         .max_decoding_message_size(max_body_bytes)
         .max_encoding_message_size(usize::MAX)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Deflate)
+}
+
+/// The answer to a call this gateway does not implement, naming it.
+fn unimplemented<T>(call: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!("{call} is not implemented by this gateway")))
 }
 
 /// tonic answers a request message it cannot decode (garbage protobuf, a truncated frame) with INTERNAL, as if the
@@ -149,6 +166,125 @@ impl GrpcInferenceService for GrpcApi {
         Ok(Response::new(metadata::model(&self.core, &slot, &v).into()))
     }
 
+    type ModelStreamInferStream = std::pin::Pin<
+        Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>,
+    >;
+
+    async fn model_stream_infer(
+        &self,
+        _: Request<tonic::Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        unimplemented("ModelStreamInfer (streaming inference)")
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let r = req.into_inner();
+        let (_, v) = self.version(&r.name, &r.version).map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::ModelConfigResponse { config: Some(model_config::config(&self.core, &v)) }))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let r = req.into_inner();
+        let model = (!r.name.is_empty()).then_some(r.name.as_str());
+        let version = (!r.version.is_empty()).then_some(r.version.as_str());
+        let versions = statistics::versions(&self.core, model, version).map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(statistics::to_pb(&versions)))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(repository::to_pb(repository::index(&self.core, r.ready))))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let r = req.into_inner();
+        repository::control(&self.core, &self.token, auth.as_deref(), &r.model_name, Control::Load)
+            .await
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let r = req.into_inner();
+        repository::control(&self.core, &self.token, auth.as_deref(), &r.model_name, Control::Unload)
+            .await
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
+        unimplemented("SystemSharedMemoryStatus (shared memory)")
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
+        unimplemented("SystemSharedMemoryRegister (shared memory)")
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
+        unimplemented("SystemSharedMemoryUnregister (shared memory)")
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryStatusResponse>, Status> {
+        unimplemented("CudaSharedMemoryStatus (CUDA shared memory)")
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryRegisterResponse>, Status> {
+        unimplemented("CudaSharedMemoryRegister (CUDA shared memory)")
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryUnregisterResponse>, Status> {
+        unimplemented("CudaSharedMemoryUnregister (CUDA shared memory)")
+    }
+
+    async fn trace_setting(
+        &self,
+        _: Request<pb::TraceSettingRequest>,
+    ) -> Result<Response<pb::TraceSettingResponse>, Status> {
+        unimplemented("TraceSetting (trace settings; tracing is configured in [tracing])")
+    }
+
+    async fn log_settings(
+        &self,
+        _: Request<pb::LogSettingsRequest>,
+    ) -> Result<Response<pb::LogSettingsResponse>, Status> {
+        unimplemented("LogSettings (log settings; logging is configured in [logging])")
+    }
+
     async fn model_infer(
         &self,
         req: Request<pb::ModelInferRequest>,
@@ -236,6 +372,8 @@ impl GrpcApi {
             Ok(resp) => {
                 let _encode = tracing::debug_span!(target: REQUEST_TARGET, "encode").entered();
                 let v = &resp.version;
+                // Half floats have no typed contents field: an answer holding one goes back raw.
+                let raw_out = raw_out || resp.outputs.iter().any(|t| t.datatype() == crate::tensor::DataType::F16);
                 let mut out = pb::ModelInferResponse {
                     model_name: slot.name.to_string(),
                     model_version: v.version.to_string(),

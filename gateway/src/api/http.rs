@@ -15,10 +15,13 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::decompression::RequestDecompressionLayer;
 
+use crate::api::admin::AdminToken;
 use crate::api::admission::{Admission, overloaded};
 use crate::api::error::{ApiError, http_status};
 use crate::api::hints::route_hint;
 use crate::api::metadata;
+use crate::api::repository::{self, Control};
+use crate::api::{model_config as config, statistics};
 use crate::cluster::Cluster;
 use crate::core::Core;
 use crate::error::GatewayError;
@@ -32,7 +35,7 @@ use tracing::Instrument;
 /// Answers smaller than this go uncompressed whatever the client accepts.
 const MIN_COMPRESSED_BYTES: u16 = 1024;
 
-pub fn router(core: Arc<Core>, limits: &Admission, cluster: Option<Arc<Cluster>>) -> Router {
+pub fn router(core: Arc<Core>, limits: &Admission, cluster: Option<Arc<Cluster>>, token: AdminToken) -> Router {
     let timeout_ms = limits.timeout.as_millis() as u64;
     let counted = core.clone();
     // Outermost to innermost: errors from the layers become protocol errors; load_shed refuses at once when the
@@ -61,10 +64,17 @@ pub fn router(core: Arc<Core>, limits: &Admission, cluster: Option<Arc<Cluster>>
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(limits.permits.clone()))
         .timeout(limits.timeout);
 
+    // tritonclient's request_compression_algorithm / response_compression_algorithm: gzip or deflate bodies in,
+    // compressed answers out per Accept-Encoding. A compressed body is inflated as it is read, and the body limit
+    // applies to the inflated bytes, so a small zip bomb gets a 413, not the memory. Only inference answers are
+    // compressed (tritonclient's aio client accepts compression on every call but reads other answers as plain
+    // JSON), and small ones (a 1-row prediction) are not worth the CPU.
     let infer = Router::new()
         .route("/v2/models/{model}/infer", post(infer_default))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
         .layer(admission)
+        .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
+        .layer(CompressionLayer::new().gzip(true).deflate(true).compress_when(SizeAbove::new(MIN_COMPRESSED_BYTES)))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes));
 
     Router::new()
@@ -76,13 +86,15 @@ pub fn router(core: Arc<Core>, limits: &Admission, cluster: Option<Arc<Cluster>>
         .route("/v2/models/{model}/ready", get(model_ready))
         .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
         .route("/v2/models/{model}/feedback", post(feedback).layer(Extension(cluster)))
+        .route("/v2/models/{model}/config", get(model_config))
+        .route("/v2/models/{model}/versions/{version}/config", get(version_config))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}/stats", get(model_stats))
+        .route("/v2/models/{model}/versions/{version}/stats", get(version_stats))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load).layer(Extension(token.clone())))
+        .route("/v2/repository/models/{model}/unload", post(repository_unload).layer(Extension(token)))
         .merge(infer)
-        // tritonclient's request_compression_algorithm / response_compression_algorithm: gzip or deflate bodies in,
-        // compressed answers out per Accept-Encoding. A compressed body is inflated as it is read, and the body
-        // limit applies to the inflated bytes, so a small zip bomb gets a 413, not the memory. Small answers (a
-        // 1-row prediction) are not worth the CPU of compressing.
-        .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
-        .layer(CompressionLayer::new().gzip(true).deflate(true).compress_when(SizeAbove::new(MIN_COMPRESSED_BYTES)))
         // axum's default 404 has no body; clients expect the protocol's error shape everywhere.
         .fallback(|| async {
             let msg = "no such endpoint; the Open Inference Protocol routes live under /v2";
@@ -137,6 +149,73 @@ async fn version_ready(
     let slot = core.model(&model)?;
     slot.version(&version)?.availability()?;
     Ok(Json(serde_json::json!({ "name": model, "version": version, "ready": true })).into_response())
+}
+
+async fn model_config(State(core): State<Arc<Core>>, Path(model): Path<String>) -> Result<Response, ApiError> {
+    let v = core.model(&model)?.resolve(RouteHint::default())?;
+    Ok(Json(config::to_json(&config::config(&core, &v))).into_response())
+}
+
+async fn version_config(
+    State(core): State<Arc<Core>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let v = core.model(&model)?.version(&version)?;
+    Ok(Json(config::to_json(&config::config(&core, &v))).into_response())
+}
+
+async fn all_stats(State(core): State<Arc<Core>>) -> Result<Response, ApiError> {
+    Ok(Json(statistics::to_json(&statistics::versions(&core, None, None)?)).into_response())
+}
+
+async fn model_stats(State(core): State<Arc<Core>>, Path(model): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(statistics::to_json(&statistics::versions(&core, Some(&model), None)?)).into_response())
+}
+
+async fn version_stats(
+    State(core): State<Arc<Core>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(Json(statistics::to_json(&statistics::versions(&core, Some(&model), Some(&version))?)).into_response())
+}
+
+/// The index request's optional body: `{"ready": true}` lists only ready versions.
+#[derive(serde::Deserialize, Default)]
+struct IndexBody {
+    #[serde(default)]
+    ready: bool,
+}
+
+async fn repository_index(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let b: IndexBody = if body.iter().all(u8::is_ascii_whitespace) {
+        IndexBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::invalid(format!("invalid repository index request: {e}")))?
+    };
+    Ok(Json(repository::index(&core, b.ready)).into_response())
+}
+
+async fn repository_load(
+    State(core): State<Arc<Core>>,
+    Extension(token): Extension<AdminToken>,
+    Path(model): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    repository::control(&core, &token, auth, &model, Control::Load).await?;
+    Ok(Json(serde_json::json!({})).into_response())
+}
+
+async fn repository_unload(
+    State(core): State<Arc<Core>>,
+    Extension(token): Extension<AdminToken>,
+    Path(model): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    repository::control(&core, &token, auth, &model, Control::Unload).await?;
+    Ok(Json(serde_json::json!({})).into_response())
 }
 
 #[derive(serde::Deserialize)]

@@ -7,9 +7,19 @@ use crate::model::{ModelSlot, ModelVersion, VersionState};
 use crate::protocol::json::{ModelMetadata, ServerMetadata, VersionStateWire};
 use crate::protocol::pb;
 
+/// The protocol extensions this gateway implements, by Triton's names.
+pub const EXTENSIONS: [&str; 6] = [
+    "binary_tensor_data",
+    "parameters",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+    "model_repository(unload_dependents)",
+];
+
 /// `GET /v2` and `ServerMetadata`.
 pub fn server() -> ServerMetadata {
-    ServerMetadata { name: "gateway", version: env!("CARGO_PKG_VERSION"), extensions: vec![] }
+    ServerMetadata { name: "gateway", version: env!("CARGO_PKG_VERSION"), extensions: EXTENSIONS.to_vec() }
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]` and `ModelMetadata`: the model's ready versions, and the signature of `v`.

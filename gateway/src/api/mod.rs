@@ -10,4 +10,7 @@ pub mod hints;
 pub mod http;
 pub mod metadata;
 pub mod metrics;
+pub mod model_config;
+pub mod repository;
 pub mod serve;
+pub mod statistics;

@@ -15,7 +15,8 @@ use tokio::sync::oneshot;
 use crate::config::BatchingConfig;
 use crate::error::GatewayError;
 use crate::model::onnx::OnnxModel;
-use crate::model::pool::{Job, JobResult, PoolHandle, Reply};
+use crate::model::pool::{Caller, Job, JobResult, PoolHandle, Reply};
+use crate::model::statistics::ServingStats;
 use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +42,13 @@ impl BatchPolicy {
 struct Pending {
     inputs: Vec<Tensor>,
     rows: usize,
-    reply: oneshot::Sender<JobResult>,
+    reply: Caller,
 }
 
 /// The front of one version's batching thread. Dropping it stops the thread.
 pub struct Batcher {
     tx: Sender<Pending>,
-    capacity: usize,
+    policy: BatchPolicy,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -63,28 +64,42 @@ impl Batcher {
         pool: PoolHandle,
         policy: BatchPolicy,
         rows_hist: Histogram,
+        stats: Arc<ServingStats>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(policy.queue_capacity.max(1));
+        let target = Target { model, pool, stats };
         std::thread::Builder::new()
             .name(format!("batch-{name}"))
-            .spawn(move || gather(rx, model, pool, policy, rows_hist))?;
-        Ok(Self { tx, capacity: policy.queue_capacity })
+            .spawn(move || gather(rx, target, policy, rows_hist))?;
+        Ok(Self { tx, policy })
+    }
+
+    pub fn policy(&self) -> BatchPolicy {
+        self.policy
     }
 
     pub fn submit(&self, inputs: Vec<Tensor>, rows: usize) -> Result<oneshot::Receiver<JobResult>, GatewayError> {
-        let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Pending { inputs, rows, reply }) {
+        let (tx, rx) = oneshot::channel();
+        match self.tx.try_send(Pending { inputs, rows, reply: Caller { tx, since: Instant::now() } }) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(GatewayError::Overloaded(format!(
                 "batching queue is full ({} requests waiting); retry later",
-                self.capacity
+                self.policy.queue_capacity
             ))),
             Err(TrySendError::Disconnected(_)) => Err(GatewayError::ShuttingDown),
         }
     }
 }
 
-fn gather(rx: Receiver<Pending>, model: Arc<OnnxModel>, pool: PoolHandle, policy: BatchPolicy, rows_hist: Histogram) {
+/// Where a batching thread sends its calls.
+struct Target {
+    model: Arc<OnnxModel>,
+    pool: PoolHandle,
+    stats: Arc<ServingStats>,
+}
+
+fn gather(rx: Receiver<Pending>, target: Target, policy: BatchPolicy, rows_hist: Histogram) {
+    let pool = &target.pool;
     let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
@@ -113,14 +128,15 @@ fn gather(rx: Receiver<Pending>, model: Arc<OnnxModel>, pool: PoolHandle, policy
             batch.push(p);
         }
         rows_hist.observe(rows as f64);
-        dispatch(&model, &pool, batch);
+        dispatch(&target, batch);
     }
 }
 
-fn dispatch(model: &Arc<OnnxModel>, pool: &PoolHandle, mut batch: Vec<Pending>) {
+fn dispatch(target: &Target, mut batch: Vec<Pending>) {
+    let (model, stats) = (target.model.clone(), Some(target.stats.clone()));
     let job = if batch.len() == 1 {
         let p = batch.pop().unwrap_or_else(|| unreachable!("one element"));
-        Job { model: model.clone(), inputs: p.inputs, reply: Reply::One(p.reply), trace: Default::default() }
+        Job { model, inputs: p.inputs, reply: Reply::One(p.reply), trace: Default::default(), stats }
     } else {
         let mut iter = batch.into_iter();
         let Some(first) = iter.next() else { return };
@@ -134,10 +150,10 @@ fn dispatch(model: &Arc<OnnxModel>, pool: &PoolHandle, mut batch: Vec<Pending>) 
             }
             callers.push((p.rows, p.reply));
         }
-        Job { model: model.clone(), inputs, reply: Reply::Batch(callers), trace: Default::default() }
+        Job { model, inputs, reply: Reply::Batch(callers), trace: Default::default(), stats }
     };
     // A refused job has already told its callers why.
-    let _ = pool.try_submit(job);
+    let _ = target.pool.try_submit(job);
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 //! version's batcher when batching is on) or a remote server. The request path and the shadow workers both call
 //! [`ModelVersion::infer`]; nothing else matches on the backend.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
 use crate::error::GatewayError;
 use crate::model::pool::{PoolHandle, Trace};
+use crate::model::statistics::Phases;
 use crate::model::version::{Backend, ModelVersion};
 use crate::telemetry::REQUEST_TARGET;
 use crate::tensor::Tensor;
@@ -55,18 +56,19 @@ impl ModelVersion {
                             queue: tracing::debug_span!(target: REQUEST_TARGET, "queue"),
                             parent: tracing::Span::current(),
                         };
-                        pool.submit_traced(model.clone(), inputs, trace)
+                        pool.submit_traced(model.clone(), inputs, trace, Some(self.serving.clone()))
                     }
                     (_, Priority::Spare) if pool.saturated() => {
                         Err(GatewayError::Overloaded("every inference thread is busy with live calls".into()))
                     }
                     (_, Priority::Spare) => pool.submit(model.clone(), inputs),
                 };
-                let (result, took) = submitted?
+                let (result, timing) = submitted?
                     .await
                     .map_err(|_| GatewayError::Internal("the inference worker dropped the call".into()))?;
-                if live {
-                    self.metrics.inference_duration.observe(took.as_secs_f64());
+                if live && result.is_ok() {
+                    self.metrics.inference_duration.observe(timing.phases.total().as_secs_f64());
+                    self.serving.request_phases(timing.queue, timing.phases);
                 }
                 result
             }
@@ -79,7 +81,14 @@ impl ModelVersion {
                 let started = Instant::now();
                 let span = tracing::debug_span!(target: REQUEST_TARGET, "infer", backend = "remote");
                 let result = remote.infer(inputs, &self.manifest).instrument(span).await;
-                self.metrics.inference_duration.observe(started.elapsed().as_secs_f64());
+                let took = started.elapsed();
+                self.metrics.inference_duration.observe(took.as_secs_f64());
+                if result.is_ok() {
+                    // The upstream's own phases are its business: the whole call is this version's compute.
+                    let phases = Phases { infer: took, ..Phases::default() };
+                    self.serving.executed(rows, phases);
+                    self.serving.request_phases(Duration::ZERO, phases);
+                }
                 result
             }
         }

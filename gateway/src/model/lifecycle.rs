@@ -238,6 +238,57 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The repository extension's model-level unload (Triton's `unload_model`): every version of the model stops
+    /// serving, the stable one included, and the model takes no traffic until it is loaded again. Refused during a
+    /// rollout. The canary and shadow end; the desired stable version stays in the spec, so loading the model
+    /// again serves what served before.
+    pub fn unload_model(&self, model: &str) -> Result<(), GatewayError> {
+        let mut versions = Vec::new();
+        self.change(model, "model_unloaded", |slot, c| {
+            refuse_during_rollout(c, "unload the model")?;
+            versions = slot.versions().keys().copied().collect();
+            if versions.is_empty() {
+                return Err(GatewayError::Conflict(format!("model '{model}' has no version loaded")));
+            }
+            c.spec.canary = None;
+            c.spec.shadow = None;
+            let listed = versions.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+            Ok((
+                format!("model unloaded (versions {listed}); it takes no traffic until it is loaded again"),
+                serde_json::json!({ "versions": versions }),
+            ))
+        })?;
+        if let Some(slot) = self.get(model) {
+            for &v in &versions {
+                slot.set_state(v, None);
+                self.metrics.set_ready(model, &v.to_string(), false);
+                self.metrics.forget_upstream(model, &v.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The repository extension's model-level load (Triton's `load_model`): loads every version of the model in
+    /// the repository that is not loaded or loading. Each goes through the golden-example gate; the first
+    /// failure is reported (the others still load).
+    pub fn load_model(&self, model: &str) -> Result<(), GatewayError> {
+        check_name("model", model).map_err(GatewayError::InvalidInput)?;
+        self.repository.model_dir(model).map_err(|_| GatewayError::ModelNotFound(model.to_string()))?;
+        let scan = self.repository.scan().map_err(GatewayError::Internal)?;
+        let numbers: Vec<u64> =
+            scan.models.iter().filter(|(name, _)| name == model).flat_map(|(_, vs)| vs.iter().copied()).collect();
+        let mut failed = None;
+        for n in numbers {
+            match self.load_on_request(model, n) {
+                Ok(()) | Err(GatewayError::Conflict(_)) => {}
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
 fn refuse_during_rollout(c: &Control, what: &str) -> Result<(), GatewayError> {
     match c.rollout.as_ref().filter(|r| r.phase.is_active()) {
         Some(r) => Err(GatewayError::Conflict(format!(

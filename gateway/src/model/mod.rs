@@ -11,6 +11,7 @@ pub mod registry;
 pub mod remote;
 pub mod repository;
 pub mod slot;
+pub mod statistics;
 pub mod version;
 pub mod watch;
 

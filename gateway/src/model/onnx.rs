@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -13,6 +14,7 @@ use ort::value::{DynValue, TensorElementType, ValueType};
 
 use crate::error::GatewayError;
 use crate::manifest::{Manifest, TensorSpec};
+use crate::model::statistics::Phases;
 use crate::tensor::{DataType, Tensor, TensorData};
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -176,16 +178,33 @@ impl OnnxModel {
 
     /// Runs one call. `inputs` are in signature order and already validated. Called only on inference threads.
     pub fn run(&self, worker: usize, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, GatewayError> {
+        self.run_timed(worker, inputs).0
+    }
+
+    /// [`OnnxModel::run`], also timing its phases (inputs to ONNX values, the run, outputs back to tensors).
+    pub fn run_timed(&self, worker: usize, inputs: Vec<Tensor>) -> (Result<Vec<Tensor>, GatewayError>, Phases) {
+        let mut phases = Phases::default();
+        let t0 = Instant::now();
         let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
         for t in inputs {
-            let value = to_value(&t.name, t.shape, t.data)?;
-            values.push((t.name, value));
+            match to_value(&t.name, t.shape, t.data) {
+                Ok(value) => values.push((t.name, value)),
+                Err(e) => return (Err(e), phases),
+            }
         }
+        let t1 = Instant::now();
+        phases.input = t1 - t0;
         let slot = &self.sessions[worker % self.sessions.len()];
         // A poisoned lock only means another call panicked mid-run; the session itself holds no Rust invariants.
         let mut session = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(values).map_err(|e| GatewayError::Inference(e.to_string()))?;
-        self.outputs
+        let outputs = match session.run(values) {
+            Ok(o) => o,
+            Err(e) => return (Err(GatewayError::Inference(e.to_string())), phases),
+        };
+        let t2 = Instant::now();
+        phases.infer = t2 - t1;
+        let result = self
+            .outputs
             .iter()
             .map(|spec| {
                 let v = outputs
@@ -193,7 +212,9 @@ impl OnnxModel {
                     .ok_or_else(|| GatewayError::Inference(format!("output '{}' missing from the run", spec.name)))?;
                 from_value(&spec.name, spec.datatype, v)
             })
-            .collect()
+            .collect();
+        phases.output = t2.elapsed();
+        (result, phases)
     }
 
     pub fn inputs(&self) -> &[TensorSpec] {

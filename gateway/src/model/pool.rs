@@ -13,30 +13,48 @@ use tokio::sync::oneshot;
 
 use crate::error::GatewayError;
 use crate::model::onnx::OnnxModel;
+use crate::model::statistics::{Phases, ServingStats};
 use crate::tensor::Tensor;
 
-/// What a caller gets back: the outputs, and how long the call itself took (queue wait excluded).
-pub type JobResult = (Result<Vec<Tensor>, GatewayError>, Duration);
+/// How a call went for one caller: how long it waited for a thread (from when the caller handed it to the pool or
+/// the batcher), and the call's phases.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallTiming {
+    pub queue: Duration,
+    pub phases: Phases,
+}
+
+/// What a caller gets back: the outputs, and how the call went.
+pub type JobResult = (Result<Vec<Tensor>, GatewayError>, CallTiming);
+
+/// One caller waiting for a call's outputs, and since when it has waited.
+pub struct Caller {
+    pub tx: oneshot::Sender<JobResult>,
+    pub since: Instant,
+}
 
 /// Where a call's outputs go: one caller, or several whose rows were batched into one call (in order).
 pub enum Reply {
-    One(oneshot::Sender<JobResult>),
-    Batch(Vec<(usize, oneshot::Sender<JobResult>)>),
+    One(Caller),
+    Batch(Vec<(usize, Caller)>),
 }
 
 impl Reply {
     fn abandoned(&self) -> bool {
         match self {
-            Reply::One(tx) => tx.is_closed(),
-            Reply::Batch(v) => v.iter().all(|(_, tx)| tx.is_closed()),
+            Reply::One(c) => c.tx.is_closed(),
+            Reply::Batch(v) => v.iter().all(|(_, c)| c.tx.is_closed()),
         }
     }
 
-    /// Sends the result, splitting a batch's outputs back into each caller's rows.
-    pub fn send(self, result: Result<Vec<Tensor>, GatewayError>, took: Duration) {
+    /// Sends the result, splitting a batch's outputs back into each caller's rows. `started` is when a worker took
+    /// the call: each caller's queue time ends there.
+    pub fn send(self, result: Result<Vec<Tensor>, GatewayError>, phases: Phases, started: Instant) {
+        let timing = |c: &Caller| CallTiming { queue: started.saturating_duration_since(c.since), phases };
         match self {
-            Reply::One(tx) => {
-                let _ = tx.send((result, took));
+            Reply::One(c) => {
+                let t = timing(&c);
+                let _ = c.tx.send((result, t));
             }
             Reply::Batch(callers) => match result {
                 Ok(outputs) => {
@@ -46,13 +64,14 @@ impl Reply {
                             "output '{}' of a batched call has shape {:?}, not {total} rows",
                             bad.name, bad.shape
                         );
-                        for (_, tx) in callers {
-                            let _ = tx.send((Err(GatewayError::Inference(msg.clone())), took));
+                        for (_, c) in callers {
+                            let t = timing(&c);
+                            let _ = c.tx.send((Err(GatewayError::Inference(msg.clone())), t));
                         }
                         return;
                     }
                     let mut start = 0;
-                    for (rows, tx) in callers {
+                    for (rows, c) in callers {
                         let part = outputs
                             .iter()
                             .map(|o| {
@@ -63,12 +82,14 @@ impl Reply {
                             })
                             .collect();
                         start += rows;
-                        let _ = tx.send((Ok(part), took));
+                        let t = timing(&c);
+                        let _ = c.tx.send((Ok(part), t));
                     }
                 }
                 Err(e) => {
-                    for (_, tx) in callers {
-                        let _ = tx.send((Err(e.clone()), took));
+                    for (_, c) in callers {
+                        let t = timing(&c);
+                        let _ = c.tx.send((Err(e.clone()), t));
                     }
                 }
             },
@@ -81,6 +102,8 @@ pub struct Job {
     pub inputs: Vec<Tensor>,
     pub reply: Reply,
     pub trace: Trace,
+    /// Where a live call counts its execution (statistics extension); `None` for shadow calls.
+    pub stats: Option<Arc<ServingStats>>,
 }
 
 /// Spans of a traced call: `queue` ends when a worker takes the call (the worker drops it), and the worker runs
@@ -130,7 +153,7 @@ impl PoolHandle {
             Err(TrySendError::Disconnected(m)) => (m, GatewayError::ShuttingDown),
         };
         if let Msg::Job(job) = msg {
-            job.reply.send(Err(e.clone()), Duration::ZERO);
+            job.reply.send(Err(e.clone()), Phases::default(), Instant::now());
         }
         Err(e)
     }
@@ -141,18 +164,19 @@ impl PoolHandle {
         model: Arc<OnnxModel>,
         inputs: Vec<Tensor>,
     ) -> Result<oneshot::Receiver<JobResult>, GatewayError> {
-        self.submit_traced(model, inputs, Trace::default())
+        self.submit_traced(model, inputs, Trace::default(), None)
     }
 
-    /// Queues one unbatched call inside the request's spans.
+    /// Queues one unbatched call inside the request's spans, counting its execution in `stats`.
     pub fn submit_traced(
         &self,
         model: Arc<OnnxModel>,
         inputs: Vec<Tensor>,
         trace: Trace,
+        stats: Option<Arc<ServingStats>>,
     ) -> Result<oneshot::Receiver<JobResult>, GatewayError> {
         let (tx, rx) = oneshot::channel();
-        self.try_submit(Job { model, inputs, reply: Reply::One(tx), trace })?;
+        self.try_submit(Job { model, inputs, reply: Reply::One(Caller { tx, since: Instant::now() }), trace, stats })?;
         Ok(rx)
     }
 
@@ -241,10 +265,13 @@ fn worker(index: usize, rx: Receiver<Msg>, busy: Arc<AtomicUsize>) {
         let start = Instant::now();
         let model = job.model;
         let inputs = job.inputs;
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| model.run(index, inputs)))
-            .unwrap_or_else(|_| Err(GatewayError::Internal("inference worker panicked".into())));
-        let took = start.elapsed();
+        let rows = inputs.first().and_then(|t| t.shape.first()).map_or(0, |&r| r.max(0) as usize);
+        let (result, phases) = std::panic::catch_unwind(AssertUnwindSafe(|| model.run_timed(index, inputs)))
+            .unwrap_or_else(|_| (Err(GatewayError::Internal("inference worker panicked".into())), Phases::default()));
         busy.fetch_sub(1, Ordering::Relaxed);
-        job.reply.send(result, took);
+        if let (Some(stats), Ok(_)) = (&job.stats, &result) {
+            stats.executed(rows, phases);
+        }
+        job.reply.send(result, phases, start);
     }
 }

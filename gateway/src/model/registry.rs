@@ -153,6 +153,11 @@ impl Registry {
         self.models().into_iter().map(|s| (s.name.to_string(), s.control().to_state())).collect()
     }
 
+    /// The model repository on disk.
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
     pub fn get(&self, model: &str) -> Option<Arc<ModelSlot>> {
         self.models.load().get(model).cloned()
     }

@@ -28,6 +28,8 @@ pub struct ModelVersion {
     pub metrics: VersionMetrics,
     /// Outcomes and latency for canary analysis.
     pub stats: crate::rollout::stats::VersionStats,
+    /// The protocol's statistics extension (Triton's shape), shared with the batching thread.
+    pub serving: Arc<crate::model::statistics::ServingStats>,
     /// The version's files as loaded, and whether they still are.
     pub disk: crate::model::disk::DiskWatch,
 }
@@ -258,6 +260,7 @@ pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) 
     let version = number.to_string();
     let disk = crate::model::disk::DiskWatch::new(crate::model::disk::fingerprint(dir));
     let manifest = Manifest::load(dir, model, &version)?;
+    let serving = Arc::new(crate::model::statistics::ServingStats::default());
     let (backend, batcher) = match &manifest.remote {
         Some(spec) => {
             let remote = Arc::new(crate::model::remote::RemoteModel::new(spec.clone(), model, (ctx.upstream_up)())?);
@@ -278,7 +281,7 @@ pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) 
                 Some(policy) => {
                     let name = format!("{model}-{version}");
                     let rows = ctx.metrics.batch_rows.clone();
-                    let b = Batcher::spawn(&name, backend.clone(), ctx.pool.clone(), policy, rows)
+                    let b = Batcher::spawn(&name, backend.clone(), ctx.pool.clone(), policy, rows, serving.clone())
                         .map_err(|e| format!("cannot start the batching thread: {e}"))?;
                     Some(b)
                 }
@@ -300,6 +303,7 @@ pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) 
         input_names,
         metrics: ctx.metrics,
         stats: Default::default(),
+        serving,
         disk,
     })
 }

@@ -62,7 +62,8 @@ impl AdminToken {
         self.token.is_some()
     }
 
-    fn check(&self, header: Option<&str>) -> Result<(), GatewayError> {
+    /// Checks an `Authorization` header's bearer token.
+    pub fn check(&self, header: Option<&str>) -> Result<(), GatewayError> {
         let Some(expected) = &self.token else {
             return Err(GatewayError::Unauthorized(format!(
                 "the admin API is disabled: no token is configured (set {} or admin.token_file)",
