@@ -8,6 +8,8 @@ PYTHON        ?= python3
 CARGO         ?= cargo
 CONFIG        ?= config/gateway.toml
 VENV          := .venv
+# KServe's SDK lives in a venv of its own: it and tritonclient both register the protobuf package `inference`.
+VENV_KSERVE   := .venv-kserve
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
@@ -51,7 +53,7 @@ run: build
 
 test: test-python test-deploy test-rust
 
-test-rust: setup $(VENV)/.installed $(ETCD)
+test-rust: setup $(VENV)/.installed $(VENV_KSERVE)/.installed $(ETCD)
 	ETCD_BIN=$(CURDIR)/$(ETCD) $(CARGO) test --workspace --locked
 
 # The training-side checks (capture replay), in a project-local venv with the pinned training requirements.
@@ -63,6 +65,14 @@ $(VENV)/.installed: models/train/requirements.txt gateway/tests/clients/requirem
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r models/train/requirements.txt \
 		-r gateway/tests/clients/requirements.txt -r deploy/requirements.txt
+	touch $@
+
+# KServe's Python SDK, which gateway/tests/clients.rs drives against a real gateway (kserve_check.py). Every package
+# is pinned; wheels only, so nothing is compiled (about 40 s on a cold pip cache).
+$(VENV_KSERVE)/.installed: gateway/tests/clients/kserve-requirements.txt
+	test -x $(VENV_KSERVE)/bin/python || $(PYTHON) -m venv $(VENV_KSERVE)
+	$(VENV_KSERVE)/bin/pip install --quiet --disable-pip-version-check --only-binary=:all: \
+		-r gateway/tests/clients/kserve-requirements.txt
 	touch $@
 
 # Debian's prometheus package brings promtool and the Prometheus server (gateway/tests/prometheus.rs starts one).
