@@ -83,7 +83,7 @@ CONTENTS = {  # datatype -> (field of InferTensorContents, encoder)
 }
 
 RAW = {"BOOL": "?", "UINT8": "B", "INT8": "b", "UINT16": "H", "INT16": "h", "UINT32": "I", "INT32": "i",
-       "UINT64": "Q", "INT64": "q", "FP32": "f", "FP64": "d"}
+       "UINT64": "Q", "INT64": "q", "FP16": "e", "FP32": "f", "FP64": "d"}
 
 
 def infer_input(name: str, datatype: str, shape, values=None, params=b"") -> bytes:
@@ -110,7 +110,7 @@ def raw(datatype: str, values) -> bytes:
 
 def manifests():
     out = {}
-    for model in ("breast-cancer", "diabetes"):
+    for model in ("breast-cancer", "diabetes", "wine", "breast-cancer-fp16"):
         out[model] = json.loads((ROOT / "models" / model / "1" / "manifest.json").read_text())
     return out
 
@@ -169,7 +169,8 @@ def json_tensor_seeds(kind: str, m):
         "ok-empty-tensor.json": body(t("e", "FP32", [0, 30], [])),
         "bad-shape-count.json": body(t("input", "FP32", [2, 2], [1, 2, 3])),
         "bad-negative-dim.json": body(t("input", "FP32", [-1, 2], [1, 2])),
-        "bad-datatype.json": body(t("input", "FP16", [1], [1.0])),
+        "bad-datatype.json": body(t("input", "BF16", [1], [1.0])),
+        "ok-half-and-strings.json": body(t("h", "FP16", [2], [1.5, -2.0]), t("s", "BYTES", [2, 1], [["pale"], ["deep"]])),
         "bad-int-range.json": body(t("x", "UINT8", [2], [256, -1])),
         "bad-duplicate-field.json": b'{"%s":[{"name":"a","name":"b","shape":[1],"datatype":"INT32","data":[1]}]}'
         % member.encode(),
@@ -338,10 +339,54 @@ def admin_seeds():
     }
 
 
+def lengths(strings) -> bytes:
+    return b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in strings)
+
+
+def binary_seeds(m):
+    """Binary tensor requests, framed as the fuzz target reads them: a 4-byte little-endian JSON header length,
+    then the body (the JSON header and the raw tensors after it)."""
+
+    def framed(header, tail: bytes, length=None) -> bytes:
+        h = compact(header)
+        return struct.pack("<I", len(h) if length is None else length) + h + tail
+
+    def binary_golden(manifest, case=0):
+        req = golden_request(manifest, case)
+        tail = b""
+        for t in req["inputs"]:
+            values = t.pop("data")
+            chunk = lengths(values) if t["datatype"] == "BYTES" else raw(t["datatype"], values)
+            t["parameters"] = {"binary_data_size": len(chunk)}
+            tail += chunk
+        req["outputs"] = [{"name": o["name"], "parameters": {"binary_data": True}} for o in manifest["outputs"]]
+        return req, tail
+
+    seeds = {}
+    for model in ("breast-cancer", "wine", "breast-cancer-fp16"):
+        req, tail = binary_golden(m[model], 1 if len(m[model]["golden"]) > 1 else 0)
+        seeds[f"ok-{model}"] = framed(req, tail)
+    mixed = golden_request(m["wine"], 0)
+    mixed["inputs"][1]["parameters"] = {"binary_data_size": len(lengths(mixed["inputs"][1]["data"]))}
+    tail = lengths(mixed["inputs"][1].pop("data"))
+    seeds["ok-mixed-json-and-binary"] = framed(mixed, tail)
+    req, tail = binary_golden(m["breast-cancer"])
+    seeds["bad-short"] = framed(req, tail[:-1])
+    seeds["bad-long"] = framed(req, tail + b"\0")
+    seeds["bad-header-past-end"] = framed(req, tail, length=10**6)
+    both = golden_request(m["breast-cancer"])
+    both["inputs"][0]["parameters"] = {"binary_data_size": 120}
+    seeds["bad-data-and-binary"] = framed(both, b"\0" * 120)
+    req, tail = binary_golden(m["wine"])
+    seeds["bad-bytes-length-past-end"] = framed(req, tail[:-9] + struct.pack("<I", 10**6) + tail[-5:])
+    return seeds
+
+
 def main():
     m = manifests()
     targets = {
         "json_request": json_tensor_seeds("request", m),
+        "binary_request": binary_seeds(m),
         "json_response": json_tensor_seeds("response", m),
         "grpc_request": grpc_seeds(m),
         "manifest": manifest_seeds(m),

@@ -63,6 +63,8 @@ run 3b-closed-64rows-v2 --connections 16 --rows 64 --threads 2 --model-version 2
 # The same over gRPC (inputs as raw little-endian tensors, as tritonclient sends them).
 URL=grpc://127.0.0.1:18001 run 2g-grpc-closed-64conn-1row --connections 64 --threads 2
 URL=grpc://127.0.0.1:18001 run 3g-grpc-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1
+# And over HTTP with the binary tensor data extension (tritonclient's HTTP defaults): raw tensors in and out.
+run 3h-http-binary-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1 --binary
 stop
 
 start_gateway config/bench-features.toml features

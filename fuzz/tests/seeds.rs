@@ -37,6 +37,16 @@ fn json_request() {
 }
 
 #[test]
+fn binary_request() {
+    check("binary_request", |b| {
+        let (len, body) = b.split_first_chunk::<4>().ok_or("shorter than the length prefix")?;
+        gateway::protocol::json::decode_request_parts(body, Some(u32::from_le_bytes(*len) as usize))
+            .map(drop)
+            .map_err(|e| e.to_string().leak() as &str)
+    });
+}
+
+#[test]
 fn json_response() {
     check("json_response", |b| gateway::protocol::json::decode_response(b).map(drop));
 }

@@ -1,9 +1,10 @@
 //! The hot-path codec: decoding v2 JSON requests and encoding responses, at 1 and 64 rows, with the tensor keys in
 //! the order tritonclient writes them (datatype before data) and in alphabetical order (data first, as a
-//! `serde_json::Value` map serializes).
+//! `serde_json::Value` map serializes), and the binary tensor data extension on the same values (the JSON header,
+//! then the raw little-endian floats), which tritonclient sends at its defaults.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gateway::protocol::json::{decode_request, encode_outputs};
+use gateway::protocol::json::{AnswerFormat, decode_request, decode_request_parts, encode_answer, encode_outputs};
 use gateway::tensor::{Tensor, TensorData};
 
 fn body(rows: usize, datatype_first: bool) -> Vec<u8> {
@@ -15,6 +16,18 @@ fn body(rows: usize, datatype_first: bool) -> Vec<u8> {
         format!(r#"{{"data":[{data}],"datatype":"FP32","name":"input","shape":[{rows},30]}}"#)
     };
     format!(r#"{{"id":"42","inputs":[{t}]}}"#).into_bytes()
+}
+
+/// The same request with the tensor binary: (body, JSON header length).
+fn binary_body(rows: usize) -> (Vec<u8>, usize) {
+    let values: Vec<f32> = (0..rows * 30).map(|i| 10.0 + (i % 97) as f32 * 1.37).collect();
+    let header = format!(
+        r#"{{"id":"42","inputs":[{{"name":"input","shape":[{rows},30],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}],"outputs":[{{"name":"label","parameters":{{"binary_data":true}}}},{{"name":"probabilities","parameters":{{"binary_data":true}}}}]}}"#,
+        values.len() * 4
+    );
+    let mut body = header.clone().into_bytes();
+    body.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+    (body, header.len())
 }
 
 fn outputs(rows: usize) -> Vec<Tensor> {
@@ -42,9 +55,18 @@ fn codec(c: &mut Criterion) {
                 bench.iter(|| decode_request(std::hint::black_box(&b)).map(|r| r.inputs.len()))
             });
         }
+        let (b, n) = binary_body(rows);
+        g.bench_function("decode_binary", |bench| {
+            bench.iter(|| decode_request_parts(std::hint::black_box(&b), Some(n)).map(|r| r.0.inputs.len()))
+        });
         let outs = outputs(rows);
         g.bench_function("encode", |bench| {
             bench.iter(|| encode_outputs("breast-cancer", "2", Some("42"), std::hint::black_box(&outs)).len())
+        });
+        let format = decode_request_parts(&b, Some(n)).expect("decodes").1;
+        assert!(!format.is_json() && format != AnswerFormat::default());
+        g.bench_function("encode_binary", |bench| {
+            bench.iter(|| encode_answer("breast-cancer", "2", Some("42"), std::hint::black_box(&outs), &format).0.len())
         });
         g.finish();
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use loadtest::client::{Protocol, Target, http::get_json};
+use loadtest::client::http::{encode_binary, get_json};
+use loadtest::client::{Protocol, Target};
 use loadtest::report::{Report, html, table};
 use loadtest::runner::{Mode, Plan, run};
 use loadtest::workload;
@@ -85,6 +86,10 @@ struct RunArgs {
     /// Name of the routing-key header.
     #[arg(long, default_value = "x-routing-key")]
     routing_key_header: String,
+    /// HTTP only: send tensors with the binary tensor data extension and ask for binary answers (tritonclient's
+    /// defaults) instead of JSON.
+    #[arg(long)]
+    binary: bool,
     /// Scenario name, used in reports and file names.
     #[arg(long, default_value = "run")]
     scenario: String,
@@ -176,6 +181,9 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     if protocol == Protocol::Grpc {
         wl.bodies =
             wl.bodies.iter().map(|b| loadtest::client::grpc::encode(b, &target)).collect::<anyhow::Result<_>>()?;
+    } else if a.binary {
+        let encoded = wl.bodies.iter().map(|b| encode_binary(b)).collect::<anyhow::Result<Vec<_>>>()?;
+        (wl.bodies, wl.header_lens) = encoded.into_iter().unzip();
     }
     let plan = Plan {
         mode: a.rate.map_or(Mode::Closed, |rate| Mode::Open { rate }),

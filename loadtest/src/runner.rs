@@ -206,9 +206,11 @@ struct Worker {
 
 impl Worker {
     async fn one(&mut self, intended: Instant, timeout: Duration, timeline: &Timeline, live: &Live) {
+        let i = self.id + self.k * self.n;
         let req = Request {
-            body: self.workload.body(self.id + self.k * self.n),
+            body: self.workload.body(i),
             routing_key: self.target.routing_key.as_ref().map(|(_, n)| self.rng.u64(0..(*n).max(1))),
+            header_len: self.workload.header_len(i),
         };
         self.k += 1;
         let outcome = match self.conn.as_mut() {

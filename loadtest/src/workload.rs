@@ -22,11 +22,17 @@ pub struct InputGen {
 pub struct Workload {
     pub bodies: Vec<Bytes>,
     pub rows_per_request: usize,
+    /// For binary tensor bodies (HTTP), the JSON header length of each body; empty otherwise.
+    pub header_lens: Vec<usize>,
 }
 
 impl Workload {
     pub fn body(&self, i: usize) -> Bytes {
         self.bodies[i % self.bodies.len()].clone()
+    }
+
+    pub fn header_len(&self, i: usize) -> Option<usize> {
+        (!self.header_lens.is_empty()).then(|| self.header_lens[i % self.header_lens.len()])
     }
 }
 
@@ -108,7 +114,7 @@ pub fn random(inputs: &[InputGen], rows: usize, variants: usize, seed: u64) -> W
             body(&tensors)
         })
         .collect();
-    Workload { bodies, rows_per_request: rows }
+    Workload { bodies, rows_per_request: rows, header_lens: Vec::new() }
 }
 
 /// Builds bodies from a JSON Lines file: each line is an object mapping input names to one row of values (or,
@@ -142,7 +148,7 @@ pub fn from_rows_file(inputs: &[InputGen], path: &Path, rows: usize) -> anyhow::
             body(&tensors)
         })
         .collect();
-    Ok(Workload { bodies, rows_per_request: rows })
+    Ok(Workload { bodies, rows_per_request: rows, header_lens: Vec::new() })
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ fn target(addr: SocketAddr) -> Arc<Target> {
 }
 
 fn workload() -> Arc<Workload> {
-    Arc::new(Workload { bodies: vec![Bytes::from_static(b"{}")], rows_per_request: 1 })
+    Arc::new(Workload { bodies: vec![Bytes::from_static(b"{}")], rows_per_request: 1, header_lens: Vec::new() })
 }
 
 async fn go(addr: SocketAddr, mode: Mode, connections: usize, secs: f64) -> RunResult {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use gateway::Gateway;
 use gateway::config::Config;
-use loadtest::client::{Protocol, Target, http::get_json};
+use loadtest::client::http::{encode_binary, get_json};
+use loadtest::client::{Protocol, Target};
 use loadtest::report::Report;
 use loadtest::runner::{Mode, Plan, run};
 use loadtest::workload;
@@ -43,10 +44,19 @@ async fn report_counts_add_up_against_the_real_gateway() {
     )
     .expect("json");
     let inputs = workload::inputs_from_metadata(&meta, Some(&manifest)).expect("inputs");
-    let wl = Arc::new(workload::random(&inputs, 2, 16, 1));
+    let json_wl = Arc::new(workload::random(&inputs, 2, 16, 1));
+    // The same bodies with the binary tensor data extension, as tritonclient sends them at its defaults.
+    let mut binary = workload::random(&inputs, 2, 16, 1);
+    let encoded: Vec<_> = binary.bodies.iter().map(|b| encode_binary(b).expect("encodes")).collect();
+    (binary.bodies, binary.header_lens) = encoded.into_iter().unzip();
+    let binary_wl = Arc::new(binary);
 
     let mut total_ok = 0;
-    for (name, mode) in [("closed", Mode::Closed), ("open", Mode::Open { rate: 500.0 })] {
+    for (name, mode, wl) in [
+        ("closed", Mode::Closed, &json_wl),
+        ("open", Mode::Open { rate: 500.0 }, &json_wl),
+        ("binary", Mode::Closed, &binary_wl),
+    ] {
         let plan = Plan {
             mode,
             connections: 4,

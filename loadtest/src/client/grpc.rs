@@ -129,23 +129,7 @@ pub fn encode(json: &[u8], target: &Target) -> anyhow::Result<Bytes> {
         let shape: Vec<i64> =
             t["shape"].as_array().map(|s| s.iter().filter_map(|d| d.as_i64()).collect()).unwrap_or_default();
         let data = t["data"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let mut raw = Vec::new();
-        for x in data {
-            let f = x.as_f64().or_else(|| x.as_bool().map(|b| f64::from(u8::from(b)))).unwrap_or_default();
-            match datatype.as_str() {
-                "FP32" => raw.put_f32_le(f as f32),
-                "FP64" => raw.put_f64_le(f),
-                "INT64" => raw.put_i64_le(f as i64),
-                "INT32" => raw.put_i32_le(f as i32),
-                "INT16" => raw.put_i16_le(f as i16),
-                "INT8" => raw.put_i8(f as i8),
-                "UINT64" => raw.put_u64_le(f as u64),
-                "UINT32" => raw.put_u32_le(f as u32),
-                "UINT16" => raw.put_u16_le(f as u16),
-                "UINT8" | "BOOL" => raw.put_u8(f as u8),
-                other => anyhow::bail!("datatype {other} cannot be sent raw"),
-            }
-        }
+        let raw = super::raw_data(&datatype, data)?;
         req.inputs.push(pb::model_infer_request::InferInputTensor {
             name: t["name"].as_str().unwrap_or_default().to_string(),
             datatype,

@@ -10,6 +10,29 @@ use tokio::net::TcpStream;
 
 use super::{Outcome, Request, Target};
 
+/// The binary tensor extension's header: where the JSON part of a body ends.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Re-encodes a JSON request body with the binary tensor data extension, as tritonclient sends at its defaults:
+/// the JSON header (each input with `parameters.binary_data_size`, every output asked for binary), then the raw
+/// little-endian tensors in input order. Returns the body and the header's length.
+pub fn encode_binary(json: &[u8]) -> anyhow::Result<(Bytes, usize)> {
+    let mut v: serde_json::Value = serde_json::from_slice(json)?;
+    let mut tail = Vec::new();
+    for t in v["inputs"].as_array_mut().map(Vec::as_mut_slice).unwrap_or_default() {
+        let datatype = t["datatype"].as_str().unwrap_or_default().to_string();
+        let data = t.as_object_mut().and_then(|o| o.remove("data")).unwrap_or_default();
+        let raw = super::raw_data(&datatype, data.as_array().map(Vec::as_slice).unwrap_or_default())?;
+        t["parameters"] = serde_json::json!({ "binary_data_size": raw.len() });
+        tail.extend_from_slice(&raw);
+    }
+    v["parameters"] = serde_json::json!({ "binary_data_output": true });
+    let mut body = serde_json::to_vec(&v)?;
+    let header = body.len();
+    body.extend_from_slice(&tail);
+    Ok((Bytes::from(body), header))
+}
+
 pub struct HttpConn {
     sender: SendRequest<Full<Bytes>>,
     path: String,
@@ -34,9 +57,11 @@ impl HttpConn {
         if self.sender.ready().await.is_err() {
             return Outcome::Failed("connection closed");
         }
-        let mut b = http::Request::post(self.path.as_str())
-            .header(HOST, target.authority.as_str())
-            .header(CONTENT_TYPE, "application/json");
+        let mut b = http::Request::post(self.path.as_str()).header(HOST, target.authority.as_str());
+        b = match req.header_len {
+            Some(n) => b.header(CONTENT_TYPE, "application/octet-stream").header(HEADER_LENGTH, n),
+            None => b.header(CONTENT_TYPE, "application/json"),
+        };
         if let Some((name, value)) = &target.pin {
             b = b.header(name.as_str(), value.as_str());
         }

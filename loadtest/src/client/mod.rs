@@ -56,6 +56,32 @@ impl Target {
 pub struct Request {
     pub body: Bytes,
     pub routing_key: Option<u64>,
+    /// For a binary tensor request (HTTP): the length of the JSON header before the raw tensors.
+    pub header_len: Option<usize>,
+}
+
+/// The raw little-endian bytes of a JSON tensor's `data`, as gRPC raw contents and the HTTP binary tensor
+/// extension carry them.
+pub fn raw_data(datatype: &str, data: &[serde_json::Value]) -> anyhow::Result<Vec<u8>> {
+    use bytes::BufMut;
+    let mut raw = Vec::new();
+    for x in data {
+        let f = x.as_f64().or_else(|| x.as_bool().map(|b| f64::from(u8::from(b)))).unwrap_or_default();
+        match datatype {
+            "FP32" => raw.put_f32_le(f as f32),
+            "FP64" => raw.put_f64_le(f),
+            "INT64" => raw.put_i64_le(f as i64),
+            "INT32" => raw.put_i32_le(f as i32),
+            "INT16" => raw.put_i16_le(f as i16),
+            "INT8" => raw.put_i8(f as i8),
+            "UINT64" => raw.put_u64_le(f as u64),
+            "UINT32" => raw.put_u32_le(f as u32),
+            "UINT16" => raw.put_u16_le(f as u16),
+            "UINT8" | "BOOL" => raw.put_u8(f as u8),
+            other => anyhow::bail!("datatype {other} cannot be sent raw"),
+        }
+    }
+    Ok(raw)
 }
 
 pub enum Conn {
