@@ -60,6 +60,10 @@ pub struct Metrics {
     connections_open: IntGaugeVec,
     connections_refused: IntCounterVec,
     files_changed: IntGaugeVec,
+    load_failed: IntGaugeVec,
+    training_accuracy: GaugeVec,
+    cluster_enabled: IntGauge,
+    cluster_spec_revision: IntGaugeVec,
     cluster_connected: IntGauge,
     cluster_replicas: IntGauge,
     cluster_leader: IntGaugeVec,
@@ -293,6 +297,22 @@ impl Metrics {
                 "1 while a serving version's files differ from what it loaded (changed or gone), else 0.",
                 &mv,
             ),
+            load_failed: f.gauges(
+                "gateway_model_load_failed",
+                "1 while the version's last load failed (it does not serve), else 0.",
+                &mv,
+            ),
+            training_accuracy: f.float_gauges(
+                "gateway_model_training_accuracy",
+                "Test accuracy at training time, from the manifest's training.metrics.test_accuracy (classifiers).",
+                &mv,
+            ),
+            cluster_enabled: f.gauge("gateway_cluster_enabled", "1 when running in cluster mode, else 0."),
+            cluster_spec_revision: f.gauges(
+                "gateway_cluster_spec_revision",
+                "Cluster mode: the cluster store revision of the model's routing spec this replica applied.",
+                &["model"],
+            ),
             cluster_connected: f.gauge(
                 "gateway_cluster_connected",
                 "Cluster mode: 1 while this replica reaches the cluster store (etcd), else 0.",
@@ -374,6 +394,33 @@ impl Metrics {
 
     pub fn set_ready(&self, model: &str, version: &str, ready: bool) {
         self.model_ready.with_label_values(&[model, version]).set(i64::from(ready));
+    }
+
+    /// After a load attempt: whether it failed, and the training-time accuracy the manifest ships (if any), which
+    /// the live-accuracy alert compares delayed labels against.
+    pub fn loaded(&self, model: &str, version: &str, failed: bool, training_accuracy: Option<f64>) {
+        self.load_failed.with_label_values(&[model, version]).set(i64::from(failed));
+        match training_accuracy {
+            Some(a) => self.training_accuracy.with_label_values(&[model, version]).set(a),
+            None => {
+                let _ = self.training_accuracy.remove_label_values(&[model, version]);
+            }
+        }
+    }
+
+    /// A version unloaded on purpose: it neither failed nor has an accuracy to compare against any more.
+    pub fn unloaded(&self, model: &str, version: &str) {
+        self.set_ready(model, version, false);
+        self.loaded(model, version, false, None);
+        self.forget_upstream(model, version);
+    }
+
+    pub fn cluster_enabled(&self) {
+        self.cluster_enabled.set(1);
+    }
+
+    pub fn cluster_spec_revision(&self, model: &str, revision: i64) {
+        self.cluster_spec_revision.with_label_values(&[model]).set(revision);
     }
 
     /// Mirrors a model's routing table into the stable and canary-weight gauges. Every known version gets a

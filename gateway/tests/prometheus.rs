@@ -1,6 +1,8 @@
 //! End to end with a real Prometheus (Debian's `prometheus` package, which `make test` installs): the server
 //! scrapes a real gateway on loopback with the rules of `deploy/prometheus/alerts.yml`, and its HTTP API shows the
-//! series, the process metrics, and every rule evaluating without error.
+//! series, the process metrics, and every rule evaluating without error. Then faults are injected (NaN inputs over
+//! gRPC, wrong delayed labels, a version that fails to load) and the matching alerts go pending, while the ones
+//! with nothing to report stay quiet.
 
 mod common;
 
@@ -8,7 +10,33 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use gateway::protocol::pb;
+use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use pb::model_infer_request::InferInputTensor;
+use reqwest::Method;
 use serde_json::{Value, json};
+
+/// Whether alert `name` with these labels is pending or firing.
+fn active(alerts: &Value, name: &str, labels: &[(&str, &str)]) -> bool {
+    alerts["alerts"].as_array().into_iter().flatten().any(|a| {
+        a["labels"]["alertname"] == name
+            && labels.iter().all(|(k, v)| a["labels"][*k] == *v)
+            && matches!(a["state"].as_str(), Some("pending" | "firing"))
+    })
+}
+
+/// Asks for `rows` predictions with `id`, then labels each with the opposite class.
+async fn label_wrongly(c: &reqwest::Client, gw: &gateway::Gateway, id: &str, rows: usize) {
+    let mut body = breast_cancer_rows(rows);
+    body["id"] = json!(id);
+    let (s, v) = post(c, &url(gw, "/v2/models/breast-cancer/infer"), body.to_string()).await;
+    assert_eq!(s, 200, "{v}");
+    let wrong: Vec<i64> =
+        v["outputs"][0]["data"].as_array().expect("labels").iter().map(|l| 1 - l.as_i64().expect("label")).collect();
+    let (s, v) =
+        post(c, &url(gw, "/v2/models/breast-cancer/feedback"), json!({"id": id, "value": wrong}).to_string()).await;
+    assert_eq!(s, 200, "{v}");
+}
 
 struct Prometheus(Child);
 
@@ -54,7 +82,12 @@ async fn a_real_prometheus_scrapes_the_gateway_and_evaluates_the_rules() {
         Command::new("prometheus").arg("--version").output().is_ok_and(|o| o.status.success()),
         "the prometheus server is missing: run `make test` (it installs Debian's prometheus package)"
     );
-    let mut cfg = config(&bundled_models());
+    // A repository of its own, so a broken version can be added while the gateway runs.
+    let repo = scratch_dir();
+    for (m, v) in [("breast-cancer", "1"), ("breast-cancer", "2"), ("diabetes", "1")] {
+        copy_version(m, v, &repo, v);
+    }
+    let mut cfg = config(&repo);
     cfg.models.watch_interval_ms = 0;
     let gw = start(cfg).await;
     let c = client();
@@ -136,7 +169,7 @@ async fn a_real_prometheus_scrapes_the_gateway_and_evaluates_the_rules() {
     .await;
     let count: usize =
         rules["groups"].as_array().expect("groups").iter().map(|g| g["rules"].as_array().map_or(0, Vec::len)).sum();
-    assert_eq!(count, 13, "{rules}");
+    assert_eq!(count, 24, "{rules}");
     // The error-ratio recording rule yields 0, not nothing, for a model serving without errors (a 400 is not an
     // error): traffic while Prometheus watches.
     for _ in 0..30 {
@@ -153,5 +186,54 @@ async fn a_real_prometheus_scrapes_the_gateway_and_evaluates_the_rules() {
     )
     .await;
     assert_eq!(ratio["result"][0]["value"][1], "0");
+
+    // Faults. 1: NaN inputs over gRPC (served and counted under the default `count` policy).
+    let mut grpc = GrpcInferenceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.expect("grpc");
+    let mut row: Vec<f32> = breast_cancer_means().into_iter().map(|x| x as f32).collect();
+    row[0] = f32::NAN;
+    for _ in 0..20 {
+        let input = InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 30],
+            parameters: Default::default(),
+            contents: Some(pb::InferTensorContents { fp32_contents: row.clone(), ..Default::default() }),
+        };
+        let req =
+            pb::ModelInferRequest { model_name: "breast-cancer".into(), inputs: vec![input], ..Default::default() };
+        grpc.model_infer(req).await.expect("a NaN is counted, not refused");
+    }
+    // 2: wrong delayed labels. One creates the series; once scraped, 250 more (increase() counts only after the
+    // first sample, and the alert wants at least 200 labels).
+    label_wrongly(&c, &gw, "wrong-0", 1).await;
+    let wrong = "gateway_feedback_total{model=\"breast-cancer\",version=\"2\",outcome=\"wrong\"}";
+    eventually(&c, &base, "/api/v1/query", &[("query", wrong)], 30, |d| {
+        d["result"].as_array().is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    for i in 1..=5 {
+        label_wrongly(&c, &gw, &format!("wrong-{i}"), 50).await;
+    }
+    // 3: a version that fails to load.
+    copy_version("breast-cancer", "1", &repo, "4");
+    std::fs::write(repo.join("breast-cancer/4/model.onnx"), b"not an ONNX model").expect("write");
+    let (s, v) = admin(&c, &gw, Method::POST, "/admin/models/breast-cancer/versions/4/load", None).await;
+    assert_eq!(s, 422, "{v}");
+    let alerts = eventually(&c, &base, "/api/v1/alerts", &[], 90, |d| {
+        active(d, "GatewayInvalidValues", &[("model", "breast-cancer"), ("version", "2"), ("kind", "nan")])
+            && active(d, "GatewayLiveAccuracyBelowTraining", &[("model", "breast-cancer"), ("version", "2")])
+            && active(d, "GatewayVersionLoadFailed", &[("model", "breast-cancer"), ("version", "4")])
+    })
+    .await;
+    for quiet in [
+        "GatewayClusterDisconnected",
+        "GatewayClusterNoAnalyser",
+        "GatewayClusterRevisionSkew",
+        "GatewayMemoryGrowing",
+        "GatewayLoadShedding",
+        "GatewayConnectionsRefused",
+    ] {
+        assert!(!active(&alerts, quiet, &[]), "{quiet}: {alerts}");
+    }
     gw.shutdown().await;
 }

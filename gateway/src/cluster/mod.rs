@@ -151,6 +151,7 @@ impl Cluster {
             }
         };
         cluster.core.registry.share(cluster.clone(), states);
+        cluster.core.metrics.cluster_enabled();
         cluster.core.metrics.cluster_connected(cluster.is_connected());
         Ok(cluster)
     }
@@ -208,6 +209,7 @@ impl Cluster {
         self.revisions.lock().unwrap_or_else(|p| p.into_inner()).insert(model.to_string(), revision);
         self.applied.fetch_max(revision, Ordering::Relaxed);
         self.core.metrics.cluster_revision(self.applied_revision());
+        self.core.metrics.cluster_spec_revision(model, revision);
     }
 
     /// Every model's shared state, checked like a restored state file; remembers each one's revision.

@@ -215,8 +215,7 @@ impl Registry {
         if let Some(slot) = self.get(model) {
             slot.set_state(version, None);
         }
-        self.metrics.set_ready(model, &version.to_string(), false);
-        self.metrics.forget_upstream(model, &version.to_string());
+        self.metrics.unloaded(model, &version.to_string());
         Ok(())
     }
 
@@ -262,8 +261,7 @@ impl Registry {
         if let Some(slot) = self.get(model) {
             for &v in &versions {
                 slot.set_state(v, None);
-                self.metrics.set_ready(model, &v.to_string(), false);
-                self.metrics.forget_upstream(model, &v.to_string());
+                self.metrics.unloaded(model, &v.to_string());
             }
         }
         Ok(())

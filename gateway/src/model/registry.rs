@@ -317,6 +317,11 @@ impl Registry {
             }
         };
         self.metrics.set_ready(model, &version, matches!(state, VersionState::Ready(_)));
+        let accuracy = match &state {
+            VersionState::Ready(v) => v.manifest.training["metrics"]["test_accuracy"].as_f64(),
+            _ => None,
+        };
+        self.metrics.loaded(model, &version, outcome.is_err(), accuracy);
         slot.set_state(number, Some(state));
         if self.initial_load_done() {
             let mut c = slot.control();
