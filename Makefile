@@ -53,18 +53,20 @@ run: build
 
 test: test-python test-deploy test-rust
 
-test-rust: setup $(VENV)/.installed $(VENV_KSERVE)/.installed $(ETCD)
+test-rust: setup $(VENV)/.installed $(VENV_KSERVE)/.installed $(ETCD) /usr/bin/chromedriver
 	ETCD_BIN=$(CURDIR)/$(ETCD) $(CARGO) test --workspace --locked
 
 # The training-side checks (capture replay), in a project-local venv with the pinned training requirements.
 test-python: $(VENV)/.installed
 	$(VENV)/bin/python -m unittest discover -s models/train -p 'test_*.py'
 
-# Also tritonclient, which gateway/tests/clients.rs drives against a real gateway, and the Kubernetes validator.
-$(VENV)/.installed: models/train/requirements.txt gateway/tests/clients/requirements.txt deploy/requirements.txt
+# Also tritonclient, which gateway/tests/clients.rs drives against a real gateway, the Kubernetes validator, and
+# Selenium for the operator console's browser test (gateway/tests/console).
+$(VENV)/.installed: models/train/requirements.txt gateway/tests/clients/requirements.txt deploy/requirements.txt \
+		gateway/tests/console/requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r models/train/requirements.txt \
-		-r gateway/tests/clients/requirements.txt -r deploy/requirements.txt
+		-r gateway/tests/clients/requirements.txt -r deploy/requirements.txt -r gateway/tests/console/requirements.txt
 	touch $@
 
 # KServe's Python SDK, which gateway/tests/clients.rs drives against a real gateway (kserve_check.py). Every package
@@ -80,6 +82,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 /usr/bin/promtool:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus || \
 		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+
+# Debian's chromium and chromium-driver: the headless browser of the operator console's test (console_check.py).
+/usr/bin/chromedriver:
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver; }
 
 # The deployment files: Prometheus config and alert rules (checked and unit-tested with promtool), Kubernetes
 # manifests (validated against the API schemas).

@@ -158,7 +158,12 @@ impl Gateway {
             };
             c.spawn(addrs, reached(rx.clone(), Phase::Closing));
         }
-        let background = spawn_background(&config, &core, &controller, &rx);
+        let traffic = Arc::new(api::admin::traffic::TrafficHistory::default());
+        let mut background = spawn_background(&config, &core, &controller, &rx);
+        let (sampled, history) = (core.clone(), traffic.clone());
+        background.push(every(api::admin::traffic::STEP, rx.clone(), move || {
+            history.sample(&sampled, api::admin::traffic::STEP);
+        }));
         let admission = Admission::new(
             config.server.max_body_bytes,
             config.server.max_concurrent_requests,
@@ -168,8 +173,14 @@ impl Gateway {
             max_connections: fit_connections(config.server.max_connections, 3, open_files_limit()),
             header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
         };
-        let apps =
-            Apps { core: &core, controller: &controller, cluster: cluster.clone(), token, admission: &admission };
+        let apps = Apps {
+            core: &core,
+            controller: &controller,
+            cluster: cluster.clone(),
+            token,
+            admission: &admission,
+            traffic,
+        };
         let servers = spawn_servers(listeners, apps, limits, &rx);
         let task = tokio::spawn(drain(servers, background, phase.clone(), resolved.drain, resolved.shutdown_grace));
         Ok(Self { http_addr, grpc_addr, metrics_addr, admin_addr, core, controller, phase, task })
@@ -329,6 +340,7 @@ struct Apps<'a> {
     cluster: Option<Arc<Cluster>>,
     token: AdminToken,
     admission: &'a Admission,
+    traffic: Arc<api::admin::traffic::TrafficHistory>,
 }
 
 /// The four servers, each stopping when the phase reaches `Closing`.
@@ -338,7 +350,7 @@ fn spawn_servers(
     limits: ConnLimits,
     rx: &watch::Receiver<Phase>,
 ) -> Vec<JoinHandle<std::io::Result<()>>> {
-    let Apps { core, controller, cluster, token, admission } = apps;
+    let Apps { core, controller, cluster, token, admission, traffic } = apps;
     let serve = |listener: TcpListener, app: axum::Router, name: &str| {
         let (open, refused) = core.metrics.connections(name);
         tokio::spawn(serve(listener, app, limits, rx.clone(), ConnMetrics { open, refused }))
@@ -355,7 +367,7 @@ fn spawn_servers(
         tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) }),
         serve(l.http, api::http::router(core.clone(), admission, cluster.clone(), token.clone()), "http"),
         serve(l.metrics, api::metrics::router(core.clone()), "metrics"),
-        serve(l.admin, api::admin::router(core.clone(), controller.clone(), cluster, token), "admin"),
+        serve(l.admin, api::admin::router(core.clone(), controller.clone(), cluster, token, traffic), "admin"),
     ]
 }
 

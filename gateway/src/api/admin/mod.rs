@@ -26,6 +26,8 @@ use crate::model::repository::parse_version;
 use crate::routing::Weight;
 use crate::state::Event;
 
+pub mod console;
+pub mod traffic;
 pub mod views;
 
 use views::view;
@@ -88,6 +90,7 @@ struct AdminState {
     controller: Arc<Controller>,
     cluster: Option<Arc<Cluster>>,
     token: AdminToken,
+    traffic: Arc<traffic::TrafficHistory>,
 }
 
 pub fn router(
@@ -95,14 +98,16 @@ pub fn router(
     controller: Arc<Controller>,
     cluster: Option<Arc<Cluster>>,
     token: AdminToken,
+    traffic: Arc<traffic::TrafficHistory>,
 ) -> Router {
-    let state = AdminState { core, controller, cluster, token };
-    Router::new()
+    let state = AdminState { core, controller, cluster, token, traffic };
+    let api = Router::new()
         .route("/admin/cluster", get(cluster_view))
         .route("/admin/models", get(list))
         .route("/admin/models/{model}", get(show))
         .route("/admin/models/{model}/events", get(events))
         .route("/admin/models/{model}/skew", get(skew))
+        .route("/admin/models/{model}/traffic", get(traffic_view))
         .route("/admin/models/{model}/versions/{version}/load", post(load))
         .route("/admin/models/{model}/versions/{version}/unload", post(unload))
         .route("/admin/models/{model}/canary", post(canary))
@@ -119,7 +124,9 @@ pub fn router(
         })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    // The console's page and scripts hold no data, so they load without the token; every call they make needs it.
+    console::router().merge(api)
 }
 
 async fn auth(State(st): State<AdminState>, req: Request, next: Next) -> Response {
@@ -203,6 +210,18 @@ async fn list(State(st): State<AdminState>) -> Json<Vec<ModelView>> {
 
 async fn show(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<ModelView>, ApiError> {
     Ok(Json(view(&*st.core.model(&model)?, 50)))
+}
+
+async fn traffic_view(
+    State(st): State<AdminState>,
+    Path(model): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    st.core.model(&model)?;
+    Ok(Json(serde_json::json!({
+        "model": model,
+        "step_secs": traffic::STEP.as_secs(),
+        "points": st.traffic.points(&model),
+    })))
 }
 
 async fn events(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<Vec<Event>>, ApiError> {

@@ -29,6 +29,13 @@ pub struct VersionView {
     /// For a serving version whose files changed or vanished since it loaded: `changed` or `missing`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<&'static str>,
+    /// From a loaded version's manifest: `release` or `candidate`, when it was trained, and its age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trained_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_days: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +86,12 @@ pub fn view(slot: &ModelSlot, recent: usize) -> ModelView {
                     _ => None,
                 },
                 disk: disk_state(s),
+                stage: ready(s).map(|v| match v.manifest.stage {
+                    crate::manifest::Stage::Release => "release",
+                    crate::manifest::Stage::Candidate => "candidate",
+                }),
+                trained_at: ready(s).map(|v| v.manifest.trained_at.clone()),
+                age_days: ready(s).map(|v| v.age().as_secs_f64() / 86_400.0),
                 role: if Some(*n) == stable {
                     "stable"
                 } else if Some(*n) == canary {
@@ -176,4 +189,11 @@ pub fn skew_report(core: &Core, slot: &ModelSlot) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "model": model, "versions": out, "divergence": divergence, "quality": quality })
+}
+
+fn ready(s: &VersionState) -> Option<&crate::model::ModelVersion> {
+    match s {
+        VersionState::Ready(v) => Some(v),
+        _ => None,
+    }
 }
