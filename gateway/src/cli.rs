@@ -66,6 +66,17 @@ pub enum AdminCmd {
     /// Automatic canary analysis: start a rollout, see it, or steer it.
     #[command(subcommand)]
     Rollout(RolloutCmd),
+    /// The console's live view in a terminal: every model (or one) with its routing, rollout and traffic per
+    /// version, refreshed in place until interrupted.
+    Watch {
+        model: Option<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +147,10 @@ impl AdminCmd {
                 Some(json!({"version": version, "reason": reason})),
             ),
             Self::Rollout(cmd) => cmd.request(),
+            Self::Watch { model, .. } => match model {
+                Some(m) => (Method::GET, format!("/admin/models/{m}"), None),
+                None => (Method::GET, "/admin/models".into(), None),
+            },
         }
     }
 }
@@ -201,6 +216,9 @@ pub async fn call(
 
 /// Runs one admin command and prints its answer. Returns the process exit status.
 pub async fn run(args: AdminArgs) -> anyhow::Result<bool> {
+    if let AdminCmd::Watch { model, interval, count } = &args.cmd {
+        return watch(&args, model.as_deref(), *interval, *count).await;
+    }
     let (method, path, body) = args.cmd.request();
     let (status, value) = call(&args.url, args.token.as_deref(), method, &path, body).await?;
     if (200..300).contains(&status) {
@@ -210,5 +228,140 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<bool> {
         let msg = value.get("error").and_then(Value::as_str).map_or_else(|| value.to_string(), str::to_owned);
         eprintln!("error ({status}): {msg}");
         Ok(false)
+    }
+}
+
+/// `gateway admin watch`: polls the models (and each one's traffic history) and redraws a compact table in place.
+/// A refused call (a wrong token, an unknown model) ends the watch with the server's message.
+async fn watch(args: &AdminArgs, model: Option<&str>, interval: f64, count: Option<u64>) -> anyhow::Result<bool> {
+    use std::io::{IsTerminal, Write};
+    let token = args.token.as_deref();
+    let tty = std::io::stdout().is_terminal();
+    let mut n = 0u64;
+    loop {
+        let (method, path, body) = args.cmd.request();
+        let (status, value) = call(&args.url, token, method, &path, body).await?;
+        if !(200..300).contains(&status) {
+            let msg = value.get("error").and_then(Value::as_str).map_or_else(|| value.to_string(), str::to_owned);
+            eprintln!("error ({status}): {msg}");
+            return Ok(false);
+        }
+        let models = if model.is_some() { vec![value] } else { value.as_array().cloned().unwrap_or_default() };
+        let mut traffic = std::collections::HashMap::new();
+        for m in &models {
+            let name = m["name"].as_str().unwrap_or_default();
+            let (_, t) = call(&args.url, token, Method::GET, &format!("/admin/models/{name}/traffic"), None).await?;
+            let (_, r) = call(&args.url, token, Method::GET, &format!("/admin/models/{name}/rollout"), None).await?;
+            traffic.insert(name.to_string(), (t, r));
+        }
+        let frame = render_watch(&models, &traffic, &crate::clock::now_rfc3339());
+        let mut out = std::io::stdout().lock();
+        // In a terminal the frame replaces the last one; piped, frames follow each other.
+        if tty {
+            write!(out, "\x1b[H\x1b[2J")?;
+        }
+        writeln!(out, "{frame}")?;
+        out.flush()?;
+        n += 1;
+        if count.is_some_and(|c| n >= c) {
+            return Ok(true);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs_f64(interval.max(0.2))).await;
+    }
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64().map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
+}
+
+/// One frame of `watch`: per model its routing and rollout, then per version its state, role and the latest
+/// traffic point (requests/s, server error rate, p50/p99).
+pub fn render_watch(models: &[Value], extra: &std::collections::HashMap<String, (Value, Value)>, now: &str) -> String {
+    let mut out = format!("gateway models at {now}\n");
+    for m in models {
+        let name = m["name"].as_str().unwrap_or("?");
+        let (traffic, rollout) = extra.get(name).cloned().unwrap_or_default();
+        let canary = m["canary"]
+            .as_object()
+            .map(|c| format!("{} at {}%", c["version"].as_str().unwrap_or("?"), num(&c["weight_percent"], 1)))
+            .unwrap_or_else(|| "-".into());
+        let shadow = m["shadow"]
+            .as_object()
+            .map(|c| format!("{} ({}%)", c["version"].as_str().unwrap_or("?"), num(&c["percent"], 1)))
+            .unwrap_or_else(|| "-".into());
+        out += &format!(
+            "\n{name}  ready={}  stable={}  canary={canary}  shadow={shadow}\n",
+            m["ready"].as_bool().unwrap_or(false),
+            m["stable"].as_str().unwrap_or("-"),
+        );
+        if let Some(phase) = rollout["phase"].as_str() {
+            out += &format!(
+                "  rollout of {}: {phase}, weight {}%, failed intervals {}: {}\n",
+                rollout["canary"],
+                num(&rollout["weight_percent"], 1),
+                rollout["failed_intervals"],
+                rollout["message"].as_str().unwrap_or(""),
+            );
+        }
+        let last = traffic["points"].as_array().and_then(|p| p.last()).cloned().unwrap_or_default();
+        out += &format!(
+            "  {:<8} {:<8} {:<8} {:>9} {:>7} {:>8} {:>8}\n",
+            "version", "state", "role", "req/s", "err %", "p50 ms", "p99 ms"
+        );
+        for v in m["versions"].as_array().into_iter().flatten() {
+            let id = v["version"].as_str().unwrap_or("?");
+            let t = &last["versions"][id];
+            let err = t["error_rate"].as_f64().map_or_else(|| "-".into(), |e| format!("{:.2}", e * 100.0));
+            out += &format!(
+                "  {:<8} {:<8} {:<8} {:>9} {:>7} {:>8} {:>8}\n",
+                id,
+                v["state"].as_str().unwrap_or("?"),
+                v["role"].as_str().unwrap_or("?"),
+                num(&t["rps"], 1),
+                err,
+                num(&t["p50_ms"], 2),
+                num(&t["p99_ms"], 2),
+            );
+            if let Some(reason) = v["reason"].as_str() {
+                out += &format!("           {reason}\n");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_frame_shows_routing_rollout_and_traffic() {
+        let models = vec![json!({
+            "name": "m", "ready": true, "stable": "2", "canary": {"version": "3", "weight_percent": 10.0},
+            "shadow": null,
+            "versions": [
+                {"version": "2", "state": "ready", "role": "stable"},
+                {"version": "3", "state": "ready", "role": "canary"},
+                {"version": "4", "state": "failed", "role": "none", "reason": "golden example 0 failed"},
+            ],
+        })];
+        let mut extra = std::collections::HashMap::new();
+        extra.insert(
+            "m".to_string(),
+            (
+                json!({"points": [{"at": "t", "versions": {"2": {"rps": 90.0, "error_rate": 0.0, "p50_ms": 0.4,
+                    "p99_ms": 1.25}, "3": {"rps": 10.0, "error_rate": 0.1, "p50_ms": null, "p99_ms": null}}}]}),
+                json!({"canary": 3, "phase": "progressing", "weight_percent": 10.0, "failed_intervals": 1,
+                    "message": "holding"}),
+            ),
+        );
+        let frame = render_watch(&models, &extra, "now");
+        assert!(frame.contains("stable=2  canary=3 at 10.0%  shadow=-"), "{frame}");
+        assert!(frame.contains("rollout of 3: progressing, weight 10.0%, failed intervals 1: holding"), "{frame}");
+        let row2 = frame.lines().find(|l| l.trim_start().starts_with("2 ")).expect("row for 2");
+        assert!(row2.contains("90.0") && row2.contains("1.25"), "{row2}");
+        let row3 = frame.lines().find(|l| l.trim_start().starts_with("3 ")).expect("row for 3");
+        assert!(row3.contains("10.00") && row3.contains(" - "), "{row3}");
+        assert!(frame.contains("golden example 0 failed"), "{frame}");
     }
 }

@@ -107,7 +107,13 @@ async fn the_cli_calls_the_admin_api() {
             .expect("cli runs")
     };
     let out = tokio::task::spawn_blocking(move || {
-        (run(&["canary", "breast-cancer", "1", "2.5"]), run(&["show", "breast-cancer"]), run(&["promote", "diabetes"]))
+        (
+            run(&["canary", "breast-cancer", "1", "2.5"]),
+            run(&["show", "breast-cancer"]),
+            run(&["promote", "diabetes"]),
+            run(&["watch", "--count", "2", "--interval", "0.2"]),
+            run(&["watch", "nope", "--count", "1"]),
+        )
     })
     .await
     .expect("join");
@@ -116,6 +122,12 @@ async fn the_cli_calls_the_admin_api() {
     assert_eq!(shown["canary"], json!({"version": "1", "weight_percent": 2.5}));
     assert!(!out.2.status.success());
     assert!(String::from_utf8_lossy(&out.2.stderr).contains("has no canary"));
+    // Two frames of the terminal view (piped: one after the other), with the canary just set.
+    let frames = String::from_utf8_lossy(&out.3.stdout);
+    assert!(out.3.status.success(), "{}", String::from_utf8_lossy(&out.3.stderr));
+    assert_eq!(frames.matches("gateway models at").count(), 2, "{frames}");
+    assert!(frames.contains("breast-cancer  ready=true  stable=2  canary=1 at 2.5%"), "{frames}");
+    assert!(!out.4.status.success() && String::from_utf8_lossy(&out.4.stderr).contains("unknown model 'nope'"));
     gw.shutdown().await;
 }
 
