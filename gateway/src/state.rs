@@ -36,6 +36,29 @@ pub struct Event {
     /// Measurements behind the decision, when there are any.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub data: serde_json::Value,
+    /// The name of the admin token behind the change (who promoted, who rolled back); absent for the gateway's own
+    /// decisions (loads, the rollout controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+thread_local! {
+    /// Who the changes made on this thread are made for (see [`as_actor`]).
+    static ACTOR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `name` as the author of the journal events it records. The admin API runs each change on a
+/// blocking thread inside this, so the journal names the token without every change function carrying it.
+pub fn as_actor<T>(name: Option<String>, f: impl FnOnce() -> T) -> T {
+    let previous = ACTOR.with(|a| a.replace(name));
+    let out = f();
+    ACTOR.with(|a| *a.borrow_mut() = previous);
+    out
+}
+
+/// The author set by [`as_actor`] on this thread.
+pub fn actor() -> Option<String> {
+    ACTOR.with(|a| a.borrow().clone())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -207,6 +230,7 @@ mod tests {
                     canary: Some(2),
                     weight_percent: Some(1.25),
                     data: serde_json::Value::Null,
+                    by: Some("oncall".into()),
                 }],
                 rollout: None,
             },

@@ -82,16 +82,18 @@ pub async fn control(
     model: &str,
     what: Control,
 ) -> Result<(), GatewayError> {
-    token.check(authorization).map_err(|e| {
+    let caller = token.check_operator(authorization).map_err(|e| {
         GatewayError::Forbidden(format!(
-            "loading and unloading models is for operators: send the admin token as 'Authorization: Bearer \
-             <token>' ({e})"
+            "loading and unloading models is for operators: send an operator's admin token as 'Authorization: \
+             Bearer <token>' ({e})"
         ))
     })?;
     let (core, model) = (core.clone(), model.to_string());
-    tokio::task::spawn_blocking(move || match what {
-        Control::Load => core.registry.load_model(&model),
-        Control::Unload => core.registry.unload_model(&model),
+    tokio::task::spawn_blocking(move || {
+        crate::state::as_actor(Some(caller.name), || match what {
+            Control::Load => core.registry.load_model(&model),
+            Control::Unload => core.registry.unload_model(&model),
+        })
     })
     .await
     .map_err(|e| GatewayError::Internal(format!("repository task failed: {e}")))?

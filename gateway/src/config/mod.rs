@@ -239,8 +239,12 @@ pub struct AdminConfig {
     pub addr: String,
     /// Environment variable holding the token (read when no token file is set).
     pub token_env: String,
-    /// File holding the token (surrounding whitespace ignored); takes precedence over the environment.
+    /// File holding the token (surrounding whitespace ignored); takes precedence over the environment. It is an
+    /// operator token named `admin`.
     pub token_file: Option<PathBuf>,
+    /// File of named tokens with roles (`viewer` reads, `operator` also changes), TOML:
+    /// `[[tokens]]` tables with `name`, `role` and `token`. Used together with the single token above.
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -250,13 +254,19 @@ impl std::fmt::Debug for AdminConfig {
             .field("addr", &self.addr)
             .field("token_env", &self.token_env)
             .field("token_file", &self.token_file)
+            .field("tokens_file", &self.tokens_file)
             .finish()
     }
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { addr: "127.0.0.1:8003".into(), token_env: "GATEWAY_ADMIN_TOKEN".into(), token_file: None }
+        Self {
+            addr: "127.0.0.1:8003".into(),
+            token_env: "GATEWAY_ADMIN_TOKEN".into(),
+            token_file: None,
+            tokens_file: None,
+        }
     }
 }
 

@@ -141,6 +141,7 @@ impl ModelSlot {
             canary: spec.canary.map(|c| c.version),
             weight_percent: spec.canary.map(|c| c.weight.percent()),
             data,
+            by: crate::state::actor(),
         };
         control.events.push_back(event);
         while control.events.len() > MAX_EVENTS {

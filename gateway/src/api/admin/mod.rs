@@ -14,11 +14,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use crate::api::error::ApiError;
 use crate::cluster::Cluster;
-use crate::config::AdminConfig;
 use crate::controller::{Command, Controller};
 use crate::core::Core;
 use crate::error::GatewayError;
@@ -27,59 +25,14 @@ use crate::routing::Weight;
 use crate::state::Event;
 
 pub mod console;
+pub mod tokens;
 pub mod traffic;
 pub mod views;
 
+pub use tokens::{AdminToken, Caller, Role};
+
 use views::view;
 pub use views::{ModelView, disk_state};
-
-/// The admin bearer token. `Debug` prints where it came from, never the token.
-#[derive(Clone)]
-pub struct AdminToken {
-    token: Option<Arc<[u8]>>,
-    source: String,
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AdminToken({}, {})", if self.token.is_some() { "set" } else { "unset" }, self.source)
-    }
-}
-
-impl AdminToken {
-    /// Reads the token from the configured file, else the configured environment variable.
-    pub fn from_config(cfg: &AdminConfig) -> Result<Self, String> {
-        let (value, source) = match &cfg.token_file {
-            Some(f) => (
-                std::fs::read_to_string(f).map_err(|e| format!("cannot read admin.token_file {}: {e}", f.display()))?,
-                format!("file {}", f.display()),
-            ),
-            None => (std::env::var(&cfg.token_env).unwrap_or_default(), format!("${}", cfg.token_env)),
-        };
-        let value = value.trim();
-        Ok(Self { token: (!value.is_empty()).then(|| Arc::from(value.as_bytes())), source })
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.token.is_some()
-    }
-
-    /// Checks an `Authorization` header's bearer token.
-    pub fn check(&self, header: Option<&str>) -> Result<(), GatewayError> {
-        let Some(expected) = &self.token else {
-            return Err(GatewayError::Unauthorized(format!(
-                "the admin API is disabled: no token is configured (set {} or admin.token_file)",
-                self.source
-            )));
-        };
-        let given = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
-        match given {
-            None => Err(GatewayError::Unauthorized("missing 'Authorization: Bearer <token>' header".into())),
-            Some(g) if bool::from(g.as_bytes().ct_eq(expected)) => Ok(()),
-            Some(_) => Err(GatewayError::Unauthorized("invalid admin token".into())),
-        }
-    }
-}
 
 /// Largest admin request body: commands are small JSON objects.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -129,10 +82,20 @@ pub fn router(
     console::router().merge(api)
 }
 
+tokio::task_local! {
+    /// The caller of the admin request being handled, for the journal (see `blocking`).
+    static CALLER: Caller;
+}
+
+/// Checks the token, refuses a viewer anything but reading, and runs the request as its caller.
 async fn auth(State(st): State<AdminState>, req: Request, next: Next) -> Response {
     let header = req.headers().get(AUTHORIZATION).and_then(|h| h.to_str().ok());
-    match st.token.check(header) {
-        Ok(()) => next.run(req).await,
+    let caller = st.token.check(header).and_then(|c| {
+        let reads = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+        if c.role == Role::Viewer && !reads { Err(tokens::viewer_refused(&c)) } else { Ok(c) }
+    });
+    match caller {
+        Ok(c) => CALLER.scope(c, next.run(req)).await,
         Err(e) => {
             tracing::warn!(path = %req.uri().path(), reason = %e, "admin call refused");
             ApiError(e).into_response()
@@ -253,7 +216,9 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Core) -> Result<T, GatewayError> + Send + 'static,
 ) -> Result<T, GatewayError> {
     let core = st.core.clone();
-    tokio::task::spawn_blocking(move || f(&core))
+    // The journal names the token behind the change.
+    let by = CALLER.try_with(|c| c.name.clone()).ok();
+    tokio::task::spawn_blocking(move || crate::state::as_actor(by, || f(&core)))
         .await
         .map_err(|e| GatewayError::Internal(format!("admin task failed: {e}")))?
 }
@@ -444,26 +409,4 @@ async fn rollout_command(
     let controller = st.controller.clone();
     blocking(&st, move |_| controller.command(&m, cmd, &note)).await?;
     rollout_show(State(st), Path(model)).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn token(v: Option<&str>) -> AdminToken {
-        AdminToken { token: v.map(|t| Arc::from(t.as_bytes())), source: "$TEST".into() }
-    }
-
-    #[test]
-    fn tokens_are_checked_and_never_printed() {
-        let t = token(Some("s3cret"));
-        assert!(t.check(Some("Bearer s3cret")).is_ok());
-        assert!(t.check(Some("Bearer s3cre")).is_err());
-        assert!(t.check(Some("s3cret")).is_err());
-        assert!(t.check(None).is_err());
-        assert!(!format!("{t:?}").contains("s3cret"));
-        let off = token(None);
-        let e = off.check(Some("Bearer anything")).expect_err("disabled").to_string();
-        assert!(e.contains("disabled") && e.contains("$TEST"), "{e}");
-    }
 }
