@@ -128,6 +128,7 @@ impl Gateway {
     pub async fn serve(checked: Checked) -> anyhow::Result<Self> {
         let Checked { config, resolved } = checked;
         let token = AdminToken::from_config(&config.admin).map_err(anyhow::Error::msg)?;
+        let clients = Arc::new(api::consumers::Clients::from_config(&config.clients).map_err(anyhow::Error::msg)?);
         if !token.is_set() {
             tracing::warn!(?token, "no admin token configured: the admin API will refuse every call");
         }
@@ -180,6 +181,7 @@ impl Gateway {
             token,
             admission: &admission,
             traffic,
+            clients,
         };
         let servers = spawn_servers(listeners, apps, limits, &rx);
         let task = tokio::spawn(drain(servers, background, phase.clone(), resolved.drain, resolved.shutdown_grace));
@@ -341,6 +343,7 @@ struct Apps<'a> {
     token: AdminToken,
     admission: &'a Admission,
     traffic: Arc<api::admin::traffic::TrafficHistory>,
+    clients: Arc<api::consumers::Clients>,
 }
 
 /// The four servers, each stopping when the phase reaches `Closing`.
@@ -350,14 +353,14 @@ fn spawn_servers(
     limits: ConnLimits,
     rx: &watch::Receiver<Phase>,
 ) -> Vec<JoinHandle<std::io::Result<()>>> {
-    let Apps { core, controller, cluster, token, admission, traffic } = apps;
+    let Apps { core, controller, cluster, token, admission, traffic, clients } = apps;
     let serve = |listener: TcpListener, app: axum::Router, name: &str| {
         let (open, refused) = core.metrics.connections(name);
         tokio::spawn(serve(listener, app, limits, rx.clone(), ConnMetrics { open, refused }))
     };
     let grpc = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(api::grpc::decode_errors_are_invalid_argument))
-        .add_service(api::grpc::service(core.clone(), admission, token.clone()))
+        .add_service(api::grpc::service(core.clone(), admission, token.clone(), clients.clone()))
         // Without TCP_NODELAY, multi-packet messages wait out the peer's delayed ACK (40 ms per request).
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(l.grpc).with_nodelay(Some(true)),
@@ -365,9 +368,13 @@ fn spawn_servers(
         );
     vec![
         tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) }),
-        serve(l.http, api::http::router(core.clone(), admission, cluster.clone(), token.clone()), "http"),
+        serve(
+            l.http,
+            api::http::router(core.clone(), admission, cluster.clone(), token.clone(), clients.clone()),
+            "http",
+        ),
         serve(l.metrics, api::metrics::router(core.clone()), "metrics"),
-        serve(l.admin, api::admin::router(core.clone(), controller.clone(), cluster, token, traffic), "admin"),
+        serve(l.admin, api::admin::router(core.clone(), controller.clone(), cluster, token, traffic, clients), "admin"),
     ]
 }
 

@@ -61,6 +61,8 @@ pub struct Metrics {
     connections_refused: IntCounterVec,
     files_changed: IntGaugeVec,
     load_failed: IntGaugeVec,
+    consumer_requests: IntCounterVec,
+    unauthenticated: IntCounterVec,
     training_accuracy: GaugeVec,
     cluster_enabled: IntGauge,
     cluster_spec_revision: IntGaugeVec,
@@ -297,6 +299,16 @@ impl Metrics {
                 "1 while a serving version's files differ from what it loaded (changed or gone), else 0.",
                 &mv,
             ),
+            consumer_requests: f.counters(
+                "gateway_consumer_requests_total",
+                "Answered inference requests per declared consumer (API key name or consumer header; else other).",
+                &["model", "version", "consumer"],
+            ),
+            unauthenticated: f.counters(
+                "gateway_inference_unauthenticated_total",
+                "Inference calls refused for a missing or wrong API key, by protocol and reason.",
+                &["protocol", "reason"],
+            ),
             load_failed: f.gauges(
                 "gateway_model_load_failed",
                 "1 while the version's last load failed (it does not serve), else 0.",
@@ -413,6 +425,14 @@ impl Metrics {
         self.set_ready(model, version, false);
         self.loaded(model, version, false, None);
         self.forget_upstream(model, version);
+    }
+
+    pub fn consumer_request(&self, model: &str, version: &str, consumer: &str) {
+        self.consumer_requests.with_label_values(&[model, version, consumer]).inc();
+    }
+
+    pub fn inference_unauthenticated(&self, protocol: &str, reason: &str) {
+        self.unauthenticated.with_label_values(&[protocol, reason]).inc();
     }
 
     pub fn cluster_enabled(&self) {

@@ -150,3 +150,97 @@ async fn a_viewer_reads_everything_and_changes_nothing() {
     assert!(events.iter().filter(|e| e["kind"] == "version_loaded").all(|e| e.get("by").is_none()));
     gw.shutdown().await;
 }
+
+/// Optional inference API keys and declared consumers: without a key or with a wrong one a call gets 401 /
+/// UNAUTHENTICATED and is counted; answered calls are counted per consumer (the key's name) and version, and the
+/// admin view of the model lists who called it. Without keys, a declared consumer header names the caller and every
+/// undeclared name is `other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inference_keys_and_declared_consumers() {
+    use gateway::protocol::pb;
+    use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+
+    let dir = scratch_dir();
+    let keys = dir.join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[keys]]\nname = \"checkout\"\nkey = \"ck-123\"\n[[keys]]\nname = \"fraud\"\nkey = \"fr-456\"\n",
+    )
+    .expect("keys file");
+    let mut cfg = config(&bundled_models());
+    cfg.clients.keys_file = Some(keys);
+    let gw = start(cfg).await;
+    let c = client();
+    let infer = url(&gw, "/v2/models/breast-cancer/infer");
+    let body = breast_cancer_rows(1).to_string();
+    let r = c.post(&infer).body(body.clone()).send().await.expect("sent");
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.text().await.expect("body").contains("missing API key"));
+    let r = c.post(&infer).bearer_auth("nope").body(body.clone()).send().await.expect("sent");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = c.post(&infer).bearer_auth("ck-123").body(body.clone()).send().await.expect("sent");
+    assert_eq!(r.status().as_u16(), 200);
+
+    let mut grpc = GrpcInferenceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.expect("grpc");
+    let request = || {
+        let input = pb::model_infer_request::InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 30],
+            parameters: Default::default(),
+            contents: Some(pb::InferTensorContents {
+                fp32_contents: breast_cancer_means().into_iter().map(|x| x as f32).collect(),
+                ..Default::default()
+            }),
+        };
+        tonic::Request::new(pb::ModelInferRequest {
+            model_name: "breast-cancer".into(),
+            inputs: vec![input],
+            ..Default::default()
+        })
+    };
+    let e = grpc.model_infer(request()).await.expect_err("no key");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    let mut with_key = request();
+    with_key.metadata_mut().insert("authorization", "Bearer fr-456".parse().expect("ascii"));
+    grpc.model_infer(with_key).await.expect("with the key");
+
+    let page = scrape(&gw).await;
+    for line in [
+        "gateway_inference_unauthenticated_total{protocol=\"http\",reason=\"missing\"} 1",
+        "gateway_inference_unauthenticated_total{protocol=\"http\",reason=\"wrong\"} 1",
+        "gateway_inference_unauthenticated_total{protocol=\"grpc\",reason=\"missing\"} 1",
+        "gateway_consumer_requests_total{consumer=\"checkout\",model=\"breast-cancer\",version=\"2\"} 1",
+        "gateway_consumer_requests_total{consumer=\"fraud\",model=\"breast-cancer\",version=\"2\"} 1",
+    ] {
+        assert!(page.contains(line), "{line} not in the metrics");
+    }
+    let (_, shown) = admin(&c, &gw, Method::GET, "/admin/models/breast-cancer", None).await;
+    let mut names: Vec<&str> =
+        shown["consumers"].as_array().expect("consumers").iter().filter_map(|c| c["consumer"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["checkout", "fraud"], "{shown}");
+    assert_eq!(shown["consumers"][0]["versions"]["2"], 1, "{shown}");
+    gw.shutdown().await;
+
+    // Keys off, consumers declared: the header names the caller; undeclared names count as `other`.
+    let mut cfg = config(&bundled_models());
+    cfg.clients.consumers = vec!["batch-job".into()];
+    let gw = start(cfg).await;
+    let infer = url(&gw, "/v2/models/breast-cancer/infer");
+    for who in ["batch-job", "batch-job", "someone-new"] {
+        let r = c.post(&infer).header("x-consumer", who).body(body.clone()).send().await.expect("sent");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let page = scrape(&gw).await;
+    assert!(
+        page.contains(
+            "gateway_consumer_requests_total{consumer=\"batch-job\",model=\"breast-cancer\",version=\"2\"} 2"
+        )
+    );
+    assert!(
+        page.contains("gateway_consumer_requests_total{consumer=\"other\",model=\"breast-cancer\",version=\"2\"} 1")
+    );
+    assert!(!page.contains("someone-new"), "undeclared names never become labels");
+    gw.shutdown().await;
+}

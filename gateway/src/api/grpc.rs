@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::admin::AdminToken;
 use crate::api::admission::Admission;
+use crate::api::consumers::Clients;
 use crate::api::error::{codes, grpc_status};
 use crate::api::hints::route_hint;
 use crate::api::metadata;
@@ -37,14 +38,20 @@ pub struct GrpcApi {
     admission: Admission,
     /// The operator's token, for the repository extension's load and unload.
     token: AdminToken,
+    clients: Arc<Clients>,
 }
 
 /// The gRPC service, with the shared admission limits (the message size limit is `server.max_body_bytes`).
 /// Compressed messages (tritonclient's `compression_algorithm`, gzip or deflate) are accepted, and answers are
 /// compressed the same way when the client asks for it.
-pub fn service(core: Arc<Core>, admission: &Admission, token: AdminToken) -> GrpcInferenceServiceServer<GrpcApi> {
+pub fn service(
+    core: Arc<Core>,
+    admission: &Admission,
+    token: AdminToken,
+    clients: Arc<Clients>,
+) -> GrpcInferenceServiceServer<GrpcApi> {
     let max_body_bytes = admission.max_body_bytes;
-    GrpcInferenceServiceServer::new(GrpcApi { core, admission: admission.clone(), token })
+    GrpcInferenceServiceServer::new(GrpcApi { core, admission: admission.clone(), token, clients })
         .max_decoding_message_size(max_body_bytes)
         .max_encoding_message_size(usize::MAX)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -332,6 +339,14 @@ impl GrpcApi {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let start = Instant::now();
         let _in_flight = InFlight::new(&self.core.metrics.in_flight);
+        let consumer = if self.clients.is_on() {
+            match self.clients.identify(&meta, &self.core.metrics, "grpc") {
+                Ok(c) => Some(c),
+                Err(e) => return Err(self.failed(UNKNOWN_MODEL, "", start, e)),
+            }
+        } else {
+            None
+        };
         let slot = match self.core.model(&r.model_name) {
             Ok(s) => s,
             Err(e) => return Err(self.failed(UNKNOWN_MODEL, "", start, e)),
@@ -394,6 +409,9 @@ impl GrpcApi {
                 }
                 v.metrics.grpc_ok.inc();
                 v.metrics.grpc_duration.observe(start.elapsed().as_secs_f64());
+                if let Some(c) = &consumer {
+                    self.clients.record(&self.core.metrics, &v.model, &v.version, c);
+                }
                 let mut response = Response::new(out);
                 if let Ok(h) = v.version.parse() {
                     response.metadata_mut().insert(VERSION_HEADER, h);

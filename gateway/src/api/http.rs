@@ -17,6 +17,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::api::admin::AdminToken;
 use crate::api::admission::{Admission, overloaded};
+use crate::api::consumers::Clients;
 use crate::api::error::{ApiError, http_status};
 use crate::api::hints::route_hint;
 use crate::api::metadata;
@@ -35,7 +36,13 @@ use tracing::Instrument;
 /// Answers smaller than this go uncompressed whatever the client accepts.
 const MIN_COMPRESSED_BYTES: u16 = 1024;
 
-pub fn router(core: Arc<Core>, limits: &Admission, cluster: Option<Arc<Cluster>>, token: AdminToken) -> Router {
+pub fn router(
+    core: Arc<Core>,
+    limits: &Admission,
+    cluster: Option<Arc<Cluster>>,
+    token: AdminToken,
+    clients: Arc<Clients>,
+) -> Router {
     let timeout_ms = limits.timeout.as_millis() as u64;
     let counted = core.clone();
     // Outermost to innermost: errors from the layers become protocol errors; load_shed refuses at once when the
@@ -73,6 +80,7 @@ pub fn router(core: Arc<Core>, limits: &Admission, cluster: Option<Arc<Cluster>>
         .route("/v2/models/{model}/infer", post(infer_default))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
         .layer(admission)
+        .layer(Extension(clients))
         .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
         .layer(CompressionLayer::new().gzip(true).deflate(true).compress_when(SizeAbove::new(MIN_COMPRESSED_BYTES)))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes));
@@ -280,20 +288,32 @@ fn join_feedback(core: &Core, model: &str, body: &[u8]) -> Result<serde_json::Va
     Ok(serde_json::json!({ "id": b.id, "model_name": model, "model_version": version.to_string() }))
 }
 
-async fn infer_default(State(core): State<Arc<Core>>, Path(model): Path<String>, req: Request) -> Response {
-    infer(core, model, None, req).await
+async fn infer_default(
+    State(core): State<Arc<Core>>,
+    Extension(clients): Extension<Arc<Clients>>,
+    Path(model): Path<String>,
+    req: Request,
+) -> Response {
+    infer(core, clients, model, None, req).await
 }
 
 async fn infer_version(
     State(core): State<Arc<Core>>,
+    Extension(clients): Extension<Arc<Clients>>,
     Path((model, version)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    infer(core, model, Some(version), req).await
+    infer(core, clients, model, Some(version), req).await
 }
 
 /// Runs a request inside its `request` span (joined to the caller's trace) and tags the answer with its id.
-async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Request) -> Response {
+async fn infer(
+    core: Arc<Core>,
+    clients: Arc<Clients>,
+    model: String,
+    version: Option<String>,
+    req: Request,
+) -> Response {
     let request_id = telemetry::request_id(req.headers());
     let span = tracing::debug_span!(
         target: REQUEST_TARGET,
@@ -307,7 +327,7 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
         status = tracing::field::Empty,
     );
     telemetry::adopt(&span, req.headers());
-    let mut resp = infer_in_span(core, model, version, req).instrument(span.clone()).await;
+    let mut resp = infer_in_span(core, clients, model, version, req).instrument(span.clone()).await;
     span.record("status", resp.status().as_u16());
     if let Ok(h) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", h);
@@ -315,10 +335,25 @@ async fn infer(core: Arc<Core>, model: String, version: Option<String>, req: Req
     resp
 }
 
-async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, req: Request) -> Response {
+async fn infer_in_span(
+    core: Arc<Core>,
+    clients: Arc<Clients>,
+    model: String,
+    version: Option<String>,
+    req: Request,
+) -> Response {
     let start = Instant::now();
     // Counted from the headers on, so a slow upload is in flight too (and drained on shutdown).
     let _in_flight = InFlight::new(&core.metrics.in_flight);
+    // Off by default: no key, no consumer, nothing to look at.
+    let consumer = if clients.is_on() {
+        match clients.identify(req.headers(), &core.metrics, "http") {
+            Ok(c) => Some(c),
+            Err(e) => return failed(&core, UNKNOWN_MODEL, "", start, e),
+        }
+    } else {
+        None
+    };
     let slot = match core.model(&model) {
         Ok(s) => s,
         Err(e) => return failed(&core, UNKNOWN_MODEL, "", start, e),
@@ -351,6 +386,9 @@ async fn infer_in_span(core: Arc<Core>, model: String, version: Option<String>, 
             };
             v.metrics.http_ok.inc();
             v.metrics.http_duration.observe(start.elapsed().as_secs_f64());
+            if let Some(c) = &consumer {
+                clients.record(&core.metrics, &v.model, &v.version, c);
+            }
             let mut r = match header_len {
                 None => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response(),
                 Some(n) => (

@@ -27,6 +27,8 @@ pub struct Config {
     /// Automatic canary analysis: the default rollout policy and per-model overrides.
     pub rollout: crate::rollout::policy::RolloutConfig,
     pub admin: AdminConfig,
+    /// Inference clients: optional API keys, and the declared consumers counted per model version.
+    pub clients: ClientsConfig,
     pub state: StateConfig,
     pub onnxruntime: OnnxRuntimeConfig,
     pub logging: LoggingConfig,
@@ -266,6 +268,33 @@ impl Default for AdminConfig {
             token_env: "GATEWAY_ADMIN_TOKEN".into(),
             token_file: None,
             tokens_file: None,
+        }
+    }
+}
+
+/// Who calls the models. API keys are off unless `keys_file` is set; consumers are counted only under the names
+/// declared here (a key's name, or the `consumer_header` value), everything else as `other`, so the metric's label
+/// set stays bounded.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsConfig {
+    /// TOML file of `[[keys]]` tables with `name` and `key`: every inference call must then carry one.
+    pub keys_file: Option<PathBuf>,
+    /// Where a key travels: `authorization` (as `Bearer <key>`) or another header / gRPC metadata key (the bare key).
+    pub key_header: String,
+    /// Header (gRPC metadata key) naming the caller when no API key names it.
+    pub consumer_header: String,
+    /// Consumer names counted by name; keys' names are declared by being in the keys file.
+    pub consumers: Vec<String>,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        Self {
+            keys_file: None,
+            key_header: "authorization".into(),
+            consumer_header: "x-consumer".into(),
+            consumers: Vec::new(),
         }
     }
 }

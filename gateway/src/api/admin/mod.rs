@@ -44,6 +44,7 @@ struct AdminState {
     cluster: Option<Arc<Cluster>>,
     token: AdminToken,
     traffic: Arc<traffic::TrafficHistory>,
+    clients: Arc<crate::api::consumers::Clients>,
 }
 
 pub fn router(
@@ -52,8 +53,9 @@ pub fn router(
     cluster: Option<Arc<Cluster>>,
     token: AdminToken,
     traffic: Arc<traffic::TrafficHistory>,
+    clients: Arc<crate::api::consumers::Clients>,
 ) -> Router {
-    let state = AdminState { core, controller, cluster, token, traffic };
+    let state = AdminState { core, controller, cluster, token, traffic, clients };
     let api = Router::new()
         .route("/admin/cluster", get(cluster_view))
         .route("/admin/models", get(list))
@@ -171,8 +173,11 @@ async fn list(State(st): State<AdminState>) -> Json<Vec<ModelView>> {
     Json(st.core.registry.models().iter().map(|s| view(s, 10)).collect())
 }
 
-async fn show(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<ModelView>, ApiError> {
-    Ok(Json(view(&*st.core.model(&model)?, 50)))
+/// One model, and who called it in the last day (so an operator knows whom a promotion affects).
+async fn show(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut v = serde_json::to_value(view(&*st.core.model(&model)?, 50)).unwrap_or_default();
+    v["consumers"] = serde_json::to_value(st.clients.seen(&model)).unwrap_or_default();
+    Ok(Json(v))
 }
 
 async fn traffic_view(
