@@ -100,8 +100,7 @@ pub fn router(
         .route("/v2/models/{model}/stats", get(model_stats))
         .route("/v2/models/{model}/versions/{version}/stats", get(version_stats))
         .route("/v2/repository/index", post(repository_index))
-        .route("/v2/repository/models/{model}/load", post(repository_load).layer(Extension(token.clone())))
-        .route("/v2/repository/models/{model}/unload", post(repository_unload).layer(Extension(token)))
+        .route("/v2/repository/models/{model}/{action}", post(repository_control).layer(Extension(token)))
         .merge(infer)
         // axum's default 404 has no body; clients expect the protocol's error shape everywhere.
         .fallback(|| async {
@@ -204,25 +203,20 @@ async fn repository_index(State(core): State<Arc<Core>>, body: axum::body::Bytes
     Ok(Json(repository::index(&core, b.ready)).into_response())
 }
 
-async fn repository_load(
+/// `POST /v2/repository/models/{m}/load` and `.../unload`.
+async fn repository_control(
     State(core): State<Arc<Core>>,
     Extension(token): Extension<AdminToken>,
-    Path(model): Path<String>,
+    Path((model, action)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
+    let what = match action.as_str() {
+        "load" => Control::Load,
+        "unload" => Control::Unload,
+        _ => return Err(GatewayError::NotFound(format!("no repository action '{action}'; use load or unload")).into()),
+    };
     let auth = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
-    repository::control(&core, &token, auth, &model, Control::Load).await?;
-    Ok(Json(serde_json::json!({})).into_response())
-}
-
-async fn repository_unload(
-    State(core): State<Arc<Core>>,
-    Extension(token): Extension<AdminToken>,
-    Path(model): Path<String>,
-    headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
-    repository::control(&core, &token, auth, &model, Control::Unload).await?;
+    repository::control(&core, &token, auth, &model, what).await?;
     Ok(Json(serde_json::json!({})).into_response())
 }
 
