@@ -220,8 +220,11 @@ fn build_core(config: &Config, resolved: &Resolved) -> anyhow::Result<Arc<Core>>
     let store = StateStore::open(&config.state.dir)
         .map_err(|e| anyhow::anyhow!("cannot use state.dir {}: {e}", config.state.dir.display()))?;
     let metrics = Metrics::new();
-    let session_options =
-        SessionOptions { sessions: resolved.inference_threads, intra_op_threads: config.inference.intra_op_threads };
+    let session_options = SessionOptions {
+        sessions: resolved.inference_threads,
+        intra_op_threads: config.inference.intra_op_threads,
+        inline_max: Duration::from_micros(config.inference.inline_max_us),
+    };
     let pool = InferencePool::new(resolved.inference_threads, config.inference.queue_capacity)?;
     let capture = match &config.capture.dir {
         Some(dir) => {

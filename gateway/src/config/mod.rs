@@ -321,11 +321,15 @@ pub struct InferenceConfig {
     pub queue_capacity: usize,
     /// Threads ONNX Runtime may use inside one call (1 suits many small requests).
     pub intra_op_threads: usize,
+    /// A call of a few rows to a model whose such calls have been measured at most this long (microseconds) runs on
+    /// the request's own thread when a session is free, skipping two thread hand-offs that cost more than the model
+    /// itself; anything slower or larger always goes to the inference threads. 0 turns it off.
+    pub inline_max_us: u64,
 }
 
 impl Default for InferenceConfig {
     fn default() -> Self {
-        Self { threads: 0, queue_capacity: 1024, intra_op_threads: 1 }
+        Self { threads: 0, queue_capacity: 1024, intra_op_threads: 1, inline_max_us: 50 }
     }
 }
 

@@ -48,6 +48,21 @@ impl ModelVersion {
         let live = priority == Priority::Live;
         match &self.backend {
             Backend::Onnx(model) => {
+                let mut inputs = inputs;
+                if live && self.batcher.is_none() {
+                    match model.try_inline(inputs, rows) {
+                        Ok((result, phases)) => {
+                            self.metrics.batch_rows.observe(rows as f64);
+                            if result.is_ok() {
+                                self.metrics.inference_duration.observe(phases.total().as_secs_f64());
+                                self.serving.executed(rows, phases);
+                                self.serving.request_phases(Duration::ZERO, phases);
+                            }
+                            return result;
+                        }
+                        Err(back) => inputs = back,
+                    }
+                }
                 let submitted = match (&self.batcher, priority) {
                     (Some(b), Priority::Live) => b.submit(inputs, rows),
                     (None, Priority::Live) => {
@@ -69,6 +84,9 @@ impl ModelVersion {
                 if live && result.is_ok() {
                     self.metrics.inference_duration.observe(timing.phases.total().as_secs_f64());
                     self.serving.request_phases(timing.queue, timing.phases);
+                    if self.batcher.is_none() {
+                        model.observe(rows, timing.phases);
+                    }
                 }
                 result
             }

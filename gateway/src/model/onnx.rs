@@ -4,7 +4,8 @@
 //! locks are never contended and the sessions never block each other.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, TryLockError};
 use std::time::Instant;
 
 use ort::environment::Environment;
@@ -64,13 +65,27 @@ pub struct SessionOptions {
     /// Threads ONNX Runtime may use inside one call. 1 keeps a call on its worker thread, which is what a
     /// small-model, many-requests server wants: parallelism comes from the workers.
     pub intra_op_threads: usize,
+    /// Calls of at most [`INLINE_MAX_ROWS`] rows measured at most this long may run on the caller's thread (see
+    /// [`OnnxModel::try_inline`]); zero turns that off.
+    pub inline_max: std::time::Duration,
 }
+
+/// A call's outputs and how long its phases took.
+pub type Timed = (Result<Vec<Tensor>, GatewayError>, Phases);
+
+/// Most rows a call may have to run on the caller's thread: the cost estimate is of small calls, and a large
+/// request to a cheap model can still take long.
+pub const INLINE_MAX_ROWS: usize = 8;
 
 /// One loaded model version: its sessions and the signature they were checked against.
 pub struct OnnxModel {
     sessions: Vec<Mutex<Session>>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
+    /// Threshold for running small calls on the caller's thread, in ns (0: never).
+    inline_max_ns: u64,
+    /// Moving average of the compute time of small calls, in ns (`u64::MAX` until one is measured).
+    small_call_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -173,7 +188,13 @@ impl OnnxModel {
         if !problems.is_empty() {
             return Err(format!("manifest does not match {}: {}", path.display(), problems.join("; ")));
         }
-        Ok(Self { sessions: sessions.into_iter().map(Mutex::new).collect(), inputs, outputs: manifest.outputs.clone() })
+        Ok(Self {
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            inputs,
+            outputs: manifest.outputs.clone(),
+            inline_max_ns: u64::try_from(opts.inline_max.as_nanos()).unwrap_or(u64::MAX),
+            small_call_ns: AtomicU64::new(u64::MAX),
+        })
     }
 
     /// Runs one call. `inputs` are in signature order and already validated. Called only on inference threads.
@@ -181,8 +202,48 @@ impl OnnxModel {
         self.run_timed(worker, inputs).0
     }
 
+    /// Runs a small call on the caller's thread when that is known to be cheap: at most [`INLINE_MAX_ROWS`] rows,
+    /// such calls measured at most the configured threshold, and a session free right now (never waited for, so
+    /// the caller never blocks behind an inference thread). Otherwise gives the inputs back for the pool.
+    pub fn try_inline(&self, inputs: Vec<Tensor>, rows: usize) -> Result<Timed, Vec<Tensor>> {
+        if rows > INLINE_MAX_ROWS || self.small_call_ns.load(Ordering::Relaxed) > self.inline_max_ns {
+            return Err(inputs);
+        }
+        for slot in &self.sessions {
+            let session = match slot.try_lock() {
+                Ok(s) => s,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            let out = self.run_with(session, inputs);
+            self.observe(rows, out.1);
+            return Ok(out);
+        }
+        Err(inputs)
+    }
+
+    /// Feeds a small call's compute time into the estimate that decides whether such calls may run inline.
+    pub fn observe(&self, rows: usize, phases: Phases) {
+        if rows > INLINE_MAX_ROWS || self.inline_max_ns == 0 {
+            return;
+        }
+        let x = u64::try_from(phases.total().as_nanos()).unwrap_or(u64::MAX);
+        let old = self.small_call_ns.load(Ordering::Relaxed);
+        // An average over about the last eight calls: one slow call (a page fault, a preemption) does not flip the
+        // choice, a model that really got slower does within a few calls. Races only lose an update.
+        let new = if old == u64::MAX { x } else { old - old / 8 + x / 8 };
+        self.small_call_ns.store(new, Ordering::Relaxed);
+    }
+
     /// [`OnnxModel::run`], also timing its phases (inputs to ONNX values, the run, outputs back to tensors).
-    pub fn run_timed(&self, worker: usize, inputs: Vec<Tensor>) -> (Result<Vec<Tensor>, GatewayError>, Phases) {
+    pub fn run_timed(&self, worker: usize, inputs: Vec<Tensor>) -> Timed {
+        let slot = &self.sessions[worker % self.sessions.len()];
+        // A poisoned lock only means another call panicked mid-run; the session itself holds no Rust invariants.
+        let session = slot.lock().unwrap_or_else(|p| p.into_inner());
+        self.run_with(session, inputs)
+    }
+
+    fn run_with(&self, mut session: std::sync::MutexGuard<'_, Session>, inputs: Vec<Tensor>) -> Timed {
         let mut phases = Phases::default();
         let t0 = Instant::now();
         let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
@@ -194,9 +255,6 @@ impl OnnxModel {
         }
         let t1 = Instant::now();
         phases.input = t1 - t0;
-        let slot = &self.sessions[worker % self.sessions.len()];
-        // A poisoned lock only means another call panicked mid-run; the session itself holds no Rust invariants.
-        let mut session = slot.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = match session.run(values) {
             Ok(o) => o,
             Err(e) => return (Err(GatewayError::Inference(e.to_string())), phases),
@@ -284,4 +342,52 @@ fn from_value(name: &str, datatype: DataType, v: &DynValue) -> Result<Tensor, Ga
     let (shape, data) = arm!(Bool => bool, U8 => u8, U16 => u16, U32 => u32, U64 => u64, I8 => i8, I16 => i16,
         I32 => i32, I64 => i64, F16 => half::f16, F32 => f32, F64 => f64);
     Ok(Tensor { name: name.to_string(), shape, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn bundled_v1(inline_max: Duration) -> OnnxModel {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let lib =
+            std::env::var_os("ORT_DYLIB_PATH").map_or_else(|| root.join(".ort/lib/libonnxruntime.so"), PathBuf::from);
+        let env = init_runtime(&lib).expect("ONNX Runtime (run `make setup`)");
+        let dir = root.join("models/breast-cancer/1");
+        let manifest = Manifest::load(&dir, "breast-cancer", "1").expect("manifest");
+        let opts = SessionOptions { sessions: 2, intra_op_threads: 1, inline_max };
+        OnnxModel::load(env, &dir.join("model.onnx"), &manifest, &opts).expect("loads")
+    }
+
+    fn rows(n: usize) -> Vec<Tensor> {
+        vec![Tensor { name: "input".into(), shape: vec![n as i64, 30], data: TensorData::F32(vec![1.0; n * 30]) }]
+    }
+
+    /// Only small calls of a model measured cheap run on the caller's thread, and only when a session is free right
+    /// then: the caller never waits for one, and a slow model or a large call always goes to the pool.
+    #[test]
+    fn only_small_cheap_calls_run_inline_and_never_wait() {
+        let m = bundled_v1(Duration::from_secs(1));
+        assert!(m.try_inline(rows(1), 1).is_err(), "unmeasured: the pool first");
+        let (_, phases) = m.run_timed(0, rows(1));
+        m.observe(1, phases);
+        let (out, _) = m.try_inline(rows(1), 1).expect("measured cheap: inline");
+        assert_eq!(out.expect("runs")[0].shape, vec![1]);
+        assert!(m.try_inline(rows(64), 64).is_err(), "too many rows for the small-call estimate");
+        {
+            let _held: Vec<_> = m.sessions.iter().map(|s| s.lock().expect("lock")).collect();
+            assert!(m.try_inline(rows(1), 1).is_err(), "every session busy: back to the pool, no waiting");
+        }
+        // A model measured slower than the threshold (here: any real one against 1 ns) never runs inline.
+        let slow = bundled_v1(Duration::from_nanos(1));
+        let (_, phases) = slow.run_timed(0, rows(1));
+        slow.observe(1, phases);
+        assert!(slow.try_inline(rows(1), 1).is_err());
+        // Off: never.
+        let off = bundled_v1(Duration::ZERO);
+        off.observe(1, phases);
+        assert!(off.try_inline(rows(1), 1).is_err());
+    }
 }
