@@ -13,7 +13,7 @@ VENV_KSERVE   := .venv-kserve
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: protoc cluster-bench overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
+.PHONY: protoc cluster-bench console-cost overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
 	fuzz fuzz-smoke
 
 setup: $(ORT_LIB) protoc
@@ -98,6 +98,11 @@ test-deploy: /usr/bin/promtool $(VENV)/.installed
 # The standard load scenarios against the release build; reports under bench-results/ (BENCH_DURATION=60 default).
 bench: setup
 	loadtest/bench.sh
+
+# What an open operator console costs: closed-loop throughput with and without the console open in headless
+# Chromium, alternating (CONSOLE_SECONDS, CONSOLE_PAIRS).
+console-cost: setup $(VENV)/.installed /usr/bin/chromedriver
+	loadtest/console_cost.sh
 
 # Twice the sustainable rate for 30 s: goodput, admitted p99, how fast refusals come back, memory (OVERLOAD_SECONDS).
 overload: setup
