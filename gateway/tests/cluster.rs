@@ -548,11 +548,19 @@ async fn one_etcd_member_down_interrupts_nothing() {
             }
         }
         let w = 10.0 + round as f64;
-        let (s, v) = if round == 0 {
-            call(&c, &procs[0], Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": w}))).await
-        } else {
-            call(&c, &procs[0], Method::PUT, &format!("{m}/canary/weight"), Some(json!({"weight": w}))).await
-        };
+        // A 409 says this replica had not yet applied a change another replica made (at start-up, its stable
+        // selection): the compare-and-set refused to overwrite it, as it should. The operator reads again and retries;
+        // what must not happen is the change failing for want of the third member.
+        let (s, v) = until("the change (retried after a 409 from a stale view)", Duration::from_secs(5), async || {
+            let (s, v) = if round == 0 {
+                call(&c, &procs[0], Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": w})))
+                    .await
+            } else {
+                call(&c, &procs[0], Method::PUT, &format!("{m}/canary/weight"), Some(json!({"weight": w}))).await
+            };
+            (s != 409).then_some((s, v))
+        })
+        .await;
         assert_eq!(s, 200, "round {round}: changes go on with two of three members: {v}");
         until("the change on the other replica", Duration::from_secs(3), async || {
             let (_, v) = call(&c, &procs[1], Method::GET, m, None).await;
