@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
 use crate::config::ClientsConfig;
 use crate::error::GatewayError;
@@ -72,11 +71,8 @@ impl Clients {
         if let Some(f) = &cfg.keys_file {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| format!("cannot read clients.keys_file {}: {e}", f.display()))?;
-            let file: KeysFile = toml::from_str(&text).map_err(|e| {
-                // toml quotes the offending line, which may hold a key: only its position is kept.
-                let at = e.span().map_or_else(String::new, |s| format!(" at byte {}", s.start));
-                format!("clients.keys_file {}: not a keys file{at} ([[keys]] tables with name and key)", f.display())
-            })?;
+            let file: KeysFile = crate::api::secrets::parse_toml(&text, "[[keys]] tables with name and key")
+                .map_err(|e| format!("clients.keys_file {}: {e}", f.display()))?;
             for k in file.keys {
                 if k.name.is_empty() || k.key.trim().is_empty() {
                     return Err(format!("clients.keys_file: key '{}' needs a name and a key", k.name));
@@ -114,16 +110,9 @@ impl Clients {
             } else {
                 raw.map(str::trim)
             };
-            let mut found = None;
-            if let Some(g) = given {
-                for (name, key) in &self.keys {
-                    if bool::from(g.as_bytes().ct_eq(key)) {
-                        found = Some(name);
-                    }
-                }
-            }
+            let found = given.and_then(|g| crate::api::secrets::find(g.as_bytes(), &self.keys, |(_, key)| key));
             return match found {
-                Some(name) => Ok(name.clone()),
+                Some((name, _)) => Ok(name.clone()),
                 None => {
                     metrics.inference_unauthenticated(protocol, if given.is_some() { "wrong" } else { "missing" });
                     let how = if self.key_header == "authorization" {

@@ -13,5 +13,6 @@ pub mod metadata;
 pub mod metrics;
 pub mod model_config;
 pub mod repository;
+pub mod secrets;
 pub mod serve;
 pub mod statistics;

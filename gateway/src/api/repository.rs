@@ -88,13 +88,10 @@ pub async fn control(
              Bearer <token>' ({e})"
         ))
     })?;
-    let (core, model) = (core.clone(), model.to_string());
-    tokio::task::spawn_blocking(move || {
-        crate::state::as_actor(Some(caller.name), || match what {
-            Control::Load => core.registry.load_model(&model),
-            Control::Unload => core.registry.unload_model(&model),
-        })
+    let model = model.to_string();
+    crate::api::admin::change_as(core.clone(), Some(caller.name), move |core| match what {
+        Control::Load => core.registry.load_model(&model),
+        Control::Unload => core.registry.unload_model(&model),
     })
     .await
-    .map_err(|e| GatewayError::Internal(format!("repository task failed: {e}")))?
 }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use crate::config::AdminConfig;
 use crate::error::GatewayError;
@@ -106,13 +105,9 @@ impl AdminToken {
         let Some(given) = given else {
             return Err(GatewayError::Unauthorized("missing 'Authorization: Bearer <token>' header".into()));
         };
-        let mut found = None;
-        for t in &self.tokens {
-            if bool::from(given.as_bytes().ct_eq(&t.secret)) {
-                found = Some(Caller { name: t.name.clone(), role: t.role });
-            }
-        }
-        found.ok_or_else(|| GatewayError::Unauthorized("invalid admin token".into()))
+        crate::api::secrets::find(given.as_bytes(), &self.tokens, |t| &t.secret)
+            .map(|t| Caller { name: t.name.clone(), role: t.role })
+            .ok_or_else(|| GatewayError::Unauthorized("invalid admin token".into()))
     }
 
     /// [`AdminToken::check`], and the caller must be an operator: a viewer token gets 403 naming it.
@@ -123,7 +118,7 @@ impl AdminToken {
 }
 
 /// The refusal of a change to a viewer.
-pub fn viewer_refused(caller: &Caller) -> GatewayError {
+fn viewer_refused(caller: &Caller) -> GatewayError {
     GatewayError::Forbidden(format!(
         "token '{}' has the viewer role: it may read, not change anything (an operator token is needed)",
         caller.name
@@ -131,11 +126,7 @@ pub fn viewer_refused(caller: &Caller) -> GatewayError {
 }
 
 fn parse_tokens(text: &str) -> Result<Vec<Named>, String> {
-    let file: TokensFile = toml::from_str(text).map_err(|e| {
-        // toml's message quotes the offending line, which may hold a token: only its position is kept.
-        let at = e.span().map_or_else(String::new, |s| format!(" at byte {}", s.start));
-        format!("not a valid tokens file{at} (expected [[tokens]] tables with name, role and token)")
-    })?;
+    let file: TokensFile = crate::api::secrets::parse_toml(text, "[[tokens]] tables with name, role and token")?;
     file.tokens
         .into_iter()
         .map(|t| {
