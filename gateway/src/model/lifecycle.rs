@@ -273,11 +273,8 @@ impl Registry {
     pub fn load_model(&self, model: &str) -> Result<(), GatewayError> {
         check_name("model", model).map_err(GatewayError::InvalidInput)?;
         self.repository.model_dir(model).map_err(|_| GatewayError::ModelNotFound(model.to_string()))?;
-        let scan = self.repository.scan().map_err(GatewayError::Internal)?;
-        let numbers: Vec<u64> =
-            scan.models.iter().filter(|(name, _)| name == model).flat_map(|(_, vs)| vs.iter().copied()).collect();
         let mut failed = None;
-        for n in numbers {
+        for n in self.repository.versions(model) {
             match self.load_on_request(model, n) {
                 Ok(()) | Err(GatewayError::Conflict(_)) => {}
                 Err(e) => failed = failed.or(Some(e)),

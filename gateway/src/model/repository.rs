@@ -46,25 +46,19 @@ impl Repository {
                 scan.skipped.push(format!("{name}: outside the repository"));
                 continue;
             };
-            let mut versions = Vec::new();
-            for v in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let vname = v.file_name().to_string_lossy().into_owned();
-                if !v.path().is_dir() {
-                    continue;
-                }
-                match parse_version(&vname) {
-                    Some(n) => versions.push(n),
-                    None => scan.skipped.push(format!("{name}/{vname}: version directories are positive integers")),
-                }
-            }
+            let versions = list_versions(&dir, &name, &mut scan.skipped);
             // Directories without any version (like `train/`) are not models.
             if !versions.is_empty() {
-                versions.sort_unstable();
                 scan.models.push((name, versions));
             }
         }
         scan.models.sort();
         Ok(scan)
+    }
+
+    /// The version numbers of one model on disk, sorted (none for a model that is not in the repository).
+    pub fn versions(&self, model: &str) -> Vec<u64> {
+        self.model_dir(model).map(|dir| list_versions(&dir, model, &mut Vec::new())).unwrap_or_default()
     }
 
     pub fn model_dir(&self, model: &str) -> Result<PathBuf, String> {
@@ -106,6 +100,23 @@ impl Repository {
 
 fn rel(path: &Path, root: &Path) -> String {
     path.strip_prefix(root).unwrap_or(path).display().to_string()
+}
+
+/// Numeric version directories of a model directory, sorted; anything else is noted in `skipped`.
+fn list_versions(dir: &Path, model: &str, skipped: &mut Vec<String>) -> Vec<u64> {
+    let mut versions = Vec::new();
+    for v in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let vname = v.file_name().to_string_lossy().into_owned();
+        if !v.path().is_dir() {
+            continue;
+        }
+        match parse_version(&vname) {
+            Some(n) => versions.push(n),
+            None => skipped.push(format!("{model}/{vname}: version directories are positive integers")),
+        }
+    }
+    versions.sort_unstable();
+    versions
 }
 
 pub fn parse_version(s: &str) -> Option<u64> {
