@@ -43,6 +43,7 @@ pub mod skew;
 pub mod state;
 pub mod telemetry;
 pub mod tensor;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -108,6 +109,45 @@ impl Listeners {
     }
 }
 
+/// Each listener's TLS (None: plain text), loaded before any port is bound so a bad certificate fails the start.
+struct ListenerTlsSet {
+    http: api::serve::Tls,
+    grpc: api::serve::Tls,
+    metrics: api::serve::Tls,
+    admin: api::serve::Tls,
+}
+
+impl ListenerTlsSet {
+    fn load(config: &Config, metrics: &crate::metrics::Metrics) -> anyhow::Result<Self> {
+        let one = |section: &str, listener: &str, cfg: &Option<config::ListenerTls>, alpn: &[&[u8]]| {
+            cfg.as_ref()
+                .map(|cfg| {
+                    let tls = tls::ServerTls::load(cfg, alpn).map_err(|e| anyhow::anyhow!("{section}: {e}"))?;
+                    Ok::<_, anyhow::Error>((Arc::new(tls), metrics.tls(listener)))
+                })
+                .transpose()
+        };
+        // The HTTP ports speak HTTP/1.1 only; gRPC is HTTP/2.
+        Ok(Self {
+            http: one("server.tls", "http", &config.server.tls, &[b"http/1.1"])?,
+            grpc: one("server.grpc_tls", "grpc", &config.server.grpc_tls, &[b"h2"])?,
+            metrics: one("server.metrics_tls", "metrics", &config.server.metrics_tls, &[b"http/1.1"])?,
+            admin: one("admin.tls", "admin", &config.admin.tls, &[b"http/1.1"])?,
+        })
+    }
+
+    /// A task per TLS listener that reloads its files when they change.
+    fn watchers(&self, rx: &watch::Receiver<Phase>) -> Vec<JoinHandle<()>> {
+        [("http", &self.http), ("grpc", &self.grpc), ("metrics", &self.metrics), ("admin", &self.admin)]
+            .into_iter()
+            .filter_map(|(name, tls)| {
+                let (tls, metrics) = tls.clone()?;
+                Some(tokio::spawn(api::serve::watch_certificates(name, tls, metrics, rx.clone())))
+            })
+            .collect()
+    }
+}
+
 /// Resolves when the gateway reaches `phase` (servers and background tasks watch for `Closing`).
 async fn reached(mut rx: watch::Receiver<Phase>, phase: Phase) {
     let _ = rx.wait_for(|p| *p >= phase).await;
@@ -133,10 +173,11 @@ impl Gateway {
             tracing::warn!(?token, "no admin token configured: the admin API will refuse every call");
         }
         let core = build_core(&config, &resolved)?;
+        let tls = ListenerTlsSet::load(&config, &core.metrics)?;
         let listeners = Listeners::bind(&resolved).await?;
         // In cluster mode the fleet's routing is read before the repository loads, so versions load into it.
         let cluster = match config.cluster.enabled() {
-            true => Some(Cluster::start(&config.cluster, core.clone()).await?),
+            true => Some(Cluster::start(&config.cluster, config.server.tls.is_some(), core.clone()).await?),
             false => None,
         };
         let controller =
@@ -161,6 +202,7 @@ impl Gateway {
         }
         let traffic = Arc::new(api::admin::traffic::TrafficHistory::default());
         let mut background = spawn_background(&config, &core, &controller, &rx);
+        background.extend(tls.watchers(&rx));
         let (sampled, history) = (core.clone(), traffic.clone());
         background.push(every(api::admin::traffic::STEP, rx.clone(), move || {
             history.sample(&sampled, api::admin::traffic::STEP);
@@ -183,7 +225,7 @@ impl Gateway {
             traffic,
             clients,
         };
-        let servers = spawn_servers(listeners, apps, limits, &rx);
+        let servers = spawn_servers(listeners, tls, apps, limits, &rx);
         let task = tokio::spawn(drain(servers, background, phase.clone(), resolved.drain, resolved.shutdown_grace));
         Ok(Self { http_addr, grpc_addr, metrics_addr, admin_addr, core, controller, phase, task })
     }
@@ -249,6 +291,8 @@ fn build_core(config: &Config, resolved: &Resolved) -> anyhow::Result<Arc<Core>>
         skew: config.skew.clone(),
         metrics: metrics.clone(),
         store,
+        upstream_tls: crate::tls::ClientTlsMaterial::load(&config.upstreams.tls)
+            .map_err(|e| anyhow::anyhow!("upstreams.tls: {e}"))?,
     }));
     let mirror = Mirror::start(config.mirror.queue_capacity, config.mirror.workers, pool.handle(), metrics.clone());
     Ok(Arc::new(Core {
@@ -352,32 +396,49 @@ struct Apps<'a> {
 /// The four servers, each stopping when the phase reaches `Closing`.
 fn spawn_servers(
     l: Listeners,
+    tls: ListenerTlsSet,
     apps: Apps<'_>,
     limits: ConnLimits,
     rx: &watch::Receiver<Phase>,
 ) -> Vec<JoinHandle<std::io::Result<()>>> {
     let Apps { core, controller, cluster, token, admission, traffic, clients } = apps;
-    let serve = |listener: TcpListener, app: axum::Router, name: &str| {
+    let serve = |listener: TcpListener, app: axum::Router, name: &str, tls: api::serve::Tls| {
         let (open, refused) = core.metrics.connections(name);
-        tokio::spawn(serve(listener, app, limits, rx.clone(), ConnMetrics { open, refused }))
+        tokio::spawn(serve(listener, app, limits, rx.clone(), ConnMetrics { open, refused }, tls))
     };
     let grpc = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(api::grpc::decode_errors_are_invalid_argument))
-        .add_service(api::grpc::service(core.clone(), admission, token.clone(), clients.clone()))
+        .add_service(api::grpc::service(core.clone(), admission, token.clone(), clients.clone()));
+    let closing = reached(rx.clone(), Phase::Closing);
+    let grpc = match tls.grpc {
         // Without TCP_NODELAY, multi-packet messages wait out the peer's delayed ACK (40 ms per request).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(l.grpc).with_nodelay(Some(true)),
-            reached(rx.clone(), Phase::Closing),
-        );
+        None => tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(l.grpc).with_nodelay(Some(true));
+            grpc.serve_with_incoming_shutdown(incoming, closing).await.map_err(std::io::Error::other)
+        }),
+        Some((server_tls, metrics)) => {
+            let incoming =
+                api::serve::tls_incoming(l.grpc, server_tls, metrics, limits.header_read_timeout, rx.clone());
+            tokio::spawn(async move {
+                grpc.serve_with_incoming_shutdown(incoming, closing).await.map_err(std::io::Error::other)
+            })
+        }
+    };
     vec![
-        tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) }),
+        grpc,
         serve(
             l.http,
             api::http::router(core.clone(), admission, cluster.clone(), token.clone(), clients.clone()),
             "http",
+            tls.http,
         ),
-        serve(l.metrics, api::metrics::router(core.clone()), "metrics"),
-        serve(l.admin, api::admin::router(core.clone(), controller.clone(), cluster, token, traffic, clients), "admin"),
+        serve(l.metrics, api::metrics::router(core.clone()), "metrics", tls.metrics),
+        serve(
+            l.admin,
+            api::admin::router(core.clone(), controller.clone(), cluster, token, traffic, clients),
+            "admin",
+            tls.admin,
+        ),
     ]
 }
 

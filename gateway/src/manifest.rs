@@ -42,7 +42,7 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteSpec {
-    /// `http://host:port` (JSON over HTTP) or `grpc://host:port`.
+    /// `http://host:port` (JSON over HTTP) or `grpc://host:port`; `https://` and `grpcs://` over TLS.
     pub url: String,
     /// The model's name upstream; default: the same name.
     #[serde(default)]
@@ -65,6 +65,10 @@ pub struct RemoteSpec {
     /// How often the upstream's readiness endpoint is asked; 0 turns the probe off.
     #[serde(default = "defaults::health_interval_ms")]
     pub health_interval_ms: u64,
+    /// With `https://` or `grpcs://`: the name the upstream's certificate must carry, when it is not the URL's
+    /// host (an IP address, or a name the certificate was not issued for). Verification itself cannot be turned off.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 mod defaults {

@@ -59,6 +59,9 @@ pub struct Metrics {
     upstream_up: IntGaugeVec,
     connections_open: IntGaugeVec,
     connections_refused: IntCounterVec,
+    tls_handshake_failures: IntCounterVec,
+    tls_reloads: IntCounterVec,
+    tls_expiry: IntGaugeVec,
     files_changed: IntGaugeVec,
     load_failed: IntGaugeVec,
     consumer_requests: IntCounterVec,
@@ -76,6 +79,15 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
     }
+}
+
+/// One TLS listener's metrics.
+#[derive(Debug, Clone)]
+pub struct TlsMetrics {
+    pub handshake_failures: IntCounter,
+    pub reloaded: IntCounter,
+    pub refused: IntCounter,
+    pub expiry: IntGauge,
 }
 
 /// Per-version handles used on every request.
@@ -294,6 +306,23 @@ impl Metrics {
                 "Connections refused because the listener had server.max_connections open, by listener.",
                 &["listener"],
             ),
+            tls_handshake_failures: f.counters(
+                "gateway_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out (wrong CA, missing client certificate, plain text on a TLS \
+                 port), by listener.",
+                &["listener"],
+            ),
+            tls_reloads: f.counters(
+                "gateway_tls_reloads_total",
+                "Certificate reloads after the files changed, by listener and result (ok, or error: the old \
+                 certificate stays).",
+                &["listener", "result"],
+            ),
+            tls_expiry: f.gauges(
+                "gateway_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate a listener serves expires (unix time).",
+                &["listener"],
+            ),
             files_changed: f.gauges(
                 "gateway_model_files_changed",
                 "1 while a serving version's files differ from what it loaded (changed or gone), else 0.",
@@ -355,6 +384,16 @@ impl Metrics {
     /// A remote version that is gone (unloaded, or failed to load) has no upstream to report on.
     pub fn forget_upstream(&self, model: &str, version: &str) {
         let _ = self.upstream_up.remove_label_values(&[model, version]);
+    }
+
+    /// A TLS listener's counters: failed handshakes, reloads that worked, reloads refused; and its expiry gauge.
+    pub fn tls(&self, listener: &str) -> TlsMetrics {
+        TlsMetrics {
+            handshake_failures: self.tls_handshake_failures.with_label_values(&[listener]),
+            reloaded: self.tls_reloads.with_label_values(&[listener, "ok"]),
+            refused: self.tls_reloads.with_label_values(&[listener, "error"]),
+            expiry: self.tls_expiry.with_label_values(&[listener]),
+        }
     }
 
     /// The open-connection gauge and the refusal counter of one listener.

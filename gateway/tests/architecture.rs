@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u32, &str)] = &[
     ("telemetry", 5, "4"),
     ("state", 5, "4"),
     ("metrics", 5, "4"),
+    ("tls", 5, "4"),
     ("config", 6, "4"),
     ("model", 7, "5"),
     ("mirror", 8, "6"),

@@ -34,7 +34,8 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Base URL of the server: http://host:port for JSON over HTTP, grpc://host:port for gRPC.
+    /// Base URL of the server: http://host:port for JSON over HTTP, grpc://host:port for gRPC; https:// and
+    /// grpcs:// over TLS.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
     /// Model to call.
@@ -90,6 +91,18 @@ struct RunArgs {
     /// defaults) instead of JSON.
     #[arg(long)]
     binary: bool,
+    /// TLS: PEM bundle of the CAs to trust (default: the system's trust store).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// TLS: client certificate (PEM) for servers that require mTLS; with --key.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// TLS: the client certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// TLS: the name the server's certificate must carry (default: the URL's host).
+    #[arg(long)]
+    server_name: Option<String>,
     /// Scenario name, used in reports and file names.
     #[arg(long, default_value = "run")]
     scenario: String,
@@ -133,12 +146,28 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
-    let (protocol, rest) = match (a.url.strip_prefix("http://"), a.url.strip_prefix("grpc://")) {
-        (Some(rest), _) => (Protocol::Http, rest),
-        (_, Some(rest)) => (Protocol::Grpc, rest),
-        _ => bail!("--url must start with http:// (JSON over HTTP) or grpc:// (gRPC)"),
+    let (protocol, secure, rest) = if let Some(rest) = a.url.strip_prefix("http://") {
+        (Protocol::Http, false, rest)
+    } else if let Some(rest) = a.url.strip_prefix("https://") {
+        (Protocol::Http, true, rest)
+    } else if let Some(rest) = a.url.strip_prefix("grpc://") {
+        (Protocol::Grpc, false, rest)
+    } else if let Some(rest) = a.url.strip_prefix("grpcs://") {
+        (Protocol::Grpc, true, rest)
+    } else {
+        bail!("--url must start with http:// or https:// (JSON over HTTP), or grpc:// or grpcs:// (gRPC)")
     };
     let authority = rest.split('/').next().unwrap_or(rest).to_string();
+    let tls = match secure {
+        true => {
+            let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h);
+            let name = a.server_name.as_deref().unwrap_or(host.trim_start_matches('[').trim_end_matches(']'));
+            let alpn: &[u8] = if protocol == Protocol::Grpc { b"h2" } else { b"http/1.1" };
+            let identity = a.cert.as_deref().zip(a.key.as_deref());
+            Some(loadtest::client::tls::Tls::new(a.cacert.as_deref(), identity, name, alpn)?)
+        }
+        false => None,
+    };
     let addr = authority
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve {authority}"))?
@@ -155,6 +184,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         version: a.model_version.clone(),
         pin: a.pin_version.clone().map(|v| (a.pin_header.clone(), v)),
         routing_key: a.routing_keys.map(|n| (a.routing_key_header.clone(), n)),
+        tls,
     };
     let meta_path = match &a.model_version {
         Some(v) => format!("/v2/models/{}/versions/{v}", a.model),

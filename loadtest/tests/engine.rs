@@ -41,6 +41,7 @@ fn target(addr: SocketAddr) -> Arc<Target> {
         version: None,
         pin: None,
         routing_key: None,
+        tls: None,
     })
 }
 

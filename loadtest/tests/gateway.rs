@@ -37,6 +37,7 @@ async fn report_counts_add_up_against_the_real_gateway() {
         version: None,
         pin: None,
         routing_key: None,
+        tls: None,
     });
     let meta = get_json(&target, "/v2/models/breast-cancer").await.expect("metadata");
     let manifest: serde_json::Value = serde_json::from_str(
@@ -131,6 +132,7 @@ async fn reqwest_free_scrape(addr: std::net::SocketAddr) -> String {
         version: None,
         pin: None,
         routing_key: None,
+        tls: None,
     };
     // /metrics is text, not JSON: fetch it through the same hyper client the tool uses.
     loadtest::client::http::get_text(&t, "/metrics").await.expect("scrape")

@@ -8,6 +8,9 @@
 //!   counted: it gets one short answer (`503`, or `200` for the live probe, so an orchestrator does not restart a
 //!   replica that is only busy) and is closed. Those answers are themselves bounded; beyond, the socket is closed.
 //! - Request heads are bounded in size; bodies are bounded by each route.
+//! - With TLS, the handshake runs in the connection's own task under the header-read timeout, with the listener's
+//!   config current at accept ([`ServerTls`]: rotated certificates apply to new connections). The gRPC port gets
+//!   the same handshake through [`tls_incoming`], with a bound on handshakes in progress.
 //! - Shutdown in [`Phase`]s: while `Draining`, every answer carries `Connection: close` so clients move to another
 //!   replica (readiness already fails); at `Closing` the listener stops accepting and each connection is shut down
 //!   gracefully: its request in flight finishes, then it closes.
@@ -23,9 +26,13 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+
+use crate::metrics::TlsMetrics;
+use crate::tls::{Reload, ServerTls};
 
 /// Where the gateway is in its life; servers and probes watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +58,9 @@ pub struct ConnMetrics {
     pub refused: IntCounter,
 }
 
+/// A listener's TLS and its metrics; `None` serves plain text.
+pub type Tls = Option<(Arc<ServerTls>, TlsMetrics)>;
+
 /// Largest request head (request line and headers) a connection may send.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -67,6 +77,7 @@ pub async fn serve(
     limits: ConnLimits,
     phase: watch::Receiver<Phase>,
     metrics: ConnMetrics,
+    tls: Tls,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let app = app.layer(middleware::from_fn_with_state(phase.clone(), close_while_draining));
@@ -98,12 +109,30 @@ pub async fn serve(
         match open.clone().try_acquire_owned() {
             Ok(permit) => {
                 let (app, phase, gauge) = (app.clone(), phase.clone(), metrics.open.clone());
-                conns.spawn(connection(stream, app, limits.header_read_timeout, phase, permit, gauge));
+                let timeout = limits.header_read_timeout;
+                let tls = tls.clone();
+                conns.spawn(async move {
+                    gauge.inc();
+                    if let Some(stream) = handshake(stream, &tls, timeout).await {
+                        match stream {
+                            Stream::Plain(s) => connection(s, app, timeout, phase, permit).await,
+                            Stream::Tls(s) => connection(*s, app, timeout, phase, permit).await,
+                        }
+                    }
+                    gauge.dec();
+                });
             }
             Err(_) => {
                 metrics.refused.inc();
                 if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                    conns.spawn(refuse(stream, limits.max_connections, permit));
+                    let (tls, max) = (tls.clone(), limits.max_connections);
+                    conns.spawn(async move {
+                        match handshake(stream, &tls, REFUSAL_HEAD_TIMEOUT).await {
+                            Some(Stream::Plain(s)) => refuse(s, max, permit).await,
+                            Some(Stream::Tls(s)) => refuse(*s, max, permit).await,
+                            None => {}
+                        }
+                    });
                 }
             }
         }
@@ -120,15 +149,37 @@ fn builder(header_read_timeout: Duration) -> hyper::server::conn::http1::Builder
     b
 }
 
-async fn connection(
-    stream: TcpStream,
+/// A connection after its handshake.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// The TLS handshake, if the listener has TLS, within `timeout`; a failure is counted and closes the connection.
+async fn handshake(stream: TcpStream, tls: &Tls, timeout: Duration) -> Option<Stream> {
+    let Some((tls, metrics)) = tls else { return Some(Stream::Plain(stream)) };
+    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => Some(Stream::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            metrics.handshake_failures.inc();
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics.handshake_failures.inc();
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     app: Router,
     header_read_timeout: Duration,
     mut phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
-    open: IntGauge,
 ) {
-    open.inc();
     let conn = builder(header_read_timeout).serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     tokio::pin!(conn);
     let closing = async move {
@@ -142,7 +193,6 @@ async fn connection(
             log_end(conn.await);
         }
     }
-    open.dec();
 }
 
 fn log_end(r: Result<(), hyper::Error>) {
@@ -153,7 +203,11 @@ fn log_end(r: Result<(), hyper::Error>) {
 }
 
 /// One answer for a connection past the limit: the live probe still answers, everything else is 503.
-async fn refuse(stream: TcpStream, max: usize, _permit: OwnedSemaphorePermit) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    max: usize,
+    _permit: OwnedSemaphorePermit,
+) {
     let app = Router::new()
         .route("/v2/health/live", axum::routing::get(|| async { axum::Json(serde_json::json!({ "live": true })) }))
         .fallback(move || async move {
@@ -182,6 +236,93 @@ async fn close_while_draining(
 ) -> Response {
     let r = next.run(req).await;
     if *phase.borrow() == Phase::Serving { r } else { with_close(r) }
+}
+
+/// TLS handshakes the gRPC port runs at once; connections beyond wait in the accept queue.
+const MAX_HANDSHAKES: usize = 256;
+
+/// The gRPC port's connections after their TLS handshake, for tonic (which serves HTTP/2 on them). Each handshake
+/// runs in its own task within `timeout`, at most [`MAX_HANDSHAKES`] at once; the stream ends at `Closing`.
+pub fn tls_incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    metrics: TlsMetrics,
+    timeout: Duration,
+    mut phase: watch::Receiver<Phase>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
+    tokio::spawn(async move {
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        loop {
+            // Waiting for a handshake slot first leaves the surplus in the kernel's accept queue.
+            let permit = tokio::select! {
+                p = handshakes.clone().acquire_owned() => p,
+                _ = phase.wait_for(|p| *p == Phase::Closing) => break,
+            };
+            let Ok(permit) = permit else { break };
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = phase.wait_for(|p| *p == Phase::Closing) => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a gRPC connection");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (tx, acceptor, metrics) = (tx.clone(), tls.acceptor(), metrics.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        let _ = tx.send(Ok(s)).await;
+                    }
+                    Ok(Err(e)) => {
+                        metrics.handshake_failures.inc();
+                        tracing::debug!(error = %e, "TLS handshake failed (gRPC)");
+                    }
+                    Err(_) => metrics.handshake_failures.inc(),
+                }
+                drop(permit);
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Reads a listener's certificate files every `reload_interval_ms` until `Closing`, and swaps the config when
+/// they changed: new connections get the new certificate, open ones keep theirs. A refused set is logged and
+/// counted once, and the old certificate goes on serving.
+pub async fn watch_certificates(
+    listener: &'static str,
+    tls: Arc<ServerTls>,
+    metrics: TlsMetrics,
+    phase: watch::Receiver<Phase>,
+) {
+    metrics.expiry.set(tls.validity().not_after);
+    let mut closing = phase;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tls.reload_interval()) => {}
+            _ = closing.wait_for(|p| *p == Phase::Closing) => return,
+        }
+        let t = tls.clone();
+        match tokio::task::spawn_blocking(move || t.reload()).await {
+            Ok(Ok(Reload::Unchanged)) | Err(_) => {}
+            Ok(Ok(Reload::Reloaded)) => {
+                let v = tls.validity();
+                metrics.reloaded.inc();
+                metrics.expiry.set(v.not_after);
+                tracing::info!(listener, not_after = v.not_after, "TLS certificate reloaded");
+            }
+            Ok(Err(e)) => {
+                metrics.refused.inc();
+                tracing::error!(listener, error = %e, "new TLS files refused; the previous certificate stays in use");
+            }
+        }
+    }
 }
 
 /// The soft limit on open files of this process (Linux), to keep `server.max_connections` below it.

@@ -82,11 +82,13 @@ pub struct Cluster {
     applied: AtomicI64,
     core: Arc<Core>,
     accum: Mutex<HashMap<String, evidence::Accum>>,
-    /// For handing delayed labels to the replica that answered.
+    /// For handing delayed labels to the replica that answered: over HTTPS (`cluster.tls`) when the fleet's
+    /// HTTP port has TLS.
     http: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         http_body_util::Full<bytes::Bytes>,
     >,
+    peer_scheme: &'static str,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -103,7 +105,9 @@ impl Cluster {
     /// Connects to etcd, reads every model's shared state and hands it to the registry (over the local state
     /// file's), so the repository loads with the fleet's routing. If etcd is out of reach, the replica serves its
     /// last known state (the state file) and says so; it catches up when etcd answers.
-    pub async fn start(cfg: &ClusterConfig, core: Arc<Core>) -> anyhow::Result<Arc<Self>> {
+    /// `peers_tls`: the replicas' HTTP ports have TLS (`server.tls`), so replicas call each other over HTTPS.
+    pub async fn start(cfg: &ClusterConfig, peers_tls: bool, core: Arc<Core>) -> anyhow::Result<Arc<Self>> {
+        let tls = crate::tls::ClientTlsMaterial::load(&cfg.tls).map_err(|e| anyhow::anyhow!("cluster.tls: {e}"))?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(CALL_TIMEOUT)
@@ -113,6 +117,9 @@ impl Cluster {
             let password = std::fs::read_to_string(file)
                 .map_err(|e| anyhow::anyhow!("cannot read cluster.password_file {}: {e}", file.display()))?;
             options = options.with_user(user.clone(), password.trim().to_string());
+        }
+        if cfg.endpoints.iter().all(|e| e.starts_with("https://")) {
+            options = options.with_tls(tls.tonic(None));
         }
         let client = Client::connect(&cfg.endpoints, Some(options))
             .await
@@ -133,7 +140,14 @@ impl Cluster {
             applied: AtomicI64::new(0),
             core,
             accum: Mutex::default(),
-            http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+            http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls.rustls())
+                    .https_or_http()
+                    .enable_http1()
+                    .build(),
+            ),
+            peer_scheme: if peers_tls { "https" } else { "http" },
         });
         let states = match tokio::time::timeout(CALL_TIMEOUT, cluster.read_models()).await {
             Ok(Ok(states)) => {
@@ -454,11 +468,12 @@ impl Cluster {
         use http_body_util::{BodyExt, Full};
         let members = self.members().await.ok()?;
         for m in members.into_iter().filter(|m| m.name != self.replica) {
-            let req = http::Request::post(format!("http://{}/v2/models/{model}/feedback", m.addrs.http_addr))
-                .header(header, self.replica.as_str())
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(body.clone()))
-                .ok()?;
+            let req =
+                http::Request::post(format!("{}://{}/v2/models/{model}/feedback", self.peer_scheme, m.addrs.http_addr))
+                    .header(header, self.replica.as_str())
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(body.clone()))
+                    .ok()?;
             let Ok(Ok(resp)) = tokio::time::timeout(CALL_TIMEOUT, self.http.request(req)).await else { continue };
             let status = resp.status().as_u16();
             let Ok(bytes) = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect().await else { continue };

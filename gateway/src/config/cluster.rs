@@ -22,6 +22,10 @@ pub struct ClusterConfig {
     /// etcd user (optional), with its password read from `password_file` (never from the config itself).
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// TLS to etcd (with `https://` endpoints): the CA that signed etcd's certificate, and a client certificate
+    /// when etcd requires one (`--client-cert-auth`). Replicas also call each other's HTTP port with it when
+    /// `server.tls` is on (delayed labels reach the replica that answered).
+    pub tls: crate::tls::ClientTls,
 }
 
 impl Default for ClusterConfig {
@@ -34,6 +38,7 @@ impl Default for ClusterConfig {
             evidence_interval_ms: 2_000,
             user: None,
             password_file: None,
+            tls: crate::tls::ClientTls::default(),
         }
     }
 }
@@ -72,12 +77,18 @@ impl ClusterConfig {
             return out;
         }
         for e in &self.endpoints {
-            if !e.starts_with("http://") || e.len() <= "http://".len() {
+            let rest = e.strip_prefix("http://").or_else(|| e.strip_prefix("https://"));
+            if rest.is_none_or(str::is_empty) {
                 out.push(format!(
-                    "cluster.endpoints: '{e}' must be a URL like http://127.0.0.1:2379 (TLS to etcd is not built in yet)"
+                    "cluster.endpoints: '{e}' must be a URL like http://127.0.0.1:2379 or https://etcd-0:2379"
                 ));
             }
         }
+        let tls = self.endpoints.iter().filter(|e| e.starts_with("https://")).count();
+        if tls != 0 && tls != self.endpoints.len() {
+            out.push("cluster.endpoints: use https:// for every endpoint or for none".into());
+        }
+        out.extend(self.tls.check("cluster.tls"));
         if !self.prefix.starts_with('/') || self.prefix.len() < 2 || self.prefix.ends_with('/') {
             out.push(format!("cluster.prefix = '{}' must start with / and not end with one", self.prefix));
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::telemetry::{LoggingConfig, TracingConfig};
+pub use crate::tls::{ClientTls, ListenerTls};
 
 mod cluster;
 pub use cluster::ClusterConfig;
@@ -35,6 +36,16 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Cluster mode: replicas share one routing table and one rollout analyser through etcd.
     pub cluster: ClusterConfig,
+    /// Links to remote upstreams (`https://` and `grpcs://` URLs in a version's `remote` section).
+    pub upstreams: UpstreamsConfig,
+}
+
+/// The client side of every TLS link to a remote upstream.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamsConfig {
+    /// The CA bundle to trust (default: the system's) and the client certificate for mTLS upstreams.
+    pub tls: ClientTls,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -69,6 +80,12 @@ pub struct ServerConfig {
     /// Ready only when every model in the repository has a ready version (Triton's strict readiness). When false,
     /// ready as soon as the initial load is done and one model is ready.
     pub strict_readiness: bool,
+    /// TLS (and mTLS with `client_ca`) on the HTTP inference port; unset, plain text.
+    pub tls: Option<ListenerTls>,
+    /// TLS on the gRPC port (ALPN h2).
+    pub grpc_tls: Option<ListenerTls>,
+    /// TLS on the metrics port.
+    pub metrics_tls: Option<ListenerTls>,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +103,9 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 5_000,
             strict_readiness: true,
+            tls: None,
+            grpc_tls: None,
+            metrics_tls: None,
         }
     }
 }
@@ -247,6 +267,10 @@ pub struct AdminConfig {
     /// File of named tokens with roles (`viewer` reads, `operator` also changes), TOML:
     /// `[[tokens]]` tables with `name`, `role` and `token`. Used together with the single token above.
     pub tokens_file: Option<PathBuf>,
+    /// TLS (and mTLS) on the admin port. Required when `addr` is not a loopback address, unless
+    /// `allow_plaintext_remote` says the network is protected some other way (a mesh's mTLS, a private link).
+    pub tls: Option<ListenerTls>,
+    pub allow_plaintext_remote: bool,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -257,6 +281,8 @@ impl std::fmt::Debug for AdminConfig {
             .field("token_env", &self.token_env)
             .field("token_file", &self.token_file)
             .field("tokens_file", &self.tokens_file)
+            .field("tls", &self.tls)
+            .field("allow_plaintext_remote", &self.allow_plaintext_remote)
             .finish()
     }
 }
@@ -268,6 +294,8 @@ impl Default for AdminConfig {
             token_env: "GATEWAY_ADMIN_TOKEN".into(),
             token_file: None,
             tokens_file: None,
+            tls: None,
+            allow_plaintext_remote: false,
         }
     }
 }
@@ -446,6 +474,24 @@ impl Config {
                 errors.push(format!("{field} = '{h}' is not a valid header name"));
             }
         }
+        if !admin_addr.ip().is_loopback() && self.admin.tls.is_none() && !self.admin.allow_plaintext_remote {
+            errors.push(format!(
+                "admin.addr = '{admin_addr}' is not a loopback address and admin.tls is not set: admin tokens would \
+                 cross the network in plain text; set [admin.tls], or admin.allow_plaintext_remote = true if the \
+                 network is protected otherwise (a mesh's mTLS)"
+            ));
+        }
+        for (section, tls) in [
+            ("server.tls", &self.server.tls),
+            ("server.grpc_tls", &self.server.grpc_tls),
+            ("server.metrics_tls", &self.server.metrics_tls),
+            ("admin.tls", &self.admin.tls),
+        ] {
+            if let Some(tls) = tls {
+                errors.extend(tls.check(section));
+            }
+        }
+        errors.extend(self.upstreams.tls.check("upstreams.tls"));
         if let Some(f) = &self.admin.token_file
             && !f.is_file()
         {
@@ -553,5 +599,33 @@ mod tests {
     fn unknown_fields_are_refused() {
         let err = toml::from_str::<Config>("[server]\nhttp_adr = '1'\n").expect_err("typo");
         assert!(err.to_string().contains("http_adr"), "{err}");
+    }
+
+    #[test]
+    fn a_remote_admin_address_needs_tls_or_an_explicit_waiver() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut cfg = Config {
+            models: ModelsConfig { repository: root.join("models"), ..Default::default() },
+            ..Default::default()
+        };
+        cfg.admin.addr = "0.0.0.0:8003".into();
+        let errors = cfg.validate().expect_err("plain text admin on all interfaces");
+        assert!(errors.iter().any(|e| e.contains("admin.tls")), "{errors:?}");
+        cfg.admin.allow_plaintext_remote = true;
+        cfg.validate().expect("waived");
+        cfg.admin.allow_plaintext_remote = false;
+        cfg.admin.addr = "[::1]:8003".into();
+        cfg.validate().expect("loopback");
+        cfg.admin.addr = "0.0.0.0:8003".into();
+        cfg.admin.tls = Some(ListenerTls {
+            cert: root.join("missing.crt"),
+            key: root.join("missing.key"),
+            client_ca: None,
+            min_version: Default::default(),
+            reload_interval_ms: 0,
+        });
+        let errors = cfg.validate().expect_err("files missing, interval 0");
+        assert!(errors.iter().any(|e| e.contains("admin.tls") && e.contains("missing.crt")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("reload_interval_ms")), "{errors:?}");
     }
 }

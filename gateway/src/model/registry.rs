@@ -50,6 +50,7 @@ pub struct Registry {
     skew: SkewConfig,
     pub(crate) metrics: Metrics,
     pub(crate) store: StateStore,
+    upstream_tls: crate::tls::ClientTlsMaterial,
     /// Model states read at start, handed to each model's slot when it is created.
     restored: Mutex<BTreeMap<String, ModelState>>,
     loaded: AtomicBool,
@@ -73,6 +74,8 @@ pub struct RegistryParts {
     pub skew: SkewConfig,
     pub metrics: Metrics,
     pub store: StateStore,
+    /// The client side of TLS links to remote upstreams (`https://`, `grpcs://`).
+    pub upstream_tls: crate::tls::ClientTlsMaterial,
 }
 
 impl Registry {
@@ -102,6 +105,7 @@ impl Registry {
             skew: p.skew,
             metrics: p.metrics,
             store: p.store,
+            upstream_tls: p.upstream_tls,
             restored: Mutex::new(restored),
             loaded: AtomicBool::new(false),
             shared: std::sync::OnceLock::new(),
@@ -302,6 +306,7 @@ impl Registry {
                 metrics: self.metrics.version(model, &version),
                 invalid_counter: &|feature, kind| self.metrics.invalid_value(model, &version, feature, kind),
                 upstream_up: &|| self.metrics.upstream_up(model, &version),
+                upstream_tls: &self.upstream_tls,
             };
             load_version(ctx, &dir, model, number)
         });

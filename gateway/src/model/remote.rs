@@ -1,6 +1,7 @@
 //! Remote versions: a model version served by another Open Inference Protocol server (Triton, MLServer, KServe, or
 //! another gateway), over HTTP or gRPC. The version's manifest declares the signature as usual and says where the
-//! upstream is (`"remote": {"url": "grpc://host:8001", ...}`); the version is validated, routed, canaried, mirrored
+//! upstream is (`"remote": {"url": "grpc://host:8001", ...}`; `https://` and `grpcs://` go over TLS with the
+//! `[upstreams.tls]` CA bundle and client certificate, verifying the host name or `remote.server_name`); the version is validated, routed, canaried, mirrored
 //! and measured like a local one, and only the call itself leaves the process.
 //!
 //! Each remote version has pooled connections (hyper's pool for HTTP/1.1, one multiplexed HTTP/2 channel for
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -32,7 +34,7 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 const LOAD_DEADLINE: Duration = Duration::from_secs(10);
 
 enum Transport {
-    Http { client: Client<HttpConnector, Full<Bytes>>, base: String },
+    Http { client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>, base: String },
     Grpc { client: pb::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel> },
 }
 
@@ -169,6 +171,22 @@ impl std::fmt::Debug for RemoteModel {
     }
 }
 
+/// An error with its causes (`client error (Connect): invalid peer certificate: NotValidForName`): the outermost
+/// message alone rarely says what went wrong with a connection.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// What a failed call was, for the breaker and the client.
 fn upstream(msg: String) -> GatewayError {
     GatewayError::Upstream(msg)
@@ -176,11 +194,27 @@ fn upstream(msg: String) -> GatewayError {
 
 impl RemoteModel {
     /// Builds the client; connections are made on first use. Must run inside the Tokio runtime.
-    pub fn new(spec: RemoteSpec, model: &str, up: prometheus::IntGauge) -> Result<Self, String> {
+    pub fn new(
+        spec: RemoteSpec,
+        model: &str,
+        up: prometheus::IntGauge,
+        tls: &crate::tls::ClientTlsMaterial,
+    ) -> Result<Self, String> {
         let target_model = spec.model.clone().unwrap_or_else(|| model.to_string());
-        let transport = if let Some(rest) = spec.url.strip_prefix("grpc://") {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{rest}"))
-                .map_err(|e| format!("remote.url '{}': {e}", spec.url))?
+        let grpc = match (spec.url.strip_prefix("grpc://"), spec.url.strip_prefix("grpcs://")) {
+            (Some(rest), _) => Some((format!("http://{rest}"), false)),
+            (_, Some(rest)) => Some((format!("https://{rest}"), true)),
+            _ => None,
+        };
+        let transport = if let Some((url, secure)) = grpc {
+            let mut endpoint =
+                tonic::transport::Endpoint::from_shared(url).map_err(|e| format!("remote.url '{}': {e}", spec.url))?;
+            if secure {
+                endpoint = endpoint
+                    .tls_config(tls.tonic(spec.server_name.as_deref()))
+                    .map_err(|e| format!("remote.url '{}': TLS: {e}", spec.url))?;
+            }
+            let endpoint = endpoint
                 .tcp_nodelay(true)
                 .connect_timeout(Duration::from_millis(spec.timeout_ms))
                 // An upstream that dies without closing the connection is noticed in seconds, not when the
@@ -191,14 +225,24 @@ impl RemoteModel {
             let client = pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(endpoint.connect_lazy())
                 .max_decoding_message_size(MAX_ANSWER_BYTES);
             Transport::Grpc { client }
-        } else if spec.url.starts_with("http://") {
+        } else if spec.url.starts_with("http://") || spec.url.starts_with("https://") {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(Duration::from_millis(spec.timeout_ms)));
-            let client = Client::builder(TokioExecutor::new()).build(connector);
+            // https_or_http: the URL's scheme decides; an https:// URL is never downgraded.
+            let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls.rustls()).https_or_http();
+            let builder = match &spec.server_name {
+                Some(name) => {
+                    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(name.clone())
+                        .map_err(|e| format!("remote.server_name '{name}': {e}"))?;
+                    builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+                }
+                None => builder,
+            };
+            let client = Client::builder(TokioExecutor::new()).build(builder.enable_http1().wrap_connector(connector));
             Transport::Http { client, base: spec.url.trim_end_matches('/').to_string() }
         } else {
-            return Err(format!("remote.url '{}' must start with http:// or grpc://", spec.url));
+            return Err(format!("remote.url '{}' must start with http://, https://, grpc:// or grpcs://", spec.url));
         };
         if spec.max_concurrency == 0 || spec.failure_threshold == 0 || spec.timeout_ms == 0 {
             return Err("remote.max_concurrency, remote.failure_threshold and remote.timeout_ms must be above 0".into());
@@ -282,7 +326,7 @@ impl RemoteModel {
 
     async fn call_http(
         &self,
-        client: &Client<HttpConnector, Full<Bytes>>,
+        client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
         base: &str,
         inputs: Vec<Tensor>,
         manifest: &Manifest,
@@ -292,7 +336,7 @@ impl RemoteModel {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let resp = client.request(req).await.map_err(|e| upstream(format!("{}: {e}", self.spec.url)))?;
+        let resp = client.request(req).await.map_err(|e| upstream(format!("{}: {}", self.spec.url, causes(&e))))?;
         let status = resp.status();
         let bytes = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
@@ -378,7 +422,7 @@ impl RemoteModel {
                     let req = http::Request::get(format!("{base}{path}"))
                         .body(Full::new(Bytes::new()))
                         .map_err(|e| e.to_string())?;
-                    let resp = client.request(req).await.map_err(|e| format!("unreachable: {e}"))?;
+                    let resp = client.request(req).await.map_err(|e| format!("unreachable: {}", causes(&e)))?;
                     let status = resp.status();
                     let _ = resp.into_body().collect().await;
                     if status.is_success() { Ok(()) } else { Err(format!("ready endpoint answered {status}")) }

@@ -252,6 +252,7 @@ pub struct LoadContext<'a> {
     pub invalid_counter: &'a dyn Fn(&str, &str) -> prometheus::IntCounter,
     /// The gauge that reads 1 while a remote version's upstream is up (made only for remote versions).
     pub upstream_up: &'a dyn Fn() -> prometheus::IntGauge,
+    pub upstream_tls: &'a crate::tls::ClientTlsMaterial,
 }
 
 /// Loads one version from its directory: manifest, ONNX session(s) checked against it, golden examples, and its
@@ -263,7 +264,12 @@ pub fn load_version(ctx: LoadContext<'_>, dir: &Path, model: &str, number: u64) 
     let serving = Arc::new(crate::model::statistics::ServingStats::default());
     let (backend, batcher) = match &manifest.remote {
         Some(spec) => {
-            let remote = Arc::new(crate::model::remote::RemoteModel::new(spec.clone(), model, (ctx.upstream_up)())?);
+            let remote = Arc::new(crate::model::remote::RemoteModel::new(
+                spec.clone(),
+                model,
+                (ctx.upstream_up)(),
+                ctx.upstream_tls,
+            )?);
             // Golden examples go to the upstream too: a remote version is checked before it takes traffic.
             let rt = tokio::runtime::Handle::current();
             check_golden(&manifest, |inputs| rt.block_on(remote.check(inputs, &manifest)))

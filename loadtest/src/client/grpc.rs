@@ -59,7 +59,11 @@ pub struct GrpcConn {
 }
 
 pub async fn channel(target: &Target) -> Result<Channel, &'static str> {
-    let endpoint = Endpoint::from_shared(format!("http://{}", target.addr)).map_err(|_| "address")?;
+    let scheme = if target.tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", target.addr)).map_err(|_| "address")?;
+    if let Some(tls) = &target.tls {
+        endpoint = endpoint.tls_config(tls.tonic.clone()).map_err(|_| "tls config")?;
+    }
     endpoint.tcp_nodelay(true).connect().await.map_err(|_| "connect")
 }
 

@@ -42,11 +42,7 @@ impl HttpConn {
     pub async fn connect(target: &Target) -> Result<Self, &'static str> {
         let stream = TcpStream::connect(target.addr).await.map_err(|_| "connect")?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|_| "handshake")?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Self { sender, path: target.infer_path() })
+        Ok(Self { sender: handshake(target, stream).await.map_err(|_| "handshake")?, path: target.infer_path() })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -85,6 +81,22 @@ impl HttpConn {
     }
 }
 
+/// The HTTP/1.1 handshake, after the TLS one when the target has TLS; the connection runs in its own task.
+async fn handshake(target: &Target, stream: TcpStream) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    Ok(match &target.tls {
+        None => {
+            let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+        Some(tls) => {
+            let (sender, conn) = http1::handshake(TokioIo::new(tls.connect(stream).await?)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+    })
+}
+
 /// One GET returning JSON, for model metadata before the run.
 pub async fn get_json(target: &Target, path: &str) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&get_text(target, path).await?)?)
@@ -92,11 +104,7 @@ pub async fn get_json(target: &Target, path: &str) -> anyhow::Result<serde_json:
 
 /// One GET returning the body as text.
 pub async fn get_text(target: &Target, path: &str) -> anyhow::Result<String> {
-    let stream = TcpStream::connect(target.addr).await?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut sender = handshake(target, TcpStream::connect(target.addr).await?).await?;
     let req = http::Request::get(path).header(HOST, target.authority.as_str()).body(Full::new(Bytes::new()))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();

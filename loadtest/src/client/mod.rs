@@ -3,6 +3,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod tls;
 
 use std::net::SocketAddr;
 
@@ -39,6 +40,8 @@ pub struct Target {
     pub pin: Option<(String, String)>,
     /// Routing-key header name and the number of distinct keys to draw from.
     pub routing_key: Option<(String, u64)>,
+    /// TLS (`https://`, `grpcs://` URLs); `None` is plain text.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Target {
