@@ -229,6 +229,8 @@ impl RemoteModel {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(Duration::from_millis(spec.timeout_ms)));
+            // The TLS layer above takes https:// URLs; this one only opens the TCP connection.
+            connector.enforce_http(false);
             // https_or_http: the URL's scheme decides; an https:// URL is never downgraded.
             let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls.rustls()).https_or_http();
             let builder = match &spec.server_name {
