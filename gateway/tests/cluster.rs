@@ -3,6 +3,8 @@
 //! replica's evidence, a dead leader is replaced, and an etcd outage stops no request.
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -570,4 +572,80 @@ async fn one_etcd_member_down_interrupts_nothing() {
     }
     assert_eq!(failed, 0, "no request failed");
     stop(procs);
+}
+
+/// etcd with TLS and client-certificate authentication: replicas with the CA and a client certificate
+/// (`[cluster.tls]`, `https://` endpoints) share changes as over plain text; a replica that trusts another CA
+/// cannot reach the store, so it says it is disconnected and refuses changes, while serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reach_etcd_over_mtls_and_a_wrong_ca_is_refused() {
+    use pki::{Ca, Usage, write_pair};
+    let dir = scratch_dir();
+    let (ca, rogue) = (Ca::new(&dir, "ca"), Ca::new(&dir, "rogue"));
+    let (cert, key) = write_pair(&dir, "etcd", &ca.server());
+    let (client_cert, client_key) = write_pair(&dir, "replica", &ca.issue(&["replica"], Usage::Client, -1, 1));
+    let (port, peer) = (free_port(), free_port());
+    let url = format!("https://127.0.0.1:{port}");
+    let p = format!("http://127.0.0.1:{peer}");
+    let bin = etcd_bin();
+    assert!(bin.exists(), "{} is missing: run `make test`", bin.display());
+    let child = Command::new(bin)
+        .args(["--name", "n1", "--data-dir"])
+        .arg(dir.join("etcd-data"))
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
+        .args(["--initial-cluster", &format!("n1={p}"), "--log-level", "error"])
+        .arg("--cert-file")
+        .arg(&cert)
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--trusted-ca-file")
+        .arg(ca.file())
+        .arg("--client-cert-auth")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd starts");
+    let mut etcd = Etcd { child, dir: dir.clone(), client: port, peer };
+    etcd.wait_up();
+    let replica = |name: &str, ca_file: &std::path::Path| {
+        let mut cfg = config(&bundled_models());
+        cfg.cluster.endpoints = vec![url.clone()];
+        cfg.cluster.prefix = "/tls-fleet".into();
+        cfg.cluster.replica = Some(name.into());
+        cfg.cluster.lease_ttl_secs = 2;
+        cfg.cluster.tls = gateway::config::ClientTls {
+            ca_file: Some(ca_file.to_path_buf()),
+            cert: Some(client_cert.clone()),
+            key: Some(client_key.clone()),
+        };
+        cfg.models.watch_interval_ms = 0;
+        spawn_gateway(&config_file(cfg, 0, 0))
+    };
+    let c = client();
+    let (a, b) = (replica("a", ca.file()), replica("b", ca.file()));
+    wait_ready(&c, &a).await;
+    wait_ready(&c, &b).await;
+    let (_, view) = call(&c, &a, Method::GET, "/admin/cluster", None).await;
+    assert_eq!(view["connected"], true, "{view}");
+    let m = "/admin/models/breast-cancer";
+    let (s, body) = until("a change through etcd over TLS", Duration::from_secs(20), async || {
+        let r = call(&c, &a, Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": 7}))).await;
+        (r.0 != 409).then_some(r)
+    })
+    .await;
+    assert_eq!(s, 200, "{body}");
+    until("the change on b", Duration::from_secs(10), async || {
+        let (_, v) = call(&c, &b, Method::GET, m, None).await;
+        (v["canary"]["weight_percent"] == 7.0).then_some(())
+    })
+    .await;
+
+    let wrong = replica("c", rogue.file());
+    wait_ready(&c, &wrong).await;
+    let (_, view) = call(&c, &wrong, Method::GET, "/admin/cluster", None).await;
+    assert_eq!(view["connected"], false, "a replica that trusts another CA is not connected: {view}");
+    let (s, _) = call(&c, &wrong, Method::POST, &format!("{m}/canary"), Some(json!({"version": 1, "weight": 9}))).await;
+    assert_eq!(s, 503, "changes are refused while the store is out of reach");
+    stop(vec![a, b, wrong]);
 }
