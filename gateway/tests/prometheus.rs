@@ -169,7 +169,7 @@ async fn a_real_prometheus_scrapes_the_gateway_and_evaluates_the_rules() {
     .await;
     let count: usize =
         rules["groups"].as_array().expect("groups").iter().map(|g| g["rules"].as_array().map_or(0, Vec::len)).sum();
-    assert_eq!(count, 24, "{rules}");
+    assert_eq!(count, 26, "{rules}");
     // The error-ratio recording rule yields 0, not nothing, for a model serving without errors (a 400 is not an
     // error): traffic while Prometheus watches.
     for _ in 0..30 {
