@@ -13,7 +13,7 @@ VENV_KSERVE   := .venv-kserve
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: protoc cluster-bench console-cost overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
+.PHONY: protoc cluster-bench console-cost tls-cost overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
 	fuzz fuzz-smoke
 
 setup: $(ORT_LIB) protoc
@@ -103,6 +103,10 @@ bench: setup
 # Chromium, alternating (CONSOLE_SECONDS, CONSOLE_PAIRS).
 console-cost: setup $(VENV)/.installed /usr/bin/chromedriver
 	loadtest/console_cost.sh
+
+# Steady-state cost of TLS: plain against TLS, HTTP and gRPC, 1-row closed loop, alternating (TLS_SECONDS, TLS_PAIRS).
+tls-cost: setup
+	loadtest/tls_cost.sh
 
 # Twice the sustainable rate for 30 s: goodput, admitted p99, how fast refusals come back, memory (OVERLOAD_SECONDS).
 overload: setup

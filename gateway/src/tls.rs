@@ -278,8 +278,16 @@ impl ServerTls {
     /// Reads the files again and swaps the config if they changed. A refused set keeps the old config and is
     /// reported once (the error), not at every look, until the files change again.
     pub fn reload(&self) -> Result<Reload, TlsError> {
-        let files = Files::read(&self.cfg)?;
-        let fingerprint = files.fingerprint();
+        let files = Files::read(&self.cfg);
+        // An unreadable set (a file deleted mid-rotation) is reported once too, until something changes.
+        let fingerprint = match &files {
+            Ok(f) => f.fingerprint(),
+            Err(e) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                e.to_string().hash(&mut h);
+                h.finish()
+            }
+        };
         {
             let mut tried = self.tried.lock().unwrap_or_else(|e| e.into_inner());
             if *tried == fingerprint {
@@ -287,7 +295,7 @@ impl ServerTls {
             }
             *tried = fingerprint;
         }
-        let (config, validity) = build(&self.cfg, &files, &self.alpn)?;
+        let (config, validity) = build(&self.cfg, &files?, &self.alpn)?;
         self.current.store(Arc::new(config));
         *self.validity.lock().unwrap_or_else(|e| e.into_inner()) = validity;
         Ok(Reload::Reloaded)
@@ -475,7 +483,12 @@ mod tests {
         assert!(matches!(tls.reload(), Err(TlsError::NoCertificate { .. })));
         std::fs::remove_file(pki.path("a.crt")).expect("rm");
         assert!(matches!(tls.reload(), Err(TlsError::Read { .. })));
+        assert_eq!(tls.reload().expect("a missing file is reported once"), Reload::Unchanged);
         assert_eq!(tls.validity(), before);
+        // Fixed files are taken.
+        pki.cert("a", now - DAY, now + 3 * DAY);
+        assert_eq!(tls.reload().expect("fixed"), Reload::Reloaded);
+        assert_eq!(tls.validity().not_after, now + 3 * DAY);
     }
 
     #[test]

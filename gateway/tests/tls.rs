@@ -194,6 +194,17 @@ fn https_client(ca: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client 
     b.build().expect("client")
 }
 
+/// Whether `url` answers 200 within `tries` attempts 50 ms apart.
+async fn answers_200(c: &reqwest::Client, url: &str, tries: usize) -> bool {
+    for _ in 0..tries {
+        if c.get(url).send().await.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_versions_reach_an_mtls_upstream_and_refuse_a_wrong_name() {
     let dir = scratch_dir();
@@ -211,16 +222,7 @@ async fn remote_versions_reach_an_mtls_upstream_and_refuse_a_wrong_name() {
     let (h, g) = (free_port(), free_port());
     let _up = spawn_gateway(&config_file(up_cfg, h, g));
     let c = https_client(ca.file(), Some((&front_c, &front_k)));
-    let ready = format!("https://127.0.0.1:{h}/v2/health/ready");
-    let mut up = false;
-    for _ in 0..600 {
-        if c.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the TLS upstream did not become ready");
+    assert!(answers_200(&c, &format!("https://127.0.0.1:{h}/v2/health/ready"), 600).await, "the upstream is ready");
 
     let repo = scratch_dir();
     copy_version("breast-cancer", "1", &repo, "1");
@@ -295,15 +297,7 @@ async fn a_rotated_certificate_reaches_new_connections_and_a_bad_one_is_refused(
     // one, which only the new CA verifies.
     volume.install(&new_ca.server());
     let new = https_client(new_ca.file(), None);
-    let mut rotated = false;
-    for _ in 0..100 {
-        if new.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
-            rotated = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(rotated, "new connections get the rotated certificate");
+    assert!(answers_200(&new, &ready, 100).await, "new connections get the rotated certificate");
     assert_eq!(old.get(&ready).send().await.expect("the open connection stays").status(), 200);
     assert!(https_client(old_ca.file(), None).get(&ready).send().await.is_err(), "a new connection is on the new CA");
 

@@ -40,30 +40,28 @@ def grpc_client(a: argparse.Namespace) -> grpcclient.InferenceServerClient:
                                             certificate_chain=a.cert)
 
 
-def golden_http(a: argparse.Namespace, v) -> None:
-    c = http_client(a)
-    assert c.is_server_ready(), "not ready over HTTPS"
+def golden(c, module, v, what: str, **kwargs: object) -> None:
+    """Every golden example of `v` through client `c` (tritonclient's http or grpc `module`), at its defaults."""
     for ex in v.examples:
         inputs = []
         for t in ex.inputs:
-            i = httpclient.InferInput(t.name, list(t.value.shape), t.datatype)
+            i = module.InferInput(t.name, list(t.value.shape), t.datatype)
             i.set_data_from_numpy(t.value)
             inputs.append(i)
-        r = c.infer(v.model, inputs, model_version=v.version)
-        check_outputs(ex, {s.name: r.as_numpy(s.name) for s in v.outputs}, f"{v} HTTPS")
+        r = c.infer(v.model, inputs, model_version=v.version, **kwargs)
+        check_outputs(ex, {s.name: r.as_numpy(s.name) for s in v.outputs}, f"{v} {what}")
+
+
+def golden_http(a: argparse.Namespace, v) -> None:
+    c = http_client(a)
+    assert c.is_server_ready(), "not ready over HTTPS"
+    golden(c, httpclient, v, "HTTPS")
 
 
 def golden_grpc(a: argparse.Namespace, v) -> None:
     c = grpc_client(a)
     assert c.is_server_ready(client_timeout=5.0), "not ready over gRPC with SSL"
-    for ex in v.examples:
-        inputs = []
-        for t in ex.inputs:
-            i = grpcclient.InferInput(t.name, list(t.value.shape), t.datatype)
-            i.set_data_from_numpy(t.value)
-            inputs.append(i)
-        r = c.infer(v.model, inputs, model_version=v.version, client_timeout=5.0)
-        check_outputs(ex, {s.name: r.as_numpy(s.name) for s in v.outputs}, f"{v} gRPC with SSL")
+    golden(c, grpcclient, v, "gRPC with SSL", client_timeout=5.0)
 
 
 def refused(call, what: str) -> None:
