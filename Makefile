@@ -13,7 +13,7 @@ VENV_KSERVE   := .venv-kserve
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: protoc cluster-bench console-cost tls-cost overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
+.PHONY: protoc cluster-bench console-cost tls-cost batching-curve overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
 	fuzz fuzz-smoke
 
 setup: $(ORT_LIB) protoc
@@ -104,6 +104,10 @@ bench: setup
 console-cost: setup $(VENV)/.installed /usr/bin/chromedriver
 	loadtest/console_cost.sh
 
+# Dynamic batching on the digits MLP: throughput and p99 off against on, from 1 to 64 connections (CURVE_SECONDS).
+batching-curve: setup
+	loadtest/batching_curve.sh
+
 # Steady-state cost of TLS: plain against TLS, HTTP and gRPC, 1-row closed loop, alternating (TLS_SECONDS, TLS_PAIRS).
 tls-cost: setup
 	loadtest/tls_cost.sh
@@ -161,6 +165,7 @@ models: $(VENV)/.installed
 	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python diabetes.py
 	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python wine.py
 	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python breast_cancer_fp16.py
+	cd models/train && SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-1795305600} ../../$(VENV)/bin/python digits.py
 	cd models/train && ../../$(VENV)/bin/python fixtures.py
 
 clean-ort:

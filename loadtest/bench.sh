@@ -77,6 +77,11 @@ stop
 
 start_gateway config/bench-batching.toml batching
 run 5-closed-64conn-batching --connections 64 --threads 2
+# The model batching is for: digits, an MLP whose one-row call costs about 70 µs (10 µs per row at 64 rows).
+MODEL=digits MANIFEST=models/digits/1/manifest.json run 7b-digits-closed-64conn-batching --connections 64 --threads 2
+stop
+start_gateway config/gateway.toml digits
+MODEL=digits MANIFEST=models/digits/1/manifest.json run 7a-digits-closed-64conn-unbatched --connections 64 --threads 2
 stop
 
 # The same load against a bare axum + ONNX Runtime server, measured in the same run.

@@ -62,7 +62,7 @@ async fn bad_requests_are_refused_with_their_reason() {
     }
     let (_, list) = admin(&c, &gw, Method::GET, "/admin/models", None).await;
     let names: Vec<&str> = list.as_array().expect("models").iter().filter_map(|m| m["name"].as_str()).collect();
-    assert_eq!(names, ["breast-cancer", "breast-cancer-fp16", "diabetes", "wine"], "no phantom model");
+    assert_eq!(names, ["breast-cancer", "breast-cancer-fp16", "diabetes", "digits", "wine"], "no phantom model");
     assert_eq!(get(&c, &url(&gw, "/v2/health/ready")).await.0, 200);
     assert_eq!(post(&c, &url(&gw, "/v2/models/nope/infer"), breast_cancer_rows(1).to_string()).await.0, 404);
     assert!(!scrape(&gw).await.contains("model=\"nope\""), "no metric labels for it");

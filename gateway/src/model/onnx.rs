@@ -376,6 +376,17 @@ mod tests {
         let (out, _) = m.try_inline(rows(1), 1).expect("measured cheap: inline");
         assert_eq!(out.expect("runs")[0].shape, vec![1]);
         assert!(m.try_inline(rows(64), 64).is_err(), "too many rows for the small-call estimate");
+        // Small calls get slow (a contended machine, a heavier graph): within a few observed calls the model is back
+        // on the pool, and cheap calls again bring it back inline.
+        let slow_call = Phases { infer: Duration::from_secs(2), ..Phases::default() };
+        for _ in 0..16 {
+            m.observe(1, slow_call);
+        }
+        assert!(m.try_inline(rows(1), 1).is_err(), "a model whose small calls got slow runs on the pool");
+        for _ in 0..64 {
+            m.observe(1, phases);
+        }
+        assert!(m.try_inline(rows(1), 1).is_ok(), "cheap again: inline again");
         {
             let _held: Vec<_> = m.sessions.iter().map(|s| s.lock().expect("lock")).collect();
             assert!(m.try_inline(rows(1), 1).is_err(), "every session busy: back to the pool, no waiting");

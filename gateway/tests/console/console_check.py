@@ -4,7 +4,7 @@
     console_check.py --admin http://127.0.0.1:8003 --http http://127.0.0.1:8000 --token T --shots DIR \
         --loadtest target/release/loadtest
 
-Expects a gateway with the bundled models (breast-cancer 1-3, breast-cancer-fp16, diabetes, wine) and a short
+Expects a gateway with the bundled models (breast-cancer 1-3, breast-cancer-fp16, diabetes, digits, wine) and a short
 rollout policy that checks label disagreement on mirrored pairs, as config/demo.toml's (or pass --policy): version 3
 fails only that check. Checks, each printed as one PASS/FAIL line:
   load     the page asks for the token, keeps it for the tab, and shows every model and version; forgetting the
@@ -44,7 +44,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 REPO = Path(__file__).resolve().parents[3]
-MODELS = {"breast-cancer", "breast-cancer-fp16", "diabetes", "wine"}
+MODELS = {"breast-cancer", "breast-cancer-fp16", "diabetes", "digits", "wine"}
 XSS = "<img src=x onerror=alert(1)>"
 CSP_DIRECTIVES = {
     "default-src 'none'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:", "connect-src 'self'",

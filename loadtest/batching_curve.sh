@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make batching-curve`: where dynamic batching pays and where it stops. The digits MLP (about 70 µs for a 1-row call,
+# 10 µs per row at 64 rows) under closed-loop 1-row load at 1, 4, 16 and 64 connections, and 64 connections sending
+# 64 rows each, with batching off and on (config/bench-batching.toml), alternating per point. Prints throughput and
+# p99 for both and the ratio. Loopback only.
+#
+#   CURVE_SECONDS  measured seconds per run (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_RUN=${CURVE_SECONDS:-10}
+cargo build --release --locked -p gateway -p loadtest --bins
+DIR=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+start() { # config, port base
+  ./target/release/gateway --config "$1" --http-addr "127.0.0.1:${2}0" --grpc-addr "127.0.0.1:${2}1" \
+    --metrics-addr "127.0.0.1:${2}2" --admin-addr "127.0.0.1:${2}3" --state-dir "$DIR/state-$2" \
+    --log-format json >/dev/null 2>&1 &
+  pids+=($!)
+}
+start config/gateway.toml 1880
+start config/bench-batching.toml 1881
+for port in 18800 18810; do
+  for _ in $(seq 1 300); do curl -fs "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+run() { # port, connections, rows
+  ./target/release/loadtest run --url "http://127.0.0.1:$1" --model digits --manifest models/digits/1/manifest.json \
+    --duration "$SECONDS_RUN" --warmup 2 --connections "$2" --rows "$3" --threads 2 --fail-on-errors --quiet |
+    awk '/^throughput/ {t = $4} /^latency/ {p99 = $9} END {print t, p99}'
+}
+printf '%-22s %24s %24s %8s\n' "load" "unbatched pred/s  p99 ms" "batched pred/s  p99 ms" "ratio"
+for point in "1 1" "4 1" "16 1" "64 1" "64 64"; do
+  read -r conns rows <<<"$point"
+  read -r ut u99 < <(run 18800 "$conns" "$rows")
+  read -r bt b99 < <(run 18810 "$conns" "$rows")
+  [ -n "$ut" ] && [ -n "$bt" ] || { echo "a run failed at $conns connections, $rows rows" >&2; exit 1; }
+  awk -v l="$conns conns x $rows rows" -v ut="$ut" -v u99="$u99" -v bt="$bt" -v b99="$b99" \
+    'BEGIN {printf "%-22s %15d %8s %15d %8s %8.2f\n", l, ut, u99, bt, b99, bt / ut}'
+done
