@@ -77,6 +77,10 @@ $(VENV_KSERVE)/.installed: gateway/tests/clients/kserve-requirements.txt
 		-r gateway/tests/clients/kserve-requirements.txt
 	touch $@
 
+/usr/bin/h2load:
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends nghttp2-client || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends nghttp2-client; }
+
 # Debian's prometheus package brings promtool and the Prometheus server (gateway/tests/prometheus.rs starts one).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 /usr/bin/promtool:
@@ -96,7 +100,8 @@ test-deploy: /usr/bin/promtool $(VENV)/.installed
 	$(VENV)/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 
 # The standard load scenarios against the release build; reports under bench-results/ (BENCH_DURATION=60 default).
-bench: setup
+# h2load (Debian's nghttp2-client) cross-checks the load tester's gRPC figure.
+bench: setup /usr/bin/h2load
 	loadtest/bench.sh
 
 # What an open operator console costs: closed-loop throughput with and without the console open in headless

@@ -62,6 +62,21 @@ run 3a-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1
 run 3b-closed-64rows-v2 --connections 16 --rows 64 --threads 2 --model-version 2
 # The same over gRPC (inputs as raw little-endian tensors, as tritonclient sends them).
 URL=grpc://127.0.0.1:18001 run 2g-grpc-closed-64conn-1row --connections 64 --threads 2
+# The load tester checked against a second tool: h2load sends the same framed message over as many connections for
+# as long; the two throughputs should agree within 10 % (the generator is not the bottleneck).
+"$LT" run --url grpc://127.0.0.1:18001 --model "$MODEL" --manifest "$MANIFEST" --dump-request "$OUT/grpc-request.bin"
+h2load -D "$DURATION" -c 64 -m 1 -t 1 --data="$OUT/grpc-request.bin" -H 'content-type: application/grpc' \
+  -H 'te: trailers' http://127.0.0.1:18001/inference.GRPCInferenceService/ModelInfer >"$OUT/2g-h2load.txt" 2>&1
+python3 - "$OUT" <<'PY'
+import json, re, sys
+out = sys.argv[1]
+ours = json.load(open(f"{out}/2g-grpc-closed-64conn-1row.json"))["achieved_rps"]
+text = open(f"{out}/2g-h2load.txt").read()
+theirs = float(re.search(r"finished in [^,]+, ([0-9.]+) req/s", text).group(1))
+ok = re.search(r"status codes: (\d+) 2xx", text)
+print(f"== 2g cross-check: loadtest {ours:.0f} req/s, h2load {theirs:.0f} req/s ({ok.group(1) if ok else '?'} 2xx), "
+      f"ratio {ours / theirs:.2f}")
+PY
 URL=grpc://127.0.0.1:18001 run 3g-grpc-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1
 # And over HTTP with the binary tensor data extension (tritonclient's HTTP defaults): raw tensors in and out.
 run 3h-http-binary-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1 --binary

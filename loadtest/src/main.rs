@@ -103,6 +103,10 @@ struct RunArgs {
     /// TLS: the name the server's certificate must carry (default: the URL's host).
     #[arg(long)]
     server_name: Option<String>,
+    /// Write the first request body exactly as it would be sent (gRPC: the framed message) to this file and exit,
+    /// for a second load tool to send the same bytes (`make bench` compares with h2load).
+    #[arg(long)]
+    dump_request: Option<PathBuf>,
     /// Scenario name, used in reports and file names.
     #[arg(long, default_value = "run")]
     scenario: String,
@@ -214,6 +218,11 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     } else if a.binary {
         let encoded = wl.bodies.iter().map(|b| encode_binary(b)).collect::<anyhow::Result<Vec<_>>>()?;
         (wl.bodies, wl.header_lens) = encoded.into_iter().unzip();
+    }
+    if let Some(path) = &a.dump_request {
+        let first = wl.bodies.first().context("the workload is empty")?;
+        std::fs::write(path, first).with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(());
     }
     let plan = Plan {
         mode: a.rate.map_or(Mode::Closed, |rate| Mode::Open { rate }),
