@@ -13,7 +13,7 @@ VENV_KSERVE   := .venv-kserve
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: protoc cluster-bench console-cost tls-cost batching-curve overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
+.PHONY: protoc cluster-bench console-cost tls-cost batching-curve many-models overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
 	fuzz fuzz-smoke
 
 setup: $(ORT_LIB) protoc
@@ -112,6 +112,10 @@ console-cost: setup $(VENV)/.installed /usr/bin/chromedriver
 # Dynamic batching on the digits MLP: throughput and p99 off against on, from 1 to 64 connections (CURVE_SECONDS).
 batching-curve: setup
 	loadtest/batching_curve.sh
+
+# Cost as the repository grows: start-up, memory per version and throughput with MANY_MODELS (1000) models.
+many-models: setup
+	loadtest/many_models.sh
 
 # Steady-state cost of TLS: plain against TLS, HTTP and gRPC, 1-row closed loop, alternating (TLS_SECONDS, TLS_PAIRS).
 tls-cost: setup
