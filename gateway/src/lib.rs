@@ -12,7 +12,8 @@
 //! 3. [`skew`] (drift and invariants against the training baseline), [`rollout`] (pure canary analysis: policy,
 //!    state machine, checks, cumulative stats).
 //! 4. [`telemetry`] (logging, traces), [`state`] (routing and journal on disk), [`metrics`] (metric families;
-//!    plain values in), then [`config`] (the typed configuration, checked as a whole before any port is bound).
+//!    plain values in), [`tls`] (rustls: listener certificates reloaded when their files change, the client side
+//!    of links out), then [`config`] (the typed configuration, checked as a whole before any port is bound).
 //! 5. [`model`]: backends (ONNX Runtime in-process, remote servers) behind one `ModelVersion::infer`, the
 //!    inference pool, the batcher, the registry of models and versions, operator actions, repository watching.
 //! 6. [`mirror`]: after the answer, off the hot path: shadow copies and their divergence, the capture log,

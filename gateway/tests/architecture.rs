@@ -2,7 +2,7 @@
 //! layer (or at itself). A new upward import fails here with the file, the line and the two layers, so the import
 //! graph stays free of cycles. The layers are the ones `lib.rs`'s module map describes; within a layer of the
 //! design, a finer order is fixed here (`manifest` and `routing` below `protocol`, `skew` below `rollout`,
-//! `telemetry`, `state` and `metrics` below `config`, `cluster` below `controller`).
+//! `telemetry`, `state`, `metrics` and `tls` below `config`, `cluster` below `controller`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
