@@ -28,6 +28,22 @@ pub struct GrpcConn {
     closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The HTTP/2 handshake on `io`; the connection runs in its own task and sets `closed` when it ends.
+async fn start<S>(
+    io: S,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<SendRequest<Bytes>, &'static str>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = h2::client::handshake(io).await.map_err(|_| "handshake")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+        closed.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    Ok(sender)
+}
+
 /// A tonic channel, for the one metadata call before the run.
 pub async fn channel(target: &Target) -> Result<Channel, &'static str> {
     let scheme = if target.tls.is_some() { "https" } else { "http" };
@@ -44,25 +60,8 @@ impl GrpcConn {
         let _ = stream.set_nodelay(true);
         let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sender = match &target.tls {
-            None => {
-                let (sender, conn) = h2::client::handshake(stream).await.map_err(|_| "handshake")?;
-                let flag = closed.clone();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                });
-                sender
-            }
-            Some(tls) => {
-                let stream = tls.connect(stream).await.map_err(|_| "tls handshake")?;
-                let (sender, conn) = h2::client::handshake(stream).await.map_err(|_| "handshake")?;
-                let flag = closed.clone();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                });
-                sender
-            }
+            None => start(stream, closed.clone()).await?,
+            Some(tls) => start(tls.connect(stream).await.map_err(|_| "tls handshake")?, closed.clone()).await?,
         };
         let scheme = if target.tls.is_some() { "https" } else { "http" };
         let uri = format!("{scheme}://{}{INFER}", target.authority).parse().map_err(|_| "address")?;
