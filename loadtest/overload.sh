@@ -7,13 +7,28 @@
 #
 #   OVERLOAD_SECONDS  measured seconds at twice the rate (default 30)
 #   OVERLOAD_LIMIT    server.max_concurrent_requests for the run (default 64)
+#   OVERLOAD_MODEL    model name (default breast-cancer)
+#   OVERLOAD_ROWS     rows per request (default 1)
+#   OVERLOAD_VERSION  its version, for the manifest and the histogram (default: the highest in the repository)
+#   GATEWAY_CPUS      CPUs the gateway is pinned to with taskset (default: cpu 0 when there are 2 or more)
+#   LOADGEN_CPUS      CPUs the load generator and the probe are pinned to (default: the other cpus)
+# Pinning keeps the generator's own work, which doubles with the asked rate, off the gateway's cores: without it,
+# on a small machine, the generator at twice the rate takes the CPU the admitted requests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_AT=${OVERLOAD_SECONDS:-30}
 LIMIT=${OVERLOAD_LIMIT:-64}
-MODEL=breast-cancer
-MANIFEST=models/breast-cancer/2/manifest.json
+MODEL=${OVERLOAD_MODEL:-breast-cancer}
+VERSION=${OVERLOAD_VERSION:-$(ls "models/$MODEL" | grep -E '^[0-9]+$' | sort -n | tail -1)}
+MANIFEST=models/$MODEL/$VERSION/manifest.json
+ROWS=${OVERLOAD_ROWS:-1}
+if [ "$(nproc)" -ge 2 ]; then
+  GATEWAY_CPUS=${GATEWAY_CPUS:-0}
+  LOADGEN_CPUS=${LOADGEN_CPUS:-1-$(( $(nproc) - 1 ))}
+fi
+gw_pin=(${GATEWAY_CPUS:+taskset -c "$GATEWAY_CPUS"})
+lg_pin=(${LOADGEN_CPUS:+taskset -c "$LOADGEN_CPUS"})
 HTTP=127.0.0.1:18200
 OUT=bench-results/overload-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
@@ -25,18 +40,20 @@ LT=./target/release/loadtest
 sed "s/^max_concurrent_requests = .*/max_concurrent_requests = $LIMIT/" config/gateway.toml >"$OUT/gateway.toml"
 grep -q "^max_concurrent_requests = $LIMIT" "$OUT/gateway.toml" || { echo "config/gateway.toml has no max_concurrent_requests line" >&2; exit 1; }
 export GATEWAY_ADMIN_TOKEN="overload-$$-$RANDOM"
-"$GW" --config "$OUT/gateway.toml" --http-addr "$HTTP" --grpc-addr 127.0.0.1:18201 --metrics-addr 127.0.0.1:18202 \
+"${gw_pin[@]}" "$GW" --config "$OUT/gateway.toml" --http-addr "$HTTP" --grpc-addr 127.0.0.1:18201 --metrics-addr 127.0.0.1:18202 \
   --admin-addr 127.0.0.1:18203 --state-dir "$OUT/state" --log-format json >"$OUT/gateway.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do curl -fs "http://$HTTP/v2/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 
-"$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration 10 --warmup 3 --quiet \
-  --scenario sustainable --out "$OUT" --connections 64 --threads 2
-max=$(python3 -c "import json;print(round(json.load(open('$OUT/sustainable.json'))['achieved_rps']))")
+"${lg_pin[@]}" "$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration 10 --warmup 3 --quiet \
+  --scenario sustainable --out "$OUT" --connections "$LIMIT" --threads 2 --rows "$ROWS"
+# Only answered requests count: a refusal is not capacity.
+max=$(python3 -c "import json;r=json.load(open('$OUT/sustainable.json'));print(round(r['ok'] / r['duration_s']))")
 rss_before=$(rss)
 rate=$((2 * max))
+echo "== $MODEL v$VERSION, $ROWS rows per request, gateway on cpus ${GATEWAY_CPUS:-all}, load on ${LOADGEN_CPUS:-all}"
 echo "== sustainable: $max req/s; asking for $rate req/s for $SECONDS_AT s (server.max_concurrent_requests = $LIMIT)"
 curl -fs "http://127.0.0.1:18202/metrics" >"$OUT/metrics-before.txt"
 # Memory every 2 s during the run, to see whether it stays flat under overload.
@@ -44,28 +61,29 @@ curl -fs "http://127.0.0.1:18202/metrics" >"$OUT/metrics-before.txt"
 sampler=$!
 # A probe beside the load: one request at a time on its own connection, timed by curl, so a refusal's latency is
 # what a client sees, without the load generator's own queueing.
-body=$(python3 -c "import json;m=json.load(open('$MANIFEST'));print(json.dumps({'inputs':[{'name':'input','shape':[1,30],'datatype':'FP32','data':[f['mean'] for f in m['inputs'][0]['features']]}]}))")
+body=$(python3 -c "import json;i=json.load(open('$MANIFEST'))['inputs'][0];print(json.dumps({'inputs':[{'name':i['name'],'shape':[1,len(i['features'])],'datatype':i['datatype'],'data':[f['mean'] for f in i['features']]}]}))")
 ( sleep 8; for _ in $(seq 1 300); do
-    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' "http://$HTTP/v2/models/$MODEL/infer" -d "$body"; sleep 0.02
+    "${lg_pin[@]}" curl -s -o /dev/null -w '%{http_code} %{time_total}\n' "http://$HTTP/v2/models/$MODEL/infer" -d "$body"; sleep 0.02
   done >"$OUT/probe.txt" ) &
 probe=$!
-"$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration "$SECONDS_AT" --warmup 3 --quiet \
-  --scenario overload --out "$OUT" --rate "$rate" --connections 256 --threads 2 --timeout 5
+"${lg_pin[@]}" "$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration "$SECONDS_AT" --warmup 3 --quiet \
+  --scenario overload --out "$OUT" --rate "$rate" --connections 256 --threads 2 --timeout 5 --rows "$ROWS"
 wait $probe 2>/dev/null || true
 kill $sampler 2>/dev/null || true
 curl -fs "http://127.0.0.1:18202/metrics" >"$OUT/metrics-after.txt"
 rss_after=$(rss)
 
-python3 - "$OUT" "$max" "$rss_before" "$rss_after" <<'PY'
+python3 - "$OUT" "$max" "$rss_before" "$rss_after" "$MODEL" "$VERSION" <<'PY'
 import json, re, sys
 out, sustainable, before, after = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+model, version = sys.argv[5], sys.argv[6]
 r = json.load(open(f"{out}/overload.json"))
 
 def buckets(path):
     """The gateway's own request-duration histogram (arrival to answer), per version label: "" is a request shed
     before routing (503 at admission), a number an admitted one."""
     out = {}
-    pat = re.compile(r'gateway_request_duration_seconds_bucket\{model="breast-cancer",protocol="http",version="([^"]*)",le="([^"]+)"\} (\d+)')
+    pat = re.compile(r'gateway_request_duration_seconds_bucket\{model="' + re.escape(model) + r'",protocol="http",version="([^"]*)",le="([^"]+)"\} (\d+)')
     for line in open(path):
         m = pat.match(line)
         if m:
@@ -82,9 +100,9 @@ def quantile(b0, b1, q):
     return "n/a", total
 
 h0, h1 = buckets(f"{out}/metrics-before.txt"), buckets(f"{out}/metrics-after.txt")
-for version, label in [("", "server-side, shed"), ("2", "server-side, admitted")]:
-    if version in h1:
-        le99, n = quantile(h0.get(version, {}), h1[version], 0.99)
+for v, label in [("", "server-side, shed"), (version, "server-side, admitted")]:
+    if v in h1:
+        le99, n = quantile(h0.get(v, {}), h1[v], 0.99)
         print(f"{label:22} {n} requests, p99 <= {le99} s (the gateway's own arrival-to-answer histogram)")
 probe = [l.split() for l in open(f"{out}/probe.txt") if l.strip()]
 for code in ("200", "503"):
