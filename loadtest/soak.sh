@@ -65,7 +65,7 @@ pids+=($!)
 ) &
 pids+=($!)
 
-echo "t_s,rss_kb,anon_kb,fds,threads" >"$OUT/resources.csv"
+echo "t_s,rss_kb,anon_kb,file_kb,fds,threads,events" >"$OUT/resources.csv"
 start=$(date +%s)
 while [ $(( $(date +%s) - start )) -lt "$DURATION" ]; do
   t=$(( $(date +%s) - start ))
@@ -73,8 +73,12 @@ while [ $(( $(date +%s) - start )) -lt "$DURATION" ]; do
   # Anonymous memory alone: file-backed pages (the ONNX Runtime library paging in) are not a leak.
   anon=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status")
   threads=$(awk '/Threads/ {print $2}' "/proc/$pid/status")
+  file=$(awk '/RssFile/ {print $2}' "/proc/$pid/status")
+  # The journal fills up to its cap during the run; its length shows whether memory follows it.
+  events=$(curl -s -H "Authorization: Bearer $GATEWAY_ADMIN_TOKEN" "http://$ADMIN/admin/models/$MODEL/events" |
+    python3 -c 'import json,sys;print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)
   fds=$(ls "/proc/$pid/fd" | wc -l)
-  echo "$t,$rss,$anon,$fds,$threads" >>"$OUT/resources.csv"
+  echo "$t,$rss,$anon,$file,$fds,$threads,$events" >>"$OUT/resources.csv"
   sleep 10
 done
 wait "${pids[0]}" "${pids[1]}" || true

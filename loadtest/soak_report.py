@@ -9,8 +9,9 @@ def main(path, warmup_s, svg_path):
     rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(open(path))]
     if len(rows) < 2:
         sys.exit("too few samples")
-    series = [("rss_kb", "RSS (MiB)", 1 / 1024, "#1f77b4"), ("anon_kb", "anonymous (MiB)", 1 / 1024, "#9467bd"),
-              ("fds", "open fds", 1, "#d62728"), ("threads", "threads", 1, "#2ca02c")]
+    series = [("rss_kb", "RSS (MiB)", 1 / 1024, "#1f77b4"), ("anon_kb", "anonymous (MiB)", 1 / 1024, "#9467bd"), ("file_kb", "file-backed (MiB)", 1 / 1024, "#8c564b"),
+              ("fds", "open fds", 1, "#d62728"), ("threads", "threads", 1, "#2ca02c"),
+              ("events", "journal events", 1, "#ff7f0e")]
     series = [s for s in series if s[0] in rows[0]]
     width, height, pad = 900, 220, 50
     t_max = max(r["t_s"] for r in rows) or 1
@@ -25,7 +26,10 @@ def main(path, warmup_s, svg_path):
         wx = pad + (warmup_s / t_max) * (width - 2 * pad)
         after = [v for r, v in zip(rows, vals) if r["t_s"] >= warmup_s] or vals
         growth = (after[-1] - after[0]) / after[0] * 100 if after[0] else 0.0
-        worst = max(worst, growth)
+        # The goal is on RSS, fds and threads; the anonymous and file-backed parts of RSS and the journal's length
+        # are there to explain the RSS line.
+        if key in ("rss_kb", "fds", "threads"):
+            worst = max(worst, growth)
         parts += [
             f'<text x="{pad}" y="{y0 + 20}">{label}: {after[0]:.1f} at warm-up end, {after[-1]:.1f} at the end ({growth:+.1f} %)</text>',
             f'<line x1="{pad}" y1="{y0 + height - pad}" x2="{width - pad}" y2="{y0 + height - pad}" stroke="#888"/>',
@@ -39,7 +43,7 @@ def main(path, warmup_s, svg_path):
         print(f"{label:10} {after[0]:10.1f} -> {after[-1]:10.1f}  ({growth:+.1f} % after warm-up)")
     parts.append("</svg>")
     open(svg_path, "w").write("\n".join(parts))
-    print(f"plot: {svg_path}; largest growth after warm-up {worst:+.1f} % (goal under 5 %)")
+    print(f"plot: {svg_path}; largest growth of RSS, fds and threads after warm-up {worst:+.1f} % (goal under 5 %)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 #[cfg(test)]
 use crate::clock::now_rfc3339;
@@ -34,12 +35,53 @@ pub struct Event {
     pub canary: Option<u64>,
     pub weight_percent: Option<f64>,
     /// Measurements behind the decision, when there are any.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "EventData::is_null")]
+    pub data: EventData,
     /// The name of the admin token behind the change (who promoted, who rolled back); absent for the gateway's own
     /// decisions (loads, the rollout controller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+}
+
+/// An event's measurements, kept as their JSON text. As `serde_json::Value`s the same data costs tens of KB (every
+/// object is a B-tree node with room for eleven entries), against a few hundred bytes of text, and a journal holds
+/// 500 events per model: as values a full journal was the largest thing a long-running gateway grew into.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventData(Box<RawValue>);
+
+impl EventData {
+    pub fn is_null(&self) -> bool {
+        self.0.get() == "null"
+    }
+
+    /// The measurements as a value, for the rare reader that looks inside.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+impl From<serde_json::Value> for EventData {
+    fn from(v: serde_json::Value) -> Self {
+        // A Value always serializes (its map keys are strings); null is the fallback that cannot happen.
+        Self(serde_json::value::to_raw_value(&v).unwrap_or_else(|_| null_raw()))
+    }
+}
+
+impl Default for EventData {
+    fn default() -> Self {
+        Self(null_raw())
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+fn null_raw() -> Box<RawValue> {
+    RawValue::from_string("null".to_string()).unwrap_or_else(|_| unreachable!("null is JSON"))
 }
 
 thread_local! {
@@ -126,12 +168,25 @@ impl ModelState {
     }
 }
 
+/// What the file holds now: each model's state as the JSON text written for it. Text, not values: the registry
+/// keeps the live state, and this second copy only ever becomes the file again, so as text it costs a fraction of
+/// the memory (a full journal is a few hundred KB of text, several times that as values) and a change rewrites
+/// the file without cloning every model.
+type Written = BTreeMap<String, Box<RawValue>>;
+
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
-    /// What the file holds now. Writers take it in turn, so the file always holds the newest state, and a write
-    /// that fails leaves both the file and this copy as they were.
-    written: Mutex<StateFile>,
+    /// Writers take it in turn, so the file always holds the newest state, and a write that fails leaves both the
+    /// file and this copy as they were.
+    written: Mutex<Written>,
+}
+
+/// The file's shape when written from [`Written`]; it reads back as a [`StateFile`].
+#[derive(Serialize)]
+struct FileOut<'a> {
+    schema: u32,
+    models: &'a Written,
 }
 
 impl StateStore {
@@ -155,7 +210,14 @@ impl StateStore {
         };
         match parse(&text) {
             Ok(f) => {
-                *self.lock() = f.clone();
+                let mut written = Written::new();
+                for (model, state) in &f.models {
+                    match serde_json::value::to_raw_value(state) {
+                        Ok(raw) => written.insert(model.clone(), raw),
+                        Err(e) => return Restored::Corrupt { reason: e.to_string(), moved_to: None },
+                    };
+                }
+                *self.lock() = written;
                 Restored::Loaded(f)
             }
             Err(reason) => {
@@ -170,26 +232,29 @@ impl StateStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, StateFile> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Written> {
         self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Replaces one model's state and writes the file atomically; returns once it is durable. On an error nothing
     /// changed, on disk or here, and the caller must not apply the change it was saving.
     pub fn save_model(&self, model: &str, state: ModelState) -> std::io::Result<()> {
+        let raw = serde_json::value::to_raw_value(&state).map_err(std::io::Error::other)?;
         let mut written = self.lock();
-        let mut next = written.clone();
-        next.models.insert(model.to_string(), state);
-        self.write(&next)?;
-        *written = next;
-        Ok(())
+        let previous = written.insert(model.to_string(), raw);
+        let result = self.write(&written);
+        if result.is_err() {
+            match previous {
+                Some(p) => written.insert(model.to_string(), p),
+                None => written.remove(model),
+            };
+        }
+        result
     }
 
-    /// Writes `file` atomically (temp file, fsync, rename, fsync of the directory).
-    fn write(&self, file: &StateFile) -> std::io::Result<()> {
-        let mut file = file.clone();
-        file.schema = SCHEMA;
-        let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+    /// Writes every model's state atomically (temp file, fsync, rename, fsync of the directory).
+    fn write(&self, models: &Written) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(&FileOut { schema: SCHEMA, models }).map_err(std::io::Error::other)?;
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let result = (|| {
             let mut f = File::create(&tmp)?;
@@ -229,7 +294,7 @@ mod tests {
                     stable: Some(1),
                     canary: Some(2),
                     weight_percent: Some(1.25),
-                    data: serde_json::Value::Null,
+                    data: EventData::default(),
                     by: Some("oncall".into()),
                 }],
                 rollout: None,
@@ -311,8 +376,13 @@ mod tests {
         let before = fs::read(store.path()).expect("read");
         let gone = dir.path().join("gone");
         let broken = StateStore { dir: gone, written: Mutex::new(store.lock().clone()) };
-        assert!(broken.save_model("other", state).is_err());
-        assert_eq!(broken.lock().models.len(), 1, "the in-memory copy is unchanged");
+        let kept = broken.lock()["m"].get().to_string();
+        assert!(broken.save_model("other", state.clone()).is_err());
+        assert_eq!(broken.lock().len(), 1, "a new model is not kept");
+        let mut changed = state;
+        changed.routing.stable = Some(7);
+        assert!(broken.save_model("m", changed).is_err());
+        assert_eq!(broken.lock()["m"].get(), kept, "a changed model keeps its old state");
         assert_eq!(fs::read(store.path()).expect("read"), before);
     }
 }

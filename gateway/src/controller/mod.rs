@@ -376,9 +376,10 @@ impl Controller {
             // real decisions out of the bounded journal.
             if matches!(d, Decision::Hold(_)) && c.events.back().is_some_and(|e| e.kind == "rollout_held") {
                 let previous = c.events.pop_back().expect("checked");
-                let repeats = previous.data["holds"].as_u64().unwrap_or(1) + 1;
+                let before = previous.data.value();
+                let repeats = before["holds"].as_u64().unwrap_or(1) + 1;
                 data["holds"] = repeats.into();
-                data["first_hold_at"] = previous.data.get("first_hold_at").cloned().unwrap_or(previous.at.into());
+                data["first_hold_at"] = before.get("first_hold_at").cloned().unwrap_or(previous.at.into());
             }
             apply(core, model, c, d, message.clone());
             if let Some(now) = c.rollout.as_mut() {

@@ -140,7 +140,7 @@ impl ModelSlot {
             stable: spec.stable,
             canary: spec.canary.map(|c| c.version),
             weight_percent: spec.canary.map(|c| c.weight.percent()),
-            data,
+            data: data.into(),
             by: crate::state::actor(),
         };
         control.events.push_back(event);

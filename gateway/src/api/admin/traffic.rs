@@ -41,8 +41,16 @@ pub struct TrafficHistory {
 
 #[derive(Debug, Default)]
 struct Inner {
-    points: HashMap<String, VecDeque<Point>>,
+    points: HashMap<String, VecDeque<Stored>>,
     last: HashMap<(String, String), StatsSnapshot>,
+}
+
+/// A [`Point`] as kept: boxed slices rather than a `String` and a `BTreeMap`, whose nodes reserve room for eleven
+/// entries. A full history is 15 minutes of every model, so the compact form keeps it a small, fixed cost.
+#[derive(Debug)]
+struct Stored {
+    at: Box<str>,
+    versions: Box<[(Box<str>, VersionPoint)]>,
 }
 
 impl TrafficHistory {
@@ -51,7 +59,7 @@ impl TrafficHistory {
         let at = crate::clock::now_rfc3339();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut seen = HashMap::new();
-        let mut by_model: HashMap<String, BTreeMap<String, VersionPoint>> = HashMap::new();
+        let mut by_model: HashMap<String, Vec<(Box<str>, VersionPoint)>> = HashMap::new();
         for v in core.ready_versions() {
             let key = (v.model.to_string(), v.version.to_string());
             let now = v.stats.snapshot();
@@ -64,23 +72,29 @@ impl TrafficHistory {
                     p50_ms: d.quantile(0.5).map(|s| s * 1e3),
                     p99_ms: d.quantile(0.99).map(|s| s * 1e3),
                 };
-                by_model.entry(key.0.clone()).or_default().insert(key.1.clone(), point);
+                by_model.entry(key.0.clone()).or_default().push((key.1.as_str().into(), point));
             }
             seen.insert(key, now);
         }
         inner.last = seen;
         for (model, versions) in by_model {
-            let ring = inner.points.entry(model).or_default();
+            // The ring takes its full size at once: it fills within minutes of start anyway, and then it no
+            // longer grows while a soak measures.
+            let ring = inner.points.entry(model).or_insert_with(|| VecDeque::with_capacity(POINTS));
             if ring.len() == POINTS {
                 ring.pop_front();
             }
-            ring.push_back(Point { at: at.clone(), versions });
+            ring.push_back(Stored { at: at.as_str().into(), versions: versions.into_boxed_slice() });
         }
     }
 
     /// A model's points, oldest first.
     pub fn points(&self, model: &str) -> Vec<Point> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.points.get(model).map(|r| r.iter().cloned().collect()).unwrap_or_default()
+        let point = |p: &Stored| Point {
+            at: p.at.to_string(),
+            versions: p.versions.iter().map(|(v, x)| (v.to_string(), x.clone())).collect(),
+        };
+        inner.points.get(model).map(|r| r.iter().map(point).collect()).unwrap_or_default()
     }
 }
