@@ -213,8 +213,9 @@ impl Gateway {
             config.server.max_concurrent_requests,
             resolved.request_timeout,
         );
+        let (http_connections, side_connections) = fit_connections(config.server.max_connections, open_files_limit());
         let limits = ConnLimits {
-            max_connections: fit_connections(config.server.max_connections, 3, open_files_limit()),
+            max_connections: http_connections,
             header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
         };
         let apps = Apps {
@@ -226,7 +227,7 @@ impl Gateway {
             traffic,
             clients,
         };
-        let servers = spawn_servers(listeners, tls, apps, limits, &rx);
+        let servers = spawn_servers(listeners, tls, apps, limits, side_connections, &rx);
         let task = tokio::spawn(drain(servers, background, phase.clone(), resolved.drain, resolved.shutdown_grace));
         Ok(Self { http_addr, grpc_addr, metrics_addr, admin_addr, core, controller, phase, task })
     }
@@ -400,11 +401,13 @@ fn spawn_servers(
     tls: ListenerTlsSet,
     apps: Apps<'_>,
     limits: ConnLimits,
+    side_connections: usize,
     rx: &watch::Receiver<Phase>,
 ) -> Vec<JoinHandle<std::io::Result<()>>> {
     let Apps { core, controller, cluster, token, admission, traffic, clients } = apps;
     let serve = |listener: TcpListener, app: axum::Router, name: &str, tls: api::serve::Tls| {
         let (open, refused) = core.metrics.connections(name);
+        let limits = if name == "http" { limits } else { ConnLimits { max_connections: side_connections, ..limits } };
         tokio::spawn(serve(listener, app, limits, rx.clone(), ConnMetrics { open, refused }, tls))
     };
     let grpc = tonic::transport::Server::builder()

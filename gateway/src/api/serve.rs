@@ -332,22 +332,29 @@ pub fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// `max_connections` for each of the listeners, so that together they stay below the open-files limit with room
-/// for model files, the state file, upstream connections and the gRPC port.
-pub fn fit_connections(configured: usize, listeners: usize, limit: Option<u64>) -> usize {
+/// Connections each side listener (metrics, admin) may hold: a scraper, a few consoles and an operator's CLI need a
+/// handful, so a flood there cannot take the file descriptors the inference port needs.
+pub const SIDE_CONNECTIONS: usize = 256;
+
+/// `max_connections` for the HTTP inference listener, and for each of the two side listeners, so that together
+/// they stay below the open-files limit with room for model files, the state file, upstream connections and the
+/// gRPC port. The inference port gets what the side listeners do not need.
+pub fn fit_connections(configured: usize, limit: Option<u64>) -> (usize, usize) {
     const RESERVE: u64 = 256;
+    let side = configured.min(SIDE_CONNECTIONS);
+    let others = RESERVE + 2 * side as u64;
     match limit {
-        Some(l) if (configured as u64) * listeners as u64 + RESERVE > l => {
-            let fitted = (l.saturating_sub(RESERVE) / listeners as u64).max(16) as usize;
+        Some(l) if configured as u64 + others > l => {
+            let fitted = (l.saturating_sub(others) as usize).max(16);
             tracing::warn!(
                 configured,
                 fitted,
                 open_files_limit = l,
                 "server.max_connections does not fit under the open-files limit; lowered"
             );
-            fitted.min(configured)
+            (fitted.min(configured), side)
         }
-        _ => configured,
+        _ => (configured, side),
     }
 }
 
@@ -357,9 +364,12 @@ mod tests {
 
     #[test]
     fn connection_limits_fit_under_the_open_files_limit() {
-        assert_eq!(fit_connections(1000, 3, None), 1000);
-        assert_eq!(fit_connections(1000, 3, Some(20_000)), 1000);
-        assert_eq!(fit_connections(10_000, 3, Some(20_000)), (20_000 - 256) / 3);
-        assert_eq!(fit_connections(10_000, 3, Some(100)), 16);
+        assert_eq!(fit_connections(1000, None), (1000, 256));
+        assert_eq!(fit_connections(40, None), (40, 40), "a side listener never gets more than the inference port");
+        assert_eq!(fit_connections(1000, Some(20_000)), (1000, 256));
+        // 10,000 connections fit under 20,000 open files: the side listeners take 512, not two thirds.
+        assert_eq!(fit_connections(12_000, Some(20_000)), (12_000, 256));
+        assert_eq!(fit_connections(30_000, Some(20_000)), (20_000 - 256 - 512, 256));
+        assert_eq!(fit_connections(10_000, Some(100)), (16, 256));
     }
 }

@@ -68,8 +68,9 @@ pub struct ServerConfig {
     pub drain_ms: u64,
     /// After the drain period, how long in-flight requests get to finish before the process exits anyway.
     pub shutdown_grace_ms: u64,
-    /// Open connections per HTTP listener (inference, admin, metrics); past it, new connections are refused early
-    /// (counted in `gateway_connections_refused_total`). Lowered to fit the process's open-files limit.
+    /// Open connections on the HTTP inference listener; the admin and metrics listeners take at most 256 each.
+    /// Past it, new connections are refused early (counted in `gateway_connections_refused_total`). Lowered to fit
+    /// the process's open-files limit.
     pub max_connections: usize,
     /// Time a client has to send a request's headers, counted from when the connection waits for them: it also
     /// closes keep-alive connections idle that long, and half-sent headers (slowloris).
