@@ -8,23 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${CURVE_SECONDS:-10}
-cargo build --release --locked -p gateway -p loadtest --bins
-DIR=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
-start() { # config, port base
-  ./target/release/gateway --config "$1" --http-addr "127.0.0.1:${2}0" --grpc-addr "127.0.0.1:${2}1" \
-    --metrics-addr "127.0.0.1:${2}2" --admin-addr "127.0.0.1:${2}3" --state-dir "$DIR/state-$2" \
-    --log-format json >/dev/null 2>&1 &
-  pids+=($!)
-}
-start config/gateway.toml 1880
-start config/bench-batching.toml 1881
-for port in 18800 18810; do
-  for _ in $(seq 1 300); do curl -fs "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
-done
+source loadtest/lib.sh
+start_gateway config/gateway.toml 1880
+start_gateway config/bench-batching.toml 1881
+wait_ready 18800
+wait_ready 18810
 run() { # port, connections, rows
-  ./target/release/loadtest run --url "http://127.0.0.1:$1" --model digits --manifest models/digits/1/manifest.json \
+  "$LT" run --url "http://127.0.0.1:$1" --model digits --manifest models/digits/1/manifest.json \
     --duration "$SECONDS_RUN" --warmup 2 --connections "$2" --rows "$3" --threads 2 --fail-on-errors --quiet |
     awk '/^throughput/ {t = $4} /^latency/ {p99 = $9} END {print t, p99}'
 }

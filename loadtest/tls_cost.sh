@@ -10,10 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${TLS_SECONDS:-10}
 PAIRS=${TLS_PAIRS:-3}
-cargo build --release --locked -p gateway -p loadtest --bins
-DIR=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+source loadtest/lib.sh
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=tls-cost CA" \
   -keyout "$DIR/ca.key" -out "$DIR/ca.crt" 2>/dev/null
@@ -35,21 +32,15 @@ key = "$DIR/tls.key"
 cert = "$DIR/tls.crt"
 key = "$DIR/tls.key"
 TOML
-start() { # config, port base
-  ./target/release/gateway --config "$1" --http-addr "127.0.0.1:${2}0" --grpc-addr "127.0.0.1:${2}1" \
-    --metrics-addr "127.0.0.1:${2}2" --admin-addr "127.0.0.1:${2}3" --state-dir "$DIR/state-$2" \
-    --log-format json >/dev/null 2>&1 &
-  pids+=($!)
-}
-start config/gateway.toml 1870
-start "$DIR/tls.toml" 1871
+start_gateway config/gateway.toml 1870
+start_gateway "$DIR/tls.toml" 1871
+wait_ready 18700
 for _ in $(seq 1 300); do
-  curl -fs http://127.0.0.1:18700/v2/health/ready >/dev/null 2>&1 &&
-    curl -fs --cacert "$DIR/ca.crt" https://127.0.0.1:18710/v2/health/ready >/dev/null 2>&1 && break
+  curl -fs --cacert "$DIR/ca.crt" https://127.0.0.1:18710/v2/health/ready >/dev/null 2>&1 && break
   sleep 0.1
 done
 run() { # url
-  ./target/release/loadtest run --url "$1" --cacert "$DIR/ca.crt" --model breast-cancer \
+  "$LT" run --url "$1" --cacert "$DIR/ca.crt" --model breast-cancer \
     --manifest models/breast-cancer/2/manifest.json --duration "$SECONDS_RUN" --warmup 2 --connections 64 \
     --threads 2 --fail-on-errors --quiet |
     awk '/^throughput/ {t = $2} /^latency/ {p50 = $3; p99 = $9} END {print t, p50, p99}'

@@ -1,0 +1,42 @@
+# Shared by the measuring scripts in loadtest/ (sourced, not run): build the release binaries, start gateways on
+# loopback ports of their own with a state directory each, wait until they are ready, and stop them all on exit.
+#
+#   source loadtest/lib.sh      (from the repository root; sets DIR, a temporary directory removed on exit; each
+#                                gateway's log goes to LOG_DIR, by default DIR)
+#   start_gateway CONFIG BASE [gateway args...]   HTTP on 127.0.0.1:${BASE}0, gRPC ${BASE}1, metrics ${BASE}2,
+#                                                 admin ${BASE}3; its pid is appended to `pids`, and to GW_PID
+#   wait_ready PORT                               until /v2/health/ready answers 200 on that HTTP port (30 s)
+#   proc_cpu_ns PID                               user + system CPU time of a process so far, in nanoseconds
+
+cargo build --release --locked -p gateway -p loadtest --bins
+GW=./target/release/gateway
+LT=./target/release/loadtest
+DIR=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+
+start_gateway() {
+  local config=$1 base=$2
+  shift 2
+  "$GW" --config "$config" --http-addr "127.0.0.1:${base}0" --grpc-addr "127.0.0.1:${base}1" \
+    --metrics-addr "127.0.0.1:${base}2" --admin-addr "127.0.0.1:${base}3" --state-dir "$DIR/state-$base" \
+    --log-format json "$@" >"${LOG_DIR:-$DIR}/gateway-$base.log" 2>&1 &
+  GW_PID=$!
+  pids+=("$GW_PID")
+}
+
+wait_ready() {
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$1/v2/health/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "the gateway on port $1 did not become ready; its log:" >&2
+  tail -n 20 "${LOG_DIR:-$DIR}"/gateway-*.log >&2
+  exit 1
+}
+
+proc_cpu_ns() {
+  # Fields 14 and 15 of /proc/PID/stat (utime, stime) in clock ticks; the command name in field 2 may hold spaces,
+  # so count from the closing parenthesis.
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * 1e9 / hz }' "/proc/$1/stat"
+}
