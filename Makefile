@@ -13,7 +13,7 @@ VENV_KSERVE   := .venv-kserve
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: protoc cluster-bench console-cost tls-cost batching-curve many-models overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
+.PHONY: protoc cluster-bench console-cost tls-cost batching-curve many-models rows-curve profile connections overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
 	fuzz fuzz-smoke
 
 setup: $(ORT_LIB) protoc
@@ -99,10 +99,29 @@ test-deploy: /usr/bin/promtool $(VENV)/.installed
 	promtool test rules deploy/prometheus/alerts_test.yml
 	$(VENV)/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 
-# The standard load scenarios against the release build; reports under bench-results/ (BENCH_DURATION=60 default).
-# h2load (Debian's nghttp2-client) cross-checks the load tester's gRPC figure.
+# The gateway against bare axum and tonic servers in the same run (both models, both protocols, closed and open
+# loop), the highest open-loop rate with p99 <= 8 ms, then the standard scenarios; ratios, a plot and the table
+# under bench-results/ (BENCH_DURATION=60 default). h2load (Debian's nghttp2-client) cross-checks the load
+# tester's gRPC figure.
 bench: setup /usr/bin/h2load
 	loadtest/bench.sh
+
+# Where a request's time goes, gateway against the bare server, in instructions counted by valgrind's callgrind
+# (repeatable on a noisy machine): PROFILE_VERSION, PROFILE_PROTOCOL, PROFILE_ROWS, PROFILE_BINARY, PROFILE_REQUESTS.
+profile: setup /usr/bin/valgrind
+	loadtest/profile.sh
+
+/usr/bin/valgrind:
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends valgrind || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends valgrind; }
+
+# Closed-loop throughput and memory with 10,000 connections against 64, alternating (CONN_MANY, CONN_SECONDS).
+connections: setup
+	loadtest/connections.sh
+
+# Predictions/s and p99 from 1 to 1,024 rows per request, both models, JSON and binary (CURVE_SECONDS).
+rows-curve: setup
+	loadtest/rows_curve.sh
 
 # What an open operator console costs: closed-loop throughput with and without the console open in headless
 # Chromium, alternating (CONSOLE_SECONDS, CONSOLE_PAIRS).

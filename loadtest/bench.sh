@@ -1,60 +1,107 @@
 #!/usr/bin/env bash
-# `make bench`: start the gateway on the bundled models (loopback only), run the standard scenarios with the
-# load tester, write every report under bench-results/<timestamp>/, and print the summary table.
+# `make bench`: the gateway against bare baselines in the same run, then the standard scenarios, all on loopback.
+# Every report goes under bench-results/<timestamp>/; at the end the ratios, a plot (bench.svg) and the summary table.
 #
-#   BENCH_DURATION  measured seconds per scenario (default 60; the budget figures use 60)
-#   BENCH_WARMUP    warm-up seconds per scenario (default 5)
+# 1. Against the bare servers (gateway/examples/bare_server.rs: axum or tonic plus ONNX Runtime, inference inline,
+#    nothing else), with the gateway on its default config (`make run`'s), 1 row per request, alternating runs:
+#    closed loop at 64 connections on breast-cancer v1 (logistic regression) and v2 (100 boosted trees), over HTTP
+#    and gRPC; open loop at 8,333 req/s (the card's 500k predictions per minute) on v1 over HTTP.
+# 2. The highest open-loop rate sustained with p99 <= 8 ms and no errors, for the gateway and the bare server (v1,
+#    HTTP): rates step up by 8,333 req/s until one fails, then a bisection narrows it.
+# 3. The standard scenarios: rows per request, gRPC (cross-checked with h2load), the binary extension, every feature
+#    on, batching, the digits MLP.
+#
+#   BENCH_DURATION        measured seconds per run in parts 1 and 3 (default 60)
+#   BENCH_WARMUP          warm-up seconds per run (default 5)
+#   BENCH_SEARCH_SECONDS  measured seconds per step of the search (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${BENCH_DURATION:-60}
 WARMUP=${BENCH_WARMUP:-5}
+SEARCH_SECONDS=${BENCH_SEARCH_SECONDS:-10}
 MODEL=breast-cancer
 MANIFEST=models/breast-cancer/2/manifest.json
-HTTP=127.0.0.1:18000
-BARE=127.0.0.1:18100
 OUT=bench-results/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
+export LOG_DIR=$OUT
 
-cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
-GW=./target/release/gateway
-LT=./target/release/loadtest
-
-pid=""
-stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; fi; pid=""; }
-trap stop EXIT
-
-wait_ready() {
-  for _ in $(seq 1 300); do
-    curl -fs "http://$1$2" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server on $1 did not become ready" >&2
-  exit 1
-}
-
+cargo build --release --locked --example bare_server
+source loadtest/lib.sh
 # Each gateway gets its own ports, state directory and admin token: nothing here touches a gateway you run.
 export GATEWAY_ADMIN_TOKEN="bench-$$-$RANDOM"
+HTTP=127.0.0.1:18000
 ADMIN=127.0.0.1:18003
-start_gateway() {
-  "$GW" --config "$1" --http-addr "$HTTP" --grpc-addr 127.0.0.1:18001 --metrics-addr 127.0.0.1:18002 --admin-addr "$ADMIN" \
-    --state-dir "$OUT/state-$2" --log-format json >"$OUT/gateway-$2.log" 2>&1 &
-  pid=$!
-  wait_ready "$HTTP" /v2/health/ready
-}
+stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
 
-run() { # name, extra loadtest args...
+run() { # name, extra loadtest args... (URL overrides the gateway's HTTP address)
   local name=$1; shift
   echo "== $name"
   "$LT" run --url "${URL:-http://$HTTP}" --model "$MODEL" --manifest "$MANIFEST" --duration "$DURATION" --warmup "$WARMUP" \
     --quiet --scenario "$name" --out "$OUT" "$@"
 }
 
-start_gateway config/bench-baseline.toml baseline
+# ---- 1. Against the bare servers, same run, alternating.
+start_gateway config/gateway.toml 1800
+wait_ready 18000
+bare() { # version, HTTP port, gRPC port
+  ./target/release/examples/bare_server "127.0.0.1:$2" "models/breast-cancer/$1/model.onnx" "127.0.0.1:$3" \
+    >"$OUT/bare-v$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && break; sleep 0.1; done
+}
+bare 1 18100 18101
+bare 2 18110 18111
+for v in 1 2; do
+  bare_port=$((18100 + 10 * (v - 1)))
+  for proto in http grpc; do
+    if [ "$proto" = http ]; then gw=http://$HTTP bare_url=http://127.0.0.1:$bare_port; else
+      gw=grpc://127.0.0.1:18001 bare_url=grpc://127.0.0.1:$((bare_port + 1)); fi
+    # --signature: the bare servers answer inference only, no metadata.
+    URL=$gw run "cmp-v$v-$proto-gateway" --connections 64 --threads 2 --model-version "$v" --signature input:FP32:30
+    URL=$bare_url run "cmp-v$v-$proto-bare" --connections 64 --threads 2 --model-version "$v" --signature input:FP32:30
+  done
+done
+run cmp-open-8333-v1-http-gateway --rate 8333 --connections 32 --model-version 1 --signature input:FP32:30
+URL=http://127.0.0.1:18100 run cmp-open-8333-v1-http-bare --rate 8333 --connections 32 --model-version 1 \
+  --signature input:FP32:30
+
+# ---- 2. The highest sustained open-loop rate, gateway and bare.
+step() { # name, url, rate: prints "rate p99_ms errors achieved"
+  "$LT" run --url "$2" --model "$MODEL" --manifest "$MANIFEST" --duration "$SEARCH_SECONDS" --warmup 2 --quiet \
+    --scenario "search-$1-$3" --out "$OUT/search" --rate "$3" --connections 64 --threads 2 --model-version 1 \
+    --signature input:FP32:30 >/dev/null
+  python3 -c "import json;r=json.load(open('$OUT/search/search-$1-$3.json'));
+print($3, r['latency_ms']['p99'], r['failed'] + r['not_sent'], round(r['achieved_rps']))"
+}
+search() { # name, url
+  local lo=0 hi=0 rate=8333 p99 errors achieved
+  while [ "$hi" = 0 ] && [ "$rate" -le 200000 ]; do
+    read -r _ p99 errors achieved < <(step "$1" "$2" "$rate" | tee -a "$OUT/search-$1.txt")
+    if awk -v p="$p99" -v e="$errors" 'BEGIN {exit !(p <= 8 && e == 0)}'; then lo=$rate; rate=$((rate + 8333)); else hi=$rate; fi
+  done
+  for _ in 1 2 3; do
+    [ "$hi" = 0 ] && break
+    rate=$(((lo + hi) / 2))
+    read -r _ p99 errors achieved < <(step "$1" "$2" "$rate" | tee -a "$OUT/search-$1.txt")
+    if awk -v p="$p99" -v e="$errors" 'BEGIN {exit !(p <= 8 && e == 0)}'; then lo=$rate; else hi=$rate; fi
+  done
+  echo "$lo" >"$OUT/search-$1.max"
+  echo "== search $1: $lo req/s sustained with p99 <= 8 ms and no errors"
+}
+mkdir -p "$OUT/search"
+search gateway "http://$HTTP"
+search bare http://127.0.0.1:18100
+stop
+
+# ---- 3. The standard scenarios.
+start_gateway config/bench-baseline.toml 1800
+wait_ready 18000
 run 1-open-8333rps-1row --rate 8333 --connections 32
 stop
 
-start_gateway config/gateway.toml default
+start_gateway config/gateway.toml 1800
+wait_ready 18000
 run 2-closed-64conn-1row --connections 64 --threads 2
 # 64 rows per request on each model: v1 (logistic regression) costs ONNX Runtime little, so it shows the gateway's
 # own per-prediction overhead; v2 (100 boosted trees) is bound by the model itself.
@@ -67,22 +114,13 @@ URL=grpc://127.0.0.1:18001 run 2g-grpc-closed-64conn-1row --connections 64 --thr
 "$LT" run --url grpc://127.0.0.1:18001 --model "$MODEL" --manifest "$MANIFEST" --dump-request "$OUT/grpc-request.bin"
 h2load -D "$DURATION" -c 64 -m 1 -t 1 --data="$OUT/grpc-request.bin" -H 'content-type: application/grpc' \
   -H 'te: trailers' http://127.0.0.1:18001/inference.GRPCInferenceService/ModelInfer >"$OUT/2g-h2load.txt" 2>&1
-python3 - "$OUT" <<'PY'
-import json, re, sys
-out = sys.argv[1]
-ours = json.load(open(f"{out}/2g-grpc-closed-64conn-1row.json"))["achieved_rps"]
-text = open(f"{out}/2g-h2load.txt").read()
-theirs = float(re.search(r"finished in [^,]+, ([0-9.]+) req/s", text).group(1))
-ok = re.search(r"status codes: (\d+) 2xx", text)
-print(f"== 2g cross-check: loadtest {ours:.0f} req/s, h2load {theirs:.0f} req/s ({ok.group(1) if ok else '?'} 2xx), "
-      f"ratio {ours / theirs:.2f}")
-PY
 URL=grpc://127.0.0.1:18001 run 3g-grpc-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1
 # And over HTTP with the binary tensor data extension (tritonclient's HTTP defaults): raw tensors in and out.
 run 3h-http-binary-closed-64rows-v1 --connections 16 --rows 64 --threads 2 --model-version 1 --binary
 stop
 
-start_gateway config/bench-features.toml features
+start_gateway config/bench-features.toml 1800
+wait_ready 18000
 # Every feature on: skew checks, capture and feedback (from the config), a canary taking 10 % of the traffic, and
 # a shadow getting a copy of 10 % of the requests. Compare its p99 with scenario 1's.
 "$GW" admin --url "http://$ADMIN" canary "$MODEL" 1 10 >/dev/null
@@ -90,27 +128,22 @@ start_gateway config/bench-features.toml features
 run 4-open-8333rps-all-features --rate 8333 --connections 32
 stop
 
-start_gateway config/bench-batching.toml batching
+start_gateway config/bench-batching.toml 1800
+wait_ready 18000
 run 5-closed-64conn-batching --connections 64 --threads 2
 # The model batching is for: digits, an MLP whose one-row call costs about 70 µs (10 µs per row at 64 rows).
 MODEL=digits MANIFEST=models/digits/1/manifest.json run 7b-digits-closed-64conn-batching --connections 64 --threads 2
 stop
-start_gateway config/gateway.toml digits
+start_gateway config/gateway.toml 1800
+wait_ready 18000
 MODEL=digits MANIFEST=models/digits/1/manifest.json run 7a-digits-closed-64conn-unbatched --connections 64 --threads 2
-stop
-
-# The same load against a bare axum + ONNX Runtime server, measured in the same run.
-./target/release/examples/bare_server "$BARE" models/breast-cancer/2/model.onnx >"$OUT/bare.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/${BARE%:*}/${BARE#*:}") 2>/dev/null && break; sleep 0.1; done
-"$LT" run --url "http://$BARE" --model "$MODEL" --duration "$DURATION" --warmup "$WARMUP" --quiet \
-  --scenario 6-bare-axum-ort-closed-64conn --out "$OUT" --connections 64 --threads 2 \
-  --signature input:FP32:30 --manifest "$MANIFEST"
 stop
 
 echo
 echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(date -u +%Y-%m-%d)"
 echo
+python3 loadtest/bench_report.py "$OUT" | tee "$OUT/ratios.md"
+echo
 "$LT" table "$OUT"/*.json | tee "$OUT/table.md"
 echo
-echo "reports in $OUT"
+echo "reports in $OUT; plot: $OUT/bench.svg"

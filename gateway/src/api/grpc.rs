@@ -32,6 +32,7 @@ use crate::telemetry::{self, REQUEST_TARGET};
 use tracing::Instrument;
 
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use tonic::codegen::BoxStream;
 
 pub struct GrpcApi {
     core: Arc<Core>,
@@ -173,14 +174,10 @@ impl GrpcInferenceService for GrpcApi {
         Ok(Response::new(metadata::model(&self.core, &slot, &v).into()))
     }
 
-    type ModelStreamInferStream = std::pin::Pin<
-        Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>,
-    >;
-
     async fn model_stream_infer(
         &self,
         _: Request<tonic::Streaming<pb::ModelInferRequest>>,
-    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+    ) -> Result<Response<BoxStream<pb::ModelStreamInferResponse>>, Status> {
         unimplemented("ModelStreamInfer (streaming inference)")
     }
 

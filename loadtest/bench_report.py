@@ -1,0 +1,118 @@
+"""The ratios `make bench` reports, beside the absolute figures: the gateway against the bare servers (closed-loop
+throughput, open-loop p99), the highest sustained open-loop rate of each as a multiple of 8,333 req/s, and the load
+tester against h2load. Also draws bench.svg (p99 against asked rate from the search, gateway and bare; closed-loop
+throughput of both per model and protocol) without a plotting library."""
+
+import glob
+import json
+import os
+import re
+import sys
+
+CARD = 8333
+
+
+def load(path):
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def main(out):
+    rows = []
+    bars = []
+    for v in (1, 2):
+        for proto in ("http", "grpc"):
+            g, b = load(f"{out}/cmp-v{v}-{proto}-gateway.json"), load(f"{out}/cmp-v{v}-{proto}-bare.json")
+            if g and b:
+                ratio = g["achieved_rps"] / b["achieved_rps"]
+                rows.append((f"closed loop, 64 connections, v{v}, {proto.upper()}: req/s",
+                             f"{g['achieved_rps']:,.0f}", f"{b['achieved_rps']:,.0f}", f"{ratio:.2f}", ">= 1.0"))
+                bars.append((f"v{v} {proto.upper()}", g["achieved_rps"], b["achieved_rps"]))
+    g, b = load(f"{out}/cmp-open-8333-v1-http-gateway.json"), load(f"{out}/cmp-open-8333-v1-http-bare.json")
+    if g and b:
+        for q in ("p50", "p99"):
+            rows.append((f"open loop 8,333 req/s, v1, HTTP: {q} ms", f"{g['latency_ms'][q]:.3f}",
+                         f"{b['latency_ms'][q]:.3f}", f"{g['latency_ms'][q] / b['latency_ms'][q]:.2f}",
+                         "<= 1.2" if q == "p99" else ""))
+    found = {}
+    for name in ("gateway", "bare"):
+        path = f"{out}/search-{name}.max"
+        if os.path.exists(path):
+            found[name] = int(open(path).read().strip() or 0)
+    if len(found) == 2:
+        rows.append(("highest open-loop rate with p99 <= 8 ms, 0 errors: req/s",
+                     f"{found['gateway']:,} ({found['gateway'] / CARD:.1f} x 8,333)",
+                     f"{found['bare']:,} ({found['bare'] / CARD:.1f} x 8,333)",
+                     f"{found['gateway'] / max(found['bare'], 1):.2f}", ""))
+    ours, h2 = load(f"{out}/2g-grpc-closed-64conn-1row.json"), f"{out}/2g-h2load.txt"
+    if ours and os.path.exists(h2):
+        m = re.search(r"finished in [^,]+, ([0-9.]+) req/s", open(h2).read())
+        if m:
+            theirs = float(m.group(1))
+            rows.append(("load tester against h2load, gRPC 64 connections: req/s", f"{ours['achieved_rps']:,.0f}",
+                         f"h2load {theirs:,.0f}", f"{ours['achieved_rps'] / theirs:.2f}", "0.9-1.1"))
+
+    print("| measure | gateway | bare | ratio | goal |")
+    print("|---|---:|---:|---:|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    plot(out, bars)
+
+
+def search_points(out, name):
+    pts = []
+    for path in glob.glob(f"{out}/search/search-{name}-*.json"):
+        r = json.load(open(path))
+        pts.append((r["asked_rate"], r["latency_ms"]["p99"], r["failed"] + r["not_sent"]))
+    return sorted(pts)
+
+
+def plot(out, bars):
+    w, h, pad = 900, 300, 60
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{2 * h}" font-family="sans-serif" font-size="12">']
+    colours = {"gateway": "#1f77b4", "bare": "#ff7f0e"}
+    curves = {name: search_points(out, name) for name in colours}
+    all_pts = [p for c in curves.values() for p in c]
+    if all_pts:
+        x_max = max(p[0] for p in all_pts) * 1.05
+        y_max = min(max(p[1] for p in all_pts), 50) * 1.1
+        x = lambda r: pad + r / x_max * (w - 2 * pad)
+        y = lambda v: h - pad - min(v, y_max) / y_max * (h - 2 * pad)
+        parts.append(f'<text x="{pad}" y="20">p99 (ms) against asked open-loop rate (req/s), breast-cancer v1, HTTP, '
+                     f'1 row; dashed: 8 ms; dotted: 8,333 req/s</text>')
+        parts.append(f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>')
+        parts.append(f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>')
+        parts.append(f'<line x1="{pad}" y1="{y(8):.1f}" x2="{w - pad}" y2="{y(8):.1f}" stroke="#c00" stroke-dasharray="6"/>')
+        parts.append(f'<line x1="{x(CARD):.1f}" y1="{pad}" x2="{x(CARD):.1f}" y2="{h - pad}" stroke="#999" stroke-dasharray="2"/>')
+        parts.append(f'<text x="{pad - 5}" y="{pad + 4}" text-anchor="end">{y_max:.0f}</text>')
+        parts.append(f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">{x_max:,.0f}</text>')
+        for i, (name, pts) in enumerate(curves.items()):
+            if not pts:
+                continue
+            line = " ".join(f"{x(r):.1f},{y(p):.1f}" for r, p, _ in pts)
+            parts.append(f'<polyline fill="none" stroke="{colours[name]}" stroke-width="2" points="{line}"/>')
+            for r, p, e in pts:
+                parts.append(f'<circle cx="{x(r):.1f}" cy="{y(p):.1f}" r="3" fill="{colours[name] if e == 0 else "#c00"}"/>')
+            parts.append(f'<text x="{w - pad - 150}" y="{pad + 16 * i}" fill="{colours[name]}">{name}</text>')
+    if bars:
+        top = max(max(g, b) for _, g, b in bars) * 1.1
+        y0 = h
+        bw = (w - 2 * pad) / len(bars)
+        parts.append(f'<text x="{pad}" y="{y0 + 20}">closed-loop throughput (req/s), 64 connections, 1 row: gateway '
+                     f'(blue) and bare (orange)</text>')
+        parts.append(f'<line x1="{pad}" y1="{y0 + h - pad}" x2="{w - pad}" y2="{y0 + h - pad}" stroke="#888"/>')
+        for i, (label, g, b) in enumerate(bars):
+            for j, (val, c) in enumerate(((g, colours["gateway"]), (b, colours["bare"]))):
+                bh = val / top * (h - 2 * pad)
+                bx = pad + i * bw + 10 + j * (bw - 20) / 2
+                parts.append(f'<rect x="{bx:.1f}" y="{y0 + h - pad - bh:.1f}" width="{(bw - 20) / 2 - 4:.1f}" '
+                             f'height="{bh:.1f}" fill="{c}"/>')
+                parts.append(f'<text x="{bx + (bw - 20) / 4:.1f}" y="{y0 + h - pad - bh - 4:.1f}" '
+                             f'text-anchor="middle">{val:,.0f}</text>')
+            parts.append(f'<text x="{pad + i * bw + bw / 2:.1f}" y="{y0 + h - pad + 16}" text-anchor="middle">'
+                         f'{label} ({g / b:.2f} x)</text>')
+    parts.append("</svg>")
+    open(f"{out}/bench.svg", "w").write("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

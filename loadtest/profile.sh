@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# `make profile`: where a request's time goes, gateway against the bare baseline (gateway/examples/bare_server.rs),
+# counted by valgrind's callgrind: instructions, not seconds, so the figures repeat on a noisy machine. Each server
+# starts uninstrumented (model loading is not counted); instrumentation is switched on for PROFILE_REQUESTS
+# closed-loop requests (1 row, 4 connections, keep-alive) and the counts are dumped. Printed per server:
+# instructions per request, and their split by component (self cost grouped by crate or library). Kernel time
+# (syscalls) is not in callgrind's counts; the user/system CPU split of an uninstrumented run is printed beside it.
+# Loopback only.
+#
+#   PROFILE_REQUESTS  requests counted per server (default 2000)
+#   PROFILE_VERSION   breast-cancer version (default 1: a logistic regression, so the server's own work shows)
+#   PROFILE_PROTOCOL  http (default) or grpc
+#   PROFILE_ROWS      rows per request (default 1)
+#   PROFILE_BINARY    1: HTTP with the binary tensor data extension (tritonclient's default) instead of JSON
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${PROFILE_REQUESTS:-2000}
+VERSION=${PROFILE_VERSION:-1}
+PROTO=${PROFILE_PROTOCOL:-http}
+ROWS=${PROFILE_ROWS:-1}
+EXTRA=()
+[ "${PROFILE_BINARY:-0}" = 1 ] && EXTRA=(--binary)
+OUT=bench-results/profile-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+cargo build --release --locked --example bare_server
+source loadtest/lib.sh
+MANIFEST=models/breast-cancer/$VERSION/manifest.json
+
+load() { # url, requests, scenario
+  "$LT" run --url "$1" --model breast-cancer --model-version "$VERSION" --manifest "$MANIFEST" --duration 600 --signature input:FP32:30 \
+    --warmup 0 --max-requests "$2" --connections 4 --threads 1 --quiet --fail-on-errors --scenario "$3" --out "$OUT" \
+    --rows "$ROWS" "${EXTRA[@]}"
+}
+profile() { # name, url, command...
+  local name=$1 url=$2
+  shift 2
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.$name.out" "$@" \
+    >"$OUT/$name.log" 2>&1 &
+  local vpid=$!
+  pids+=("$vpid")
+  for _ in $(seq 1 600); do load "$url" 1 probe-$name >/dev/null 2>&1 && break; sleep 0.5; done
+  load "$url" 200 warm-$name >/dev/null
+  callgrind_control -i on "$vpid" >/dev/null
+  load "$url" "$N" "$name" >/dev/null
+  callgrind_control -d "$vpid" >/dev/null
+  callgrind_control -i off "$vpid" >/dev/null
+  kill "$vpid"
+  wait "$vpid" 2>/dev/null || true
+  # The dump holds the measured requests; the file written at exit, only what ran after it.
+  mv "$OUT/callgrind.$name.out.1" "$OUT/callgrind.$name.out"
+}
+if [ "$PROTO" = grpc ]; then
+  gw_url=grpc://127.0.0.1:18951 bare_url=grpc://127.0.0.1:18961
+else
+  gw_url=http://127.0.0.1:18950 bare_url=http://127.0.0.1:18960
+fi
+# Under callgrind every call runs about 50 times slower, so the gateway would judge cheap models too slow to run
+# inline; the threshold is scaled by as much, to keep the choice a native run makes.
+sed "s/^inline_max_us = .*/inline_max_us = 2500/" config/gateway.toml >"$DIR/profile.toml"
+grep -q '^inline_max_us = 2500' "$DIR/profile.toml" || { echo "config/gateway.toml has no inline_max_us" >&2; exit 1; }
+profile gateway "$gw_url" "$GW" --config "$DIR/profile.toml" --http-addr 127.0.0.1:18950 --grpc-addr 127.0.0.1:18951 \
+  --metrics-addr 127.0.0.1:18952 --admin-addr 127.0.0.1:18953 --state-dir "$DIR/state" --log-format json
+# The bare server speaks JSON (HTTP) and raw tensors (gRPC) only, so with PROFILE_BINARY it is left out.
+[ ${#EXTRA[@]} = 0 ] && profile bare "$bare_url" ./target/release/examples/bare_server 127.0.0.1:18960 \
+  "models/breast-cancer/$VERSION/model.onnx" 127.0.0.1:18961
+
+# The same load uninstrumented, for the kernel's share of each server's CPU time.
+start_gateway config/gateway.toml 1897
+wait_ready 18970
+./target/release/examples/bare_server 127.0.0.1:18980 "models/breast-cancer/$VERSION/model.onnx" 127.0.0.1:18981 \
+  >"$DIR/bare.log" 2>&1 &
+bare_pid=$!
+pids+=("$bare_pid")
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/18980) 2>/dev/null && break; sleep 0.1; done
+split() { # pid, url
+  local before after
+  before=$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat")
+  load "$2" 20000 split >/dev/null
+  after=$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat")
+  echo "$before $after"
+}
+bare_split="0 0 0 0"
+if [ "$PROTO" = grpc ]; then
+  gw_split=$(split "$GW_PID" grpc://127.0.0.1:18971) bare_split=$(split "$bare_pid" grpc://127.0.0.1:18981)
+else
+  gw_split=$(split "$GW_PID" http://127.0.0.1:18970)
+  [ ${#EXTRA[@]} = 0 ] && bare_split=$(split "$bare_pid" http://127.0.0.1:18980)
+fi
+
+python3 loadtest/profile_report.py "$OUT" "$N" "$gw_split" "$bare_split" | tee "$OUT/profile.md"
+echo "callgrind files in $OUT (callgrind_annotate --inclusive=yes $OUT/callgrind.gateway.out)"

@@ -1,0 +1,101 @@
+"""Summarises `make profile`: instructions per request for the gateway and the bare baseline, split by component
+(each function's self cost, grouped by the crate its symbol names, or by the library it lives in), and the
+user/system CPU split of an uninstrumented run. Reads callgrind_annotate's output, so it needs no other tool."""
+
+import os
+import re
+import subprocess
+import sys
+
+LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
+
+
+def component(symbol):
+    """The crate named by a symbol (`<hyper::proto::h1::Conn<..> as Trait>::poll` is hyper), or its library when the
+    symbol is not Rust (ONNX Runtime, glibc's allocator, memcpy)."""
+    obj = ""
+    m = re.search(r"\[([^\]]+)\]\s*$", symbol)
+    if m:
+        obj = m.group(1)
+        symbol = symbol[: m.start()].strip()
+    where, _, fn = symbol.partition(":") if re.match(r"^[^:<]*\.\w+:|^\?\?\?:", symbol) else ("", "", symbol)
+    if "onnxruntime" in obj or "onnxruntime" in where or fn.startswith("onnxruntime::") or fn.startswith("Ort"):
+        return "ONNX Runtime"
+    if "malloc" in where or fn in ("malloc", "free", "realloc", "calloc", "_int_free", "_int_malloc"):
+        return "malloc and free (glibc)"
+    if "memmove" in where or "memcpy" in where or "memset" in where or fn.startswith("__mem"):
+        return "memcpy, memmove, memset (glibc)"
+    m = re.match(r"^<(.+?) as (.+?)>::", fn)
+    if m:
+        # A trait method: the implementing type's crate, unless that type is a bare generic parameter.
+        fn = m.group(1) if "::" in m.group(1) else m.group(2)
+    fn = fn.lstrip("<&*").replace("dyn ", "").replace("mut ", "").lstrip("<&*")
+    if "::" in fn:
+        crate = re.sub(r"[^A-Za-z0-9_]", "", fn.split("::", 1)[0])
+        if crate in ("core", "alloc", "std"):
+            return "Rust std (core, alloc, std)"
+        return crate
+    if "libc" in obj or "ld-linux" in obj or "libc" in where:
+        return "glibc, other"
+    if "libstdc++" in obj or "libgcc" in obj or "libm" in obj:
+        return "C++/math runtime"
+    return "other (" + (obj.rsplit("/", 1)[-1] or "unknown") + ")"
+
+
+def profile(path):
+    text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", path],
+                          capture_output=True, text=True, check=True).stdout
+    total, parts = 0, {}
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if not m:
+            continue
+        n = int(m.group(1).replace(",", ""))
+        what = m.group(2)
+        if "PROGRAM TOTALS" in what:
+            total = n
+            continue
+        if what.startswith("file:function") or not what:
+            continue
+        c = component(what)
+        parts[c] = parts.get(c, 0) + n
+    return total, parts
+
+
+def main(out, n, gw_split, bare_split):
+    n = int(n)
+    runs = {name: profile(f"{out}/callgrind.{name}.out") for name in ("gateway", "bare")
+            if os.path.exists(f"{out}/callgrind.{name}.out")}
+    totals = {name: r[0] / n for name, r in runs.items()}
+    line = ", ".join(f"{name} {t:,.0f}" for name, t in totals.items())
+    if len(totals) == 2:
+        line += f" ({totals['gateway'] / totals['bare']:.2f} x)"
+    print(f"instructions per request (callgrind, {n} requests each): {line}")
+    for name, (total, parts) in runs.items():
+        ort = parts.get("ONNX Runtime", 0)
+        print(f"{name}: ONNX Runtime {ort / total:.0%} of the instructions, the server's own work {1 - ort / total:.0%}")
+    print()
+    names = list(runs)
+    print("| component | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    keys = sorted({k for r in runs.values() for k in r[1]}, key=lambda k: -runs[names[0]][1].get(k, 0))
+    shown = dict.fromkeys(names, 0.0)
+    for k in keys:
+        vals = {name: runs[name][1].get(k, 0) / n for name in names}
+        if max(vals[name] / totals[name] for name in names) < 0.01:
+            continue
+        for name in names:
+            shown[name] += vals[name]
+        print(f"| {k} | " + " | ".join(f"{vals[name]:,.0f} ({vals[name] / totals[name]:.0%})" for name in names) + " |")
+    print("| the rest (each under 1 %) | " + " | ".join(f"{totals[name] - shown[name]:,.0f}" for name in names) + " |")
+    print()
+    for name, split in (("gateway", gw_split), ("bare", bare_split)):
+        u0, s0, u1, s1 = (int(x) for x in split.split())
+        user, system = u1 - u0, s1 - s0
+        if user + system:
+            print(f"{name}: CPU over 20,000 uninstrumented requests: user {user / (user + system):.0%}, "
+                  f"system (kernel: sockets, epoll, futex) {system / (user + system):.0%}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
