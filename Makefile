@@ -152,7 +152,7 @@ soak: setup
 # Cluster mode on loopback (a real etcd, three release gateways): propagation delay, etcd write rate, request-path
 # cost against single-node, failover time after kill -9 of the leader.
 cluster-bench: setup $(ETCD)
-	$(CARGO) build --release --locked -p gateway -p loadtest --bins
+	$(CARGO) build --release --locked -p gateway -p loadtest --bins --example bare_server
 	ETCD_BIN=$(CURDIR)/$(ETCD) $(PYTHON) loadtest/cluster_bench.py
 
 # Automatic canary analysis, live: a bad version rolled back, a good one promoted step by step (each < 2 min).

@@ -26,7 +26,6 @@ OUT=bench-results/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 export LOG_DIR=$OUT
 
-cargo build --release --locked --example bare_server
 source loadtest/lib.sh
 # Each gateway gets its own ports, state directory and admin token: nothing here touches a gateway you run.
 export GATEWAY_ADMIN_TOKEN="bench-$$-$RANDOM"

@@ -18,7 +18,7 @@ timeout_s=${DEMO_TIMEOUT:-90}
 rate=${DEMO_RATE:-300}
 python=${PYTHON:-python3}
 
-cargo build --release --locked -q -p gateway -p loadtest
+cargo build --release --locked -q -p gateway -p loadtest --bins --example bare_server
 work=$(mktemp -d)
 gw_pid="" load_pid=""
 cleanup() {

@@ -8,7 +8,9 @@
 #   wait_ready PORT                               until /v2/health/ready answers 200 on that HTTP port (30 s)
 #   proc_cpu_ns PID                               user + system CPU time of a process so far, in nanoseconds
 
-cargo build --release --locked -p gateway -p loadtest --bins
+# The same targets in every measuring script: building the example enables the dev-dependencies' features, so a
+# script building a different set would rebuild the gateway for the next one.
+cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
 GW=./target/release/gateway
 LT=./target/release/loadtest
 DIR=$(mktemp -d)

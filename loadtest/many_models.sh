@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${MANY_MODELS:-1000}
 SECONDS_RUN=${MANY_SECONDS:-10}
-cargo build --release --locked -p gateway -p loadtest --bins
+# The targets every measuring script builds (loadtest/lib.sh): the same set keeps the release build cached.
+cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
 DIR=$(mktemp -d)
 pid=""
 trap 'kill $pid 2>/dev/null || true; rm -rf "$DIR"' EXIT

@@ -33,7 +33,8 @@ HTTP=127.0.0.1:18200
 OUT=bench-results/overload-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 
-cargo build --release --locked -p gateway -p loadtest --bins
+# The targets every measuring script builds (loadtest/lib.sh): the same set keeps the release build cached.
+cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
 GW=./target/release/gateway
 LT=./target/release/loadtest
 

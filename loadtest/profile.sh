@@ -22,7 +22,6 @@ EXTRA=()
 [ "${PROFILE_BINARY:-0}" = 1 ] && EXTRA=(--binary)
 OUT=bench-results/profile-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
-cargo build --release --locked --example bare_server
 source loadtest/lib.sh
 MANIFEST=models/breast-cancer/$VERSION/manifest.json
 
