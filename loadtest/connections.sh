@@ -4,7 +4,7 @@
 # load from 64 and from CONN_MANY (10,000) keep-alive connections, alternating CONN_PAIRS times. Prints throughput
 # and p99 of each run, the many/64 throughput ratio (goal: within 10 %), and the gateway's resident memory during
 # each run, from which the memory per connection. Raises the open-files soft limit to the hard one first (the
-# gateway and the load tester each hold CONN_MANY sockets). Loopback only.
+# gateway and the load tester, separate processes, each hold CONN_MANY sockets). Loopback only.
 #
 #   CONN_MANY     connections in the large runs (default 10000)
 #   CONN_SECONDS  measured seconds per run (default 10)
@@ -15,7 +15,7 @@ MANY=${CONN_MANY:-10000}
 SECONDS_RUN=${CONN_SECONDS:-10}
 PAIRS=${CONN_PAIRS:-2}
 ulimit -n "$(ulimit -Hn)"
-need=$((2 * MANY + 1024))
+need=$((MANY + 1024))
 [ "$(ulimit -n)" -ge "$need" ] || { echo "the open-files limit $(ulimit -n) is below $need; raise it" >&2; exit 1; }
 source loadtest/lib.sh
 

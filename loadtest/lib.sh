@@ -15,7 +15,7 @@ GW=./target/release/gateway
 LT=./target/release/loadtest
 DIR=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
 
 start_gateway() {
   local config=$1 base=$2
