@@ -43,14 +43,8 @@ run() { # name, extra loadtest args... (URL overrides the gateway's HTTP address
 # ---- 1. Against the bare servers, same run, alternating.
 start_gateway config/gateway.toml 1800
 wait_ready 18000
-bare() { # version, HTTP port, gRPC port
-  ./target/release/examples/bare_server "127.0.0.1:$2" "models/breast-cancer/$1/model.onnx" "127.0.0.1:$3" \
-    >"$OUT/bare-v$1.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && break; sleep 0.1; done
-}
-bare 1 18100 18101
-bare 2 18110 18111
+start_bare 1 1810
+start_bare 2 1811
 for v in 1 2; do
   bare_port=$((18100 + 10 * (v - 1)))
   for proto in http grpc; do
@@ -73,17 +67,20 @@ step() { # name, url, rate: prints "rate p99_ms errors achieved"
   python3 -c "import json;r=json.load(open('$OUT/search/search-$1-$3.json'));
 print($3, r['latency_ms']['p99'], r['failed'] + r['not_sent'], round(r['achieved_rps']))"
 }
+passes() { # name, url, rate: one step, recorded; true when p99 <= 8 ms with no errors
+  local p99 errors
+  read -r _ p99 errors _ < <(step "$1" "$2" "$3" | tee -a "$OUT/search-$1.txt")
+  awk -v p="$p99" -v e="$errors" 'BEGIN {exit !(p <= 8 && e == 0)}'
+}
 search() { # name, url
-  local lo=0 hi=0 rate=8333 p99 errors achieved
+  local lo=0 hi=0 rate=8333
   while [ "$hi" = 0 ] && [ "$rate" -le 200000 ]; do
-    read -r _ p99 errors achieved < <(step "$1" "$2" "$rate" | tee -a "$OUT/search-$1.txt")
-    if awk -v p="$p99" -v e="$errors" 'BEGIN {exit !(p <= 8 && e == 0)}'; then lo=$rate; rate=$((rate + 8333)); else hi=$rate; fi
+    if passes "$1" "$2" "$rate"; then lo=$rate; rate=$((rate + 8333)); else hi=$rate; fi
   done
   for _ in 1 2 3; do
     [ "$hi" = 0 ] && break
     rate=$(((lo + hi) / 2))
-    read -r _ p99 errors achieved < <(step "$1" "$2" "$rate" | tee -a "$OUT/search-$1.txt")
-    if awk -v p="$p99" -v e="$errors" 'BEGIN {exit !(p <= 8 && e == 0)}'; then lo=$rate; else hi=$rate; fi
+    if passes "$1" "$2" "$rate"; then lo=$rate; else hi=$rate; fi
   done
   echo "$lo" >"$OUT/search-$1.max"
   echo "== search $1: $lo req/s sustained with p99 <= 8 ms and no errors"

@@ -6,7 +6,9 @@
 #   start_gateway CONFIG BASE [gateway args...]   HTTP on 127.0.0.1:${BASE}0, gRPC ${BASE}1, metrics ${BASE}2,
 #                                                 admin ${BASE}3; its pid is appended to `pids`, and to GW_PID
 #   wait_ready PORT                               until /v2/health/ready answers 200 on that HTTP port (30 s)
-#   proc_cpu_ns PID                               user + system CPU time of a process so far, in nanoseconds
+#   start_bare VERSION BASE                       the bare baseline (gateway/examples/bare_server.rs) on
+#                                                 breast-cancer VERSION, HTTP ${BASE}0, gRPC ${BASE}1; pid in BARE_PID
+#   proc_cpu_ticks PID                            "user system" CPU time of a process so far, in clock ticks
 
 # The same targets in every measuring script: building the example enables the dev-dependencies' features, so a
 # script building a different set would rebuild the gateway for the next one.
@@ -37,8 +39,18 @@ wait_ready() {
   exit 1
 }
 
-proc_cpu_ns() {
-  # Fields 14 and 15 of /proc/PID/stat (utime, stime) in clock ticks; the command name in field 2 may hold spaces,
-  # so count from the closing parenthesis.
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * 1e9 / hz }' "/proc/$1/stat"
+start_bare() { # version, base: the bare baseline on breast-cancer VERSION, HTTP on ${BASE}0 and gRPC on ${BASE}1
+  ./target/release/examples/bare_server "127.0.0.1:${2}0" "models/breast-cancer/$1/model.onnx" "127.0.0.1:${2}1" \
+    >"${LOG_DIR:-$DIR}/bare-$2.log" 2>&1 &
+  BARE_PID=$!
+  pids+=("$BARE_PID")
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/${2}0") 2>/dev/null && return 0; sleep 0.1; done
+  echo "the bare server on port ${2}0 did not start" >&2
+  exit 1
+}
+
+proc_cpu_ticks() {
+  # Fields 14 and 15 of /proc/PID/stat (utime, stime); the command name in field 2 may hold spaces, so count from
+  # the closing parenthesis.
+  awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat"
 }

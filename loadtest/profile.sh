@@ -66,16 +66,13 @@ profile gateway "$gw_url" "$GW" --config "$DIR/profile.toml" --http-addr 127.0.0
 # The same load uninstrumented, for the kernel's share of each server's CPU time.
 start_gateway config/gateway.toml 1897
 wait_ready 18970
-./target/release/examples/bare_server 127.0.0.1:18980 "models/breast-cancer/$VERSION/model.onnx" 127.0.0.1:18981 \
-  >"$DIR/bare.log" 2>&1 &
-bare_pid=$!
-pids+=("$bare_pid")
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/18980) 2>/dev/null && break; sleep 0.1; done
+start_bare "$VERSION" 1898
+bare_pid=$BARE_PID
 split() { # pid, url
   local before after
-  before=$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat")
+  before=$(proc_cpu_ticks "$1")
   load "$2" 20000 split >/dev/null
-  after=$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat")
+  after=$(proc_cpu_ticks "$1")
   echo "$before $after"
 }
 bare_split="0 0 0 0"

@@ -405,9 +405,10 @@ fn spawn_servers(
     rx: &watch::Receiver<Phase>,
 ) -> Vec<JoinHandle<std::io::Result<()>>> {
     let Apps { core, controller, cluster, token, admission, traffic, clients } = apps;
-    let serve = |listener: TcpListener, app: axum::Router, name: &str, tls: api::serve::Tls| {
+    // The inference port takes `limits` as fitted; the admin and metrics ports the side listeners' share.
+    let side = ConnLimits { max_connections: side_connections, ..limits };
+    let serve = |listener: TcpListener, app: axum::Router, name: &str, tls: api::serve::Tls, limits: ConnLimits| {
         let (open, refused) = core.metrics.connections(name);
-        let limits = if name == "http" { limits } else { ConnLimits { max_connections: side_connections, ..limits } };
         tokio::spawn(serve(listener, app, limits, rx.clone(), ConnMetrics { open, refused }, tls))
     };
     let grpc = tonic::transport::Server::builder()
@@ -435,13 +436,15 @@ fn spawn_servers(
             api::http::router(core.clone(), admission, cluster.clone(), token.clone(), clients.clone()),
             "http",
             tls.http,
+            limits,
         ),
-        serve(l.metrics, api::metrics::router(core.clone()), "metrics", tls.metrics),
+        serve(l.metrics, api::metrics::router(core.clone()), "metrics", tls.metrics, side),
         serve(
             l.admin,
             api::admin::router(core.clone(), controller.clone(), cluster, token, traffic, clients),
             "admin",
             tls.admin,
+            side,
         ),
     ]
 }
