@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -106,8 +106,10 @@ pub fn actor() -> Option<String> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelState {
     pub routing: RoutingSpec,
+    /// Shared, not copied: every change copies the model's control block, journal included, and a change that
+    /// cannot be made durable is dropped, so the copy must cost reference counts, not 500 deep clones.
     #[serde(default)]
-    pub events: Vec<Event>,
+    pub events: Vec<Arc<Event>>,
     /// The current or last rollout; an active one resumes after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::machine::Rollout>,
@@ -287,7 +289,7 @@ mod tests {
                     shadow: None,
                     previous: vec![],
                 },
-                events: vec![Event {
+                events: vec![Arc::new(Event {
                     at: now_rfc3339(),
                     kind: "canary_started".into(),
                     message: "v2 at 1.25 %".into(),
@@ -296,7 +298,7 @@ mod tests {
                     weight_percent: Some(1.25),
                     data: EventData::default(),
                     by: Some("oncall".into()),
-                }],
+                })],
                 rollout: None,
             },
         );
@@ -320,7 +322,7 @@ mod tests {
 
     fn sample_with_time(loaded: &StateFile) -> StateFile {
         let mut s = sample();
-        s.models.get_mut("m").expect("m").events[0].at = loaded.models["m"].events[0].at.clone();
+        Arc::make_mut(&mut s.models.get_mut("m").expect("m").events[0]).at = loaded.models["m"].events[0].at.clone();
         s
     }
 

@@ -379,7 +379,8 @@ impl Controller {
                 let before = previous.data.value();
                 let repeats = before["holds"].as_u64().unwrap_or(1) + 1;
                 data["holds"] = repeats.into();
-                data["first_hold_at"] = before.get("first_hold_at").cloned().unwrap_or(previous.at.into());
+                data["first_hold_at"] =
+                    before.get("first_hold_at").cloned().unwrap_or_else(|| previous.at.clone().into());
             }
             apply(core, model, c, d, message.clone());
             if let Some(now) = c.rollout.as_mut() {

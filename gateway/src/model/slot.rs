@@ -28,7 +28,7 @@ pub struct ModelSlot {
 #[derive(Debug, Default, Clone)]
 pub struct Control {
     pub spec: RoutingSpec,
-    pub events: VecDeque<Event>,
+    pub events: VecDeque<Arc<Event>>,
     /// The current or last rollout of this model.
     pub rollout: Option<Rollout>,
     /// The stable version the journal last said serves (not persisted): a fallback, and the desired version
@@ -143,7 +143,7 @@ impl ModelSlot {
             data: data.into(),
             by: crate::state::actor(),
         };
-        control.events.push_back(event);
+        control.events.push_back(Arc::new(event));
         while control.events.len() > MAX_EVENTS {
             control.events.pop_front();
         }

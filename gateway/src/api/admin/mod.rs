@@ -190,7 +190,7 @@ async fn traffic_view(
     })))
 }
 
-async fn events(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<Vec<Event>>, ApiError> {
+async fn events(State(st): State<AdminState>, Path(model): Path<String>) -> Result<Json<Vec<Arc<Event>>>, ApiError> {
     let slot = st.core.model(&model)?;
     let events = slot.control().events.iter().cloned().collect();
     Ok(Json(events))

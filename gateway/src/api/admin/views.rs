@@ -1,6 +1,8 @@
 //! What the admin API shows: a model's routing, versions (state, role, files on disk) and recent journal, and its
 //! train/serve skew report.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::core::Core;
@@ -51,14 +53,14 @@ pub struct ModelView {
     pub shadow: Option<ShadowView>,
     pub versions: Vec<VersionView>,
     /// The most recent events, newest last.
-    pub events: Vec<Event>,
+    pub events: Vec<Arc<Event>>,
 }
 
 pub fn view(slot: &ModelSlot, recent: usize) -> ModelView {
     let routing = slot.routing();
     let stable = routing.stable.as_ref().map(|v| v.number);
     let canary = routing.canary.as_ref().map(|c| c.version.number);
-    let (events, desired): (Vec<Event>, Option<u64>) = {
+    let (events, desired): (Vec<Arc<Event>>, Option<u64>) = {
         let c = slot.control();
         (c.events.iter().rev().take(recent).rev().cloned().collect(), c.spec.stable)
     };
