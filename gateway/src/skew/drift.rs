@@ -1,11 +1,13 @@
 //! Streaming feature statistics of one model version against its training baseline, over a sliding window.
 //!
-//! Every feature of every input row is binned on the baseline's bin edges with relaxed atomic adds (no lock on
-//! the request path). The window is a ring of time slots: requests add to the current slot, a ticker advances the
-//! ring and clears the slot it moves into, and a snapshot sums all slots. From the window come the population
-//! stability index (PSI) per feature and the share of values outside the training range. A categorical feature (a
-//! BYTES input) has one bin per training category plus one for categories never seen in training: its PSI is over
-//! category shares, and its unseen share takes the place of the out-of-range share.
+//! Every feature of an input row is binned on the baseline's bin edges with relaxed atomic adds (no lock on the
+//! request path); of a request with many rows, an evenly spaced sample is binned, each row standing for those
+//! around it (`RowSample` in the parent module). The window is a ring of time slots: requests add to the current
+//! slot, a ticker advances the ring and clears the slot it moves into, and a snapshot sums all slots. From the
+//! window come the population stability index (PSI) per feature and the share of values outside the training
+//! range. A categorical feature (a BYTES input) has one bin per training category plus one for categories never
+//! seen in training: its PSI is over category shares, and its unseen share takes the place of the out-of-range
+//! share.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -92,6 +94,76 @@ impl Default for Local {
     }
 }
 
+/// The counters of one value of a numeric feature: its bin, and the range counter (below the training minimum,
+/// above the maximum) if it is outside; `None` for NaN and infinities, which are not binned.
+#[inline]
+fn numeric_bins(f: &Feature, v: f64) -> Option<(usize, Option<usize>)> {
+    if !v.is_finite() {
+        return None;
+    }
+    let nbins = f.edges.len() + 1;
+    // Bin i holds v with edges[i-1] < v <= edges[i], as the training script bins: the number of edges below v.
+    // Counted without branches: a binary search over ten random-looking values mispredicts most of its branches,
+    // and this runs for every value of every row.
+    let bin = f.edges.iter().map(|e| usize::from(*e < v)).sum::<usize>();
+    let range = if v < f.min {
+        Some(nbins)
+    } else if v > f.max {
+        Some(nbins + 1)
+    } else {
+        None
+    };
+    Some((bin, range))
+}
+
+/// The counters of one category: its training category's bin or the unseen bin, and for an unseen one the range
+/// counter too (which the snapshot reads as the unseen share).
+#[inline]
+fn category_bins(f: &Feature, v: &[u8]) -> (usize, Option<usize>) {
+    let k = f.categories.len();
+    let bin = f.categories.iter().position(|c| c == v).unwrap_or(k);
+    (bin, (bin == k).then_some(k + 2))
+}
+
+/// One thread's counters in the current slot ([`DriftStats::shard`]).
+pub struct Shard<'a> {
+    counts: &'a [AtomicU64],
+}
+
+impl Shard<'_> {
+    /// Adds a request's gathered counts for `f`: one atomic add per bin touched.
+    pub fn add(&self, f: &Feature, local: &Local) {
+        let counts = &self.counts[f.base..f.base + f.bins() + EXTRA];
+        for (c, &n) in counts.iter().zip(&local.counts) {
+            if n > 0 {
+                c.fetch_add(u64::from(n), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts one value of `f` straight into the shared counters, `weight` times: for a request of a row or two,
+    /// one or two atomic adds cost less than gathering (and zeroing) a [`Local`] first.
+    #[inline]
+    pub fn count(&self, f: &Feature, v: f64, weight: u32) {
+        if let Some((bin, range)) = numeric_bins(f, v) {
+            self.counts[f.base + bin].fetch_add(u64::from(weight), Ordering::Relaxed);
+            if let Some(r) = range {
+                self.counts[f.base + r].fetch_add(u64::from(weight), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`Shard::count`] for a category of a categorical feature.
+    #[inline]
+    pub fn count_category(&self, f: &Feature, v: &[u8], weight: u32) {
+        let (bin, unseen) = category_bins(f, v);
+        self.counts[f.base + bin].fetch_add(u64::from(weight), Ordering::Relaxed);
+        if let Some(u) = unseen {
+            self.counts[f.base + u].fetch_add(u64::from(weight), Ordering::Relaxed);
+        }
+    }
+}
+
 impl std::fmt::Debug for DriftStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DriftStats").field("features", &self.features.len()).finish()
@@ -170,54 +242,45 @@ impl DriftStats {
         Self { features, slots, per_shard: base, current: AtomicUsize::new(0) }
     }
 
-    /// Counts one category of the categorical feature `f` into `local`: its training category's bin, or the
-    /// unseen bin (counted a second time in the range counter, which the snapshot reads as the unseen share).
+    /// Counts one category of the categorical feature `f` into `local`, `weight` times.
     #[inline]
-    pub fn count_category(f: &Feature, local: &mut Local, v: &[u8]) {
-        let k = f.categories.len();
-        let bin = f.categories.iter().position(|c| c == v).unwrap_or(k);
-        local.counts[bin] += 1;
-        if bin == k {
-            local.counts[k + 2] += 1;
+    pub fn count_category(f: &Feature, local: &mut Local, v: &[u8], weight: u32) {
+        let (bin, unseen) = category_bins(f, v);
+        local.counts[bin] += weight;
+        if let Some(u) = unseen {
+            local.counts[u] += weight;
         }
     }
 
-    /// Counts one value of feature `f` into `local`. NaN and infinities are not binned (the invariant checks
-    /// count them).
+    /// Counts one value of feature `f` into `local`, `weight` times (a sampled row stands for several). NaN and
+    /// infinities are not binned (the invariant checks count them).
     #[inline]
-    pub fn count(f: &Feature, local: &mut Local, v: f64) {
-        if !v.is_finite() {
-            return;
-        }
-        let nbins = f.edges.len() + 1;
-        // Bin i holds v with edges[i-1] < v <= edges[i], as the training script bins: the number of edges below v.
-        // Counted without branches: a binary search over ten random-looking values mispredicts most of its
-        // branches, and this runs for every value of every row.
-        let bin = f.edges.iter().map(|e| usize::from(*e < v)).sum::<usize>();
-        local.counts[bin] += 1;
-        if v < f.min {
-            local.counts[nbins] += 1;
-        } else if v > f.max {
-            local.counts[nbins + 1] += 1;
-        }
-    }
-
-    /// Adds a request's counts for `f` to the current slot: one atomic add per bin touched, on this thread's shard.
-    pub fn add(&self, f: &Feature, local: &Local) {
-        let slot = &self.slots[self.current.load(Ordering::Relaxed)];
-        let off = shard() * self.per_shard + f.base;
-        for (i, &c) in local.counts[..f.bins() + EXTRA].iter().enumerate() {
-            if c > 0 {
-                slot.counts[off + i].fetch_add(u64::from(c), Ordering::Relaxed);
+    pub fn count(f: &Feature, local: &mut Local, v: f64, weight: u32) {
+        if let Some((bin, range)) = numeric_bins(f, v) {
+            local.counts[bin] += weight;
+            if let Some(r) = range {
+                local.counts[r] += weight;
             }
         }
+    }
+
+    /// This thread's run of counters in the current slot: where a request's counts go.
+    pub fn shard(&self) -> Shard<'_> {
+        let slot = &self.slots[self.current.load(Ordering::Relaxed)];
+        let off = shard() * self.per_shard;
+        Shard { counts: &slot.counts[off..off + self.per_shard] }
+    }
+
+    /// Adds a request's counts for `f` to the current slot.
+    pub fn add(&self, f: &Feature, local: &Local) {
+        self.shard().add(f, local);
     }
 
     /// Counts a whole column at once (tests and tools).
     pub fn record(&self, f: &Feature, values: &[f64]) {
         let mut local = Local::default();
         for &v in values {
-            Self::count(f, &mut local, v);
+            Self::count(f, &mut local, v, 1);
         }
         self.add(f, &local);
     }
@@ -320,7 +383,7 @@ mod tests {
         let counts = manifest.inputs[1].features[0].category_counts.clone();
         for (c, &n) in color.categories.clone().iter().zip(&counts) {
             for _ in 0..n * 2 {
-                DriftStats::count_category(&color, &mut local, c);
+                DriftStats::count_category(&color, &mut local, c, 1);
             }
         }
         stats.add(&color, &local);
@@ -331,7 +394,7 @@ mod tests {
 
         let mut local = Local::default();
         for _ in 0..300 {
-            DriftStats::count_category(&color, &mut local, b"violet");
+            DriftStats::count_category(&color, &mut local, b"violet", 1);
         }
         stats.add(&color, &local);
         let snap = stats.snapshot();

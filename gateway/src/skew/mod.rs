@@ -103,31 +103,110 @@ impl SkewMonitor {
             }
         }
         let count_invalid = self.policy == InvalidPolicy::Count;
+        let rows = inputs.first().map_or(0, |t| t.shape[0] as usize);
+        let sample = RowSample::new(rows);
+        let shard = self.drift.shard();
+        // A row or two goes straight to the shared counters; more are gathered per feature first.
+        let direct = sample.count <= DIRECT_ROWS;
         for (i, f) in self.drift.features.iter().enumerate() {
             let t = &inputs[f.input];
-            let mut local = Local::default();
             if f.is_categorical() {
-                for row in 0..t.shape[0] as usize {
-                    if let Some(v) = t.data.bytes_at(row * f.row_len + f.offset) {
-                        DriftStats::count_category(f, &mut local, v);
-                    }
+                let values = sample.rows().filter_map(|row| t.data.bytes_at(row * f.row_len + f.offset));
+                if direct {
+                    values.for_each(|v| shard.count_category(f, v, sample.weight));
+                } else {
+                    let mut local = Local::default();
+                    values.for_each(|v| DriftStats::count_category(f, &mut local, v, sample.weight));
+                    shard.add(f, &local);
                 }
-                self.drift.add(f, &local);
                 continue;
             }
-            let mut invalid = [0u64; 3];
-            t.data.for_each_strided(f.offset, f.row_len, t.shape[0] as usize, |v| {
-                if count_invalid && let Some(kind) = invalid_kind(f, v) {
-                    invalid[kind] += 1;
+            // Invalid values are counted on every row (a cheap comparison); only the binning is sampled.
+            if count_invalid {
+                let mut invalid = [0u64; 3];
+                t.data.for_each_strided(f.offset, f.row_len, rows, |v| {
+                    if let Some(kind) = invalid_kind(f, v) {
+                        invalid[kind] += 1;
+                    }
+                });
+                for (k, n) in invalid.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    self.invalid[i][k].inc_by(*n);
                 }
-                DriftStats::count(f, &mut local, v);
-            });
-            self.drift.add(f, &local);
-            for (k, n) in invalid.iter().enumerate().filter(|(_, n)| **n > 0) {
-                self.invalid[i][k].inc_by(*n);
+            }
+            let (start, step) = (sample.first * f.row_len + f.offset, f.row_len * sample.stride);
+            if direct {
+                t.data.for_each_strided(start, step, sample.count, |v| shard.count(f, v, sample.weight));
+            } else {
+                let mut local = Local::default();
+                t.data.for_each_strided(start, step, sample.count, |v| {
+                    DriftStats::count(f, &mut local, v, sample.weight)
+                });
+                shard.add(f, &local);
             }
         }
         Ok(())
+    }
+}
+
+/// Rows of one request binned for drift: all of them up to [`DRIFT_ROWS`], else every `stride`-th row from a
+/// random first one, each counted `stride` times. PSI compares shares, and evenly spaced rows from a random
+/// start keep the shares unbiased, while a 1,024-row request costs what a 16-row one does; the counted total
+/// stays about the request's rows, so the window's row count (and its "enough data" floor) still means rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowSample {
+    first: usize,
+    stride: usize,
+    count: usize,
+    weight: u32,
+}
+
+/// Most rows of one request that drift statistics bin.
+pub const DRIFT_ROWS: usize = 16;
+
+/// Binned rows up to which a request's values go straight to the shared counters.
+const DIRECT_ROWS: usize = 2;
+
+impl RowSample {
+    fn new(rows: usize) -> Self {
+        Self::with_start(rows, |stride| fastrand::usize(0..stride))
+    }
+
+    fn with_start(rows: usize, start: impl FnOnce(usize) -> usize) -> Self {
+        if rows <= DRIFT_ROWS {
+            return Self { first: 0, stride: 1, count: rows, weight: 1 };
+        }
+        let stride = rows.div_ceil(DRIFT_ROWS);
+        let first = start(stride);
+        let count = (rows - first).div_ceil(stride);
+        Self { first, stride, count, weight: u32::try_from(stride).unwrap_or(u32::MAX) }
+    }
+
+    fn rows(self) -> impl Iterator<Item = usize> {
+        (0..self.count).map(move |k| self.first + k * self.stride)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// A request's sample stays within its rows, bins at most DRIFT_ROWS of them, and its weighted total is
+        /// the request's rows give or take one stride, whatever the random start.
+        #[test]
+        fn a_sample_covers_the_request(rows in 0usize..5000, start in 0usize..1000) {
+            let s = RowSample::with_start(rows, |stride| start % stride);
+            let picked: Vec<usize> = s.rows().collect();
+            prop_assert!(picked.len() <= DRIFT_ROWS);
+            prop_assert!(picked.iter().all(|&r| r < rows));
+            let total = picked.len() * s.weight as usize;
+            prop_assert!(total.abs_diff(rows) < s.stride, "{rows} rows counted as {total} ({s:?})");
+            if rows <= DRIFT_ROWS {
+                prop_assert_eq!(picked, (0..rows).collect::<Vec<_>>());
+            }
+        }
     }
 }
 
