@@ -76,14 +76,25 @@ pub fn router(
     // applies to the inflated bytes, so a small zip bomb gets a 413, not the memory. Only inference answers are
     // compressed (tritonclient's aio client accepts compression on every call but reads other answers as plain
     // JSON), and small ones (a 1-row prediction) are not worth the CPU.
+    //
+    // One `layer` call with the whole stack, outermost first: each `Router::layer` call boxes every route once
+    // more, and a boxed route is cloned (one allocation per box) and its future boxed again on every request.
     let infer = Router::new()
         .route("/v2/models/{model}/infer", post(infer_default))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
-        .layer(admission)
-        .layer(Extension(clients))
-        .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
-        .layer(CompressionLayer::new().gzip(true).deflate(true).compress_when(SizeAbove::new(MIN_COMPRESSED_BYTES)))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes));
+        .layer(
+            ServiceBuilder::new()
+                .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+                .layer(
+                    CompressionLayer::new()
+                        .gzip(true)
+                        .deflate(true)
+                        .compress_when(SizeAbove::new(MIN_COMPRESSED_BYTES)),
+                )
+                .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
+                .layer(Extension(clients))
+                .layer(admission),
+        );
 
     Router::new()
         .route("/v2/health/live", get(|| async { Json(serde_json::json!({ "live": true })) }))

@@ -15,14 +15,17 @@
 //!   replica (readiness already fails); at `Closing` the listener stops accepting and each connection is shut down
 //!   gracefully: its request in flight finishes, then it closes.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::Request as HttpRequest;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus::{IntCounter, IntGauge};
@@ -30,6 +33,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tower::Service;
+use tower::util::MapResponse;
 
 use crate::metrics::TlsMetrics;
 use crate::tls::{Reload, ServerTls};
@@ -80,7 +85,10 @@ pub async fn serve(
     tls: Tls,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let app = app.layer(middleware::from_fn_with_state(phase.clone(), close_while_draining));
+    // Around the whole router rather than `Router::layer`, which would box every route once more per request.
+    let closer = phase.clone();
+    let app =
+        MapResponse::new(app, move |r: Response| if *closer.borrow() == Phase::Serving { r } else { with_close(r) });
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut conns = JoinSet::new();
@@ -173,13 +181,17 @@ async fn handshake(stream: TcpStream, tls: &Tls, timeout: Duration) -> Option<St
     }
 }
 
-async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+async fn connection<S, A>(
     stream: S,
-    app: Router,
+    app: A,
     header_read_timeout: Duration,
     mut phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Service<HttpRequest<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    A::Future: Send + 'static,
+{
     let conn = builder(header_read_timeout).serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     tokio::pin!(conn);
     let closing = async move {
@@ -227,15 +239,6 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 fn with_close(mut r: Response) -> Response {
     r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
-}
-
-async fn close_while_draining(
-    axum::extract::State(phase): axum::extract::State<watch::Receiver<Phase>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let r = next.run(req).await;
-    if *phase.borrow() == Phase::Serving { r } else { with_close(r) }
 }
 
 /// TLS handshakes the gRPC port runs at once; connections beyond wait in the accept queue.
