@@ -1,8 +1,8 @@
 //! Streaming feature statistics of one model version against its training baseline, over a sliding window.
 //!
 //! Every feature of an input row is binned on the baseline's bin edges with relaxed atomic adds (no lock on the
-//! request path); of a request with many rows, an evenly spaced sample is binned, each row standing for those
-//! around it (`RowSample` in the parent module). The window is a ring of time slots: requests add to the current
+//! request path); of a request with many rows, once its time slot has binned enough rows one by one, an evenly
+//! spaced sample is binned, each row standing for those around it (`RowSample` in the parent module). The window is a ring of time slots: requests add to the current
 //! slot, a ticker advances the ring and clears the slot it moves into, and a snapshot sums all slots. From the
 //! window come the population stability index (PSI) per feature and the share of values outside the training
 //! range. A categorical feature (a BYTES input) has one bin per training category plus one for categories never
@@ -74,7 +74,14 @@ pub const MAX_WIDTH: usize = 64;
 struct Slot {
     /// `SHARDS` runs of `per_shard` counters.
     counts: Box<[AtomicU64]>,
+    /// Rows of large requests binned one by one in this slot ([`DriftStats::bin_every_row`]).
+    full_rows: AtomicU64,
 }
+
+/// Rows of large requests a slot bins one by one before it samples them. PSI's noise falls with the number of
+/// distinct rows binned, not with their weights: a quiet model whose slot has seen few rows needs every one of
+/// them, while a busy one gets this many real rows per slot, plus a sample of the rest, at a bounded cost.
+pub const FULL_ROWS_PER_SLOT: u64 = 4096;
 
 pub struct DriftStats {
     pub features: Vec<Feature>,
@@ -237,7 +244,10 @@ impl DriftStats {
             }
         }
         let slots = (0..slots.max(1))
-            .map(|_| Slot { counts: (0..base * SHARDS).map(|_| AtomicU64::new(0)).collect() })
+            .map(|_| Slot {
+                counts: (0..base * SHARDS).map(|_| AtomicU64::new(0)).collect(),
+                full_rows: AtomicU64::new(0),
+            })
             .collect();
         Self { features, slots, per_shard: base, current: AtomicUsize::new(0) }
     }
@@ -262,6 +272,18 @@ impl DriftStats {
                 local.counts[r] += weight;
             }
         }
+    }
+
+    /// Whether a request of `rows` rows (more than one sample's worth) is binned row by row: yes while the current
+    /// slot has binned fewer than [`FULL_ROWS_PER_SLOT`] rows that way, and then it counts them. One relaxed
+    /// atomic per large request, whose inference costs far more.
+    pub fn bin_every_row(&self, rows: usize) -> bool {
+        let slot = &self.slots[self.current.load(Ordering::Relaxed)];
+        if slot.full_rows.load(Ordering::Relaxed) >= FULL_ROWS_PER_SLOT {
+            return false;
+        }
+        slot.full_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        true
     }
 
     /// This thread's run of counters in the current slot: where a request's counts go.
@@ -291,6 +313,7 @@ impl DriftStats {
         for c in self.slots[next].counts.iter() {
             c.store(0, Ordering::Relaxed);
         }
+        self.slots[next].full_rows.store(0, Ordering::Relaxed);
         self.current.store(next, Ordering::Relaxed);
     }
 
@@ -402,6 +425,25 @@ mod tests {
         assert!(f.psi.expect("enough rows") > 0.25, "{f:?}");
         let total = counts.iter().sum::<u64>() * 2 + 300;
         assert!((f.unseen_share.expect("share") - 300.0 / total as f64).abs() < 1e-9, "{f:?}");
+    }
+
+    /// A slot bins large requests row by row until it holds FULL_ROWS_PER_SLOT such rows; the slot the window
+    /// moves into starts over.
+    #[test]
+    fn a_slot_bins_every_row_until_it_has_enough() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wine/1");
+        let manifest = Manifest::load(&dir, "wine", "1").expect("bundled manifest");
+        let stats = DriftStats::new(&manifest, 2);
+        let mut full = 0;
+        while stats.bin_every_row(1000) {
+            full += 1;
+        }
+        assert_eq!(full, FULL_ROWS_PER_SLOT.div_ceil(1000), "whole requests until the slot has enough");
+        assert!(!stats.bin_every_row(20), "then sampled");
+        stats.rotate();
+        assert!(stats.bin_every_row(20), "a fresh slot bins every row again");
+        stats.rotate();
+        assert!(stats.bin_every_row(20), "the slot was cleared when the window moved into it");
     }
 
     #[test]

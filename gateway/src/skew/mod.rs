@@ -104,7 +104,11 @@ impl SkewMonitor {
         }
         let count_invalid = self.policy == InvalidPolicy::Count;
         let rows = inputs.first().map_or(0, |t| t.shape[0] as usize);
-        let sample = RowSample::new(rows);
+        let sample = if rows > DRIFT_ROWS && self.drift.bin_every_row(rows) {
+            RowSample::all(rows)
+        } else {
+            RowSample::new(rows)
+        };
         let shard = self.drift.shard();
         // A row or two goes straight to the shared counters; more are gathered per feature first.
         let direct = sample.count <= DIRECT_ROWS;
@@ -148,8 +152,9 @@ impl SkewMonitor {
     }
 }
 
-/// Rows of one request binned for drift: all of them up to [`DRIFT_ROWS`], else every `stride`-th row from a
-/// random first one, each counted `stride` times. PSI compares shares, and evenly spaced rows from a random
+/// Rows of one request binned for drift: all of them up to [`DRIFT_ROWS`] (or while the time slot is still
+/// short of rows, see [`drift::FULL_ROWS_PER_SLOT`]), else every `stride`-th row from a random first one, each
+/// counted `stride` times. PSI compares shares, and evenly spaced rows from a random
 /// start keep the shares unbiased, while a 1,024-row request costs what a 16-row one does; the counted total
 /// stays about the request's rows, so the window's row count (and its "enough data" floor) still means rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,9 +176,13 @@ impl RowSample {
         Self::with_start(rows, |stride| fastrand::usize(0..stride))
     }
 
+    fn all(rows: usize) -> Self {
+        Self { first: 0, stride: 1, count: rows, weight: 1 }
+    }
+
     fn with_start(rows: usize, start: impl FnOnce(usize) -> usize) -> Self {
         if rows <= DRIFT_ROWS {
-            return Self { first: 0, stride: 1, count: rows, weight: 1 };
+            return Self::all(rows);
         }
         let stride = rows.div_ceil(DRIFT_ROWS);
         let first = start(stride);
@@ -184,6 +193,10 @@ impl RowSample {
     fn rows(self) -> impl Iterator<Item = usize> {
         (0..self.count).map(move |k| self.first + k * self.stride)
     }
+}
+
+fn bound(b: Option<f64>) -> String {
+    b.map_or_else(|| "-".to_string(), |x| x.to_string())
 }
 
 #[cfg(test)]
@@ -208,8 +221,4 @@ mod tests {
             }
         }
     }
-}
-
-fn bound(b: Option<f64>) -> String {
-    b.map_or_else(|| "-".to_string(), |x| x.to_string())
 }
