@@ -310,7 +310,11 @@ impl GrpcInferenceService for GrpcApi {
         telemetry::adopt(&span, &headers);
         let result = self.infer_in_span(headers, r).instrument(span.clone()).await;
         span.record("status", result.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
-        let id = tonic::metadata::MetadataValue::try_from(request_id.as_str()).ok();
+        // Never indexed, like the HTTP header (telemetry::request_id_header says why).
+        let id = tonic::metadata::MetadataValue::try_from(request_id.as_str()).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
         match result {
             Ok(mut resp) => {
                 if let Some(id) = id {

@@ -334,7 +334,7 @@ async fn infer(
     telemetry::adopt(&span, req.headers());
     let mut resp = infer_in_span(core, clients, model, version, req).instrument(span.clone()).await;
     span.record("status", resp.status().as_u16());
-    if let Ok(h) = HeaderValue::from_str(&request_id) {
+    if let Some(h) = telemetry::request_id_header(&request_id) {
         resp.headers_mut().insert("x-request-id", h);
     }
     resp
