@@ -94,6 +94,32 @@ async fn drift_stays_low_in_distribution_and_flags_exactly_the_shifted_features(
     gw.shutdown().await;
 }
 
+/// Past the rows a time slot bins one by one, requests are sampled (whole small ones, rows of large ones) and
+/// weighted: the window still counts about the rows sent, and in-distribution traffic still reads as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_version_is_sampled_and_still_reads_true() {
+    let gw = start(config(&bundled_models())).await;
+    let c = client();
+    let mut rng = fastrand::Rng::with_seed(5);
+    let m = manifest("breast-cancer", "2");
+    let infer = url(&gw, "/v2/models/breast-cancer/versions/2/infer");
+    let mut sent = 0;
+    for n in std::iter::repeat_n(200, 30).chain(std::iter::repeat_n(1, 300)) {
+        let body = json!({"inputs": [{"name": "input", "shape": [n, 30], "datatype": "FP32", "data": rows(&m, n, &[], &mut rng)}]});
+        let (s, v) = post(&c, &infer, body.to_string()).await;
+        assert_eq!(s, 200, "{v}");
+        sent += n;
+    }
+    let (s, skew) = admin(&c, &gw, Method::GET, "/admin/models/breast-cancer/skew", None).await;
+    assert_eq!(s, 200, "{skew}");
+    let v2 = skew["versions"].as_array().expect("versions").iter().find(|x| x["version"] == json!("2")).expect("v2");
+    let counted = v2["drift"]["rows"].as_u64().expect("rows") as usize;
+    assert!(counted.abs_diff(sent) < sent / 10, "{sent} rows sent, {counted} counted");
+    let max = v2["drift"]["max_psi"].as_f64().expect("psi");
+    assert!(max < 0.1, "in-distribution traffic keeps PSI low when sampled: {max}");
+    gw.shutdown().await;
+}
+
 fn nan_request(value: f32) -> InferRequest {
     let mut data = vec![1.0f32; 30];
     data[4] = value;

@@ -1,8 +1,9 @@
 //! Streaming feature statistics of one model version against its training baseline, over a sliding window.
 //!
 //! Every feature of an input row is binned on the baseline's bin edges with relaxed atomic adds (no lock on the
-//! request path); of a request with many rows, once its time slot has binned enough rows one by one, an evenly
-//! spaced sample is binned, each row standing for those around it (`RowSample` in the parent module). The window is a ring of time slots: requests add to the current
+//! request path). Once a time slot has binned enough rows one by one, a sample is binned, each row standing for
+//! those it was picked from: one request in [`REQUEST_SAMPLE`], or an evenly spaced sample of a request's rows
+//! (`RowSample` in the parent module). The window is a ring of time slots: requests add to the current
 //! slot, a ticker advances the ring and clears the slot it moves into, and a snapshot sums all slots. From the
 //! window come the population stability index (PSI) per feature and the share of values outside the training
 //! range. A categorical feature (a BYTES input) has one bin per training category plus one for categories never
@@ -72,16 +73,19 @@ fn shard() -> usize {
 pub const MAX_WIDTH: usize = 64;
 
 struct Slot {
-    /// `SHARDS` runs of `per_shard` counters.
+    /// `SHARDS` runs of `per_shard` counters; each run's first counter holds the rows binned one by one
+    /// ([`Shard::sample`]), the features' counters follow.
     counts: Box<[AtomicU64]>,
-    /// Rows of large requests binned one by one in this slot ([`DriftStats::bin_every_row`]).
-    full_rows: AtomicU64,
 }
 
-/// Rows of large requests a slot bins one by one before it samples them. PSI's noise falls with the number of
-/// distinct rows binned, not with their weights: a quiet model whose slot has seen few rows needs every one of
-/// them, while a busy one gets this many real rows per slot, plus a sample of the rest, at a bounded cost.
-pub const FULL_ROWS_PER_SLOT: u64 = 4096;
+/// Rows a shard of a time slot bins one by one (every row of every request) before it samples. PSI's noise falls
+/// with the number of distinct rows binned, not with their weights: a quiet model needs every row it gets, while
+/// a busy one gets this many real rows per shard and slot, plus a sample of the rest, at a bounded cost.
+pub const FULL_ROWS_PER_SHARD: u64 = 1024;
+
+/// Once a shard has its full rows, one request in this many (of up to [`DRIFT_ROWS`](super::DRIFT_ROWS) rows) is
+/// binned, each row counted this many times; larger requests are sampled by rows instead.
+pub const REQUEST_SAMPLE: u32 = 8;
 
 pub struct DriftStats {
     pub features: Vec<Feature>,
@@ -138,6 +142,18 @@ pub struct Shard<'a> {
 }
 
 impl Shard<'_> {
+    /// Whether this shard of the current slot still bins every row: yes until it has binned
+    /// [`FULL_ROWS_PER_SHARD`] rows that way, and then it counts them. The counter is this thread's own; a
+    /// warm shard only reads it.
+    pub fn bins_every_row(&self, rows: usize) -> bool {
+        let full = &self.counts[0];
+        if full.load(Ordering::Relaxed) >= FULL_ROWS_PER_SHARD {
+            return false;
+        }
+        full.fetch_add(rows as u64, Ordering::Relaxed);
+        true
+    }
+
     /// Adds a request's gathered counts for `f`: one atomic add per bin touched.
     pub fn add(&self, f: &Feature, local: &Local) {
         let counts = &self.counts[f.base..f.base + f.bins() + EXTRA];
@@ -203,7 +219,7 @@ impl DriftStats {
     /// Builds the features from the manifest's baselines; inputs without baselines are not tracked.
     pub fn new(manifest: &Manifest, slots: usize) -> Self {
         let mut features = Vec::new();
-        let mut base = 0;
+        let mut base = 1; // counter 0 of each shard's run: the rows it binned one by one
         for (input, spec) in manifest.inputs.iter().enumerate() {
             let row_len = spec.spec.row_len();
             let categorical = spec.spec.datatype == DataType::Bytes;
@@ -244,10 +260,7 @@ impl DriftStats {
             }
         }
         let slots = (0..slots.max(1))
-            .map(|_| Slot {
-                counts: (0..base * SHARDS).map(|_| AtomicU64::new(0)).collect(),
-                full_rows: AtomicU64::new(0),
-            })
+            .map(|_| Slot { counts: (0..base * SHARDS).map(|_| AtomicU64::new(0)).collect() })
             .collect();
         Self { features, slots, per_shard: base, current: AtomicUsize::new(0) }
     }
@@ -272,18 +285,6 @@ impl DriftStats {
                 local.counts[r] += weight;
             }
         }
-    }
-
-    /// Whether a request of `rows` rows (more than one sample's worth) is binned row by row: yes while the current
-    /// slot has binned fewer than [`FULL_ROWS_PER_SLOT`] rows that way, and then it counts them. One relaxed
-    /// atomic per large request, whose inference costs far more.
-    pub fn bin_every_row(&self, rows: usize) -> bool {
-        let slot = &self.slots[self.current.load(Ordering::Relaxed)];
-        if slot.full_rows.load(Ordering::Relaxed) >= FULL_ROWS_PER_SLOT {
-            return false;
-        }
-        slot.full_rows.fetch_add(rows as u64, Ordering::Relaxed);
-        true
     }
 
     /// This thread's run of counters in the current slot: where a request's counts go.
@@ -313,7 +314,6 @@ impl DriftStats {
         for c in self.slots[next].counts.iter() {
             c.store(0, Ordering::Relaxed);
         }
-        self.slots[next].full_rows.store(0, Ordering::Relaxed);
         self.current.store(next, Ordering::Relaxed);
     }
 
@@ -427,23 +427,24 @@ mod tests {
         assert!((f.unseen_share.expect("share") - 300.0 / total as f64).abs() < 1e-9, "{f:?}");
     }
 
-    /// A slot bins large requests row by row until it holds FULL_ROWS_PER_SLOT such rows; the slot the window
-    /// moves into starts over.
+    /// A shard of a slot bins every row until it holds FULL_ROWS_PER_SHARD of them; the slot the window moves
+    /// into starts over.
     #[test]
     fn a_slot_bins_every_row_until_it_has_enough() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wine/1");
         let manifest = Manifest::load(&dir, "wine", "1").expect("bundled manifest");
         let stats = DriftStats::new(&manifest, 2);
         let mut full = 0;
-        while stats.bin_every_row(1000) {
+        while stats.shard().bins_every_row(100) {
             full += 1;
         }
-        assert_eq!(full, FULL_ROWS_PER_SLOT.div_ceil(1000), "whole requests until the slot has enough");
-        assert!(!stats.bin_every_row(20), "then sampled");
+        assert_eq!(full, FULL_ROWS_PER_SHARD.div_ceil(100), "whole requests until the shard has enough");
+        assert!(!stats.shard().bins_every_row(1), "then sampled");
         stats.rotate();
-        assert!(stats.bin_every_row(20), "a fresh slot bins every row again");
+        assert!(stats.shard().bins_every_row(1), "a fresh slot bins every row again");
         stats.rotate();
-        assert!(stats.bin_every_row(20), "the slot was cleared when the window moved into it");
+        assert!(stats.shard().bins_every_row(1), "the slot was cleared when the window moved into it");
+        assert_eq!(stats.snapshot().rows, 0, "the counter is not a feature's");
     }
 
     #[test]

@@ -104,17 +104,16 @@ impl SkewMonitor {
         }
         let count_invalid = self.policy == InvalidPolicy::Count;
         let rows = inputs.first().map_or(0, |t| t.shape[0] as usize);
-        let sample = if rows > DRIFT_ROWS && self.drift.bin_every_row(rows) {
-            RowSample::all(rows)
-        } else {
-            RowSample::new(rows)
-        };
         let shard = self.drift.shard();
+        let sample = if shard.bins_every_row(rows) { RowSample::all(rows) } else { RowSample::new(rows) };
         // A row or two goes straight to the shared counters; more are gathered per feature first.
         let direct = sample.count <= DIRECT_ROWS;
         for (i, f) in self.drift.features.iter().enumerate() {
             let t = &inputs[f.input];
             if f.is_categorical() {
+                if sample.count == 0 {
+                    continue;
+                }
                 let values = sample.rows().filter_map(|row| t.data.bytes_at(row * f.row_len + f.offset));
                 if direct {
                     values.for_each(|v| shard.count_category(f, v, sample.weight));
@@ -138,6 +137,9 @@ impl SkewMonitor {
                 }
             }
             let (start, step) = (sample.first * f.row_len + f.offset, f.row_len * sample.stride);
+            if sample.count == 0 {
+                continue;
+            }
             if direct {
                 t.data.for_each_strided(start, step, sample.count, |v| shard.count(f, v, sample.weight));
             } else {
@@ -152,9 +154,10 @@ impl SkewMonitor {
     }
 }
 
-/// Rows of one request binned for drift: all of them up to [`DRIFT_ROWS`] (or while the time slot is still
-/// short of rows, see [`drift::FULL_ROWS_PER_SLOT`]), else every `stride`-th row from a random first one, each
-/// counted `stride` times. PSI compares shares, and evenly spaced rows from a random
+/// Rows of one request binned for drift once the time slot has enough rows binned one by one
+/// ([`drift::FULL_ROWS_PER_SHARD`]; before, all of them): up to [`DRIFT_ROWS`] rows, all of them in one request of
+/// [`drift::REQUEST_SAMPLE`] (each counted that many times) and none in the others; more rows, every `stride`-th
+/// row from a random first one, each counted `stride` times. PSI compares shares, and evenly spaced rows from a random
 /// start keep the shares unbiased, while a 1,024-row request costs what a 16-row one does; the counted total
 /// stays about the request's rows, so the window's row count (and its "enough data" floor) still means rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,17 +176,24 @@ const DIRECT_ROWS: usize = 2;
 
 impl RowSample {
     fn new(rows: usize) -> Self {
-        Self::with_start(rows, |stride| fastrand::usize(0..stride))
+        if rows <= DRIFT_ROWS {
+            Self::one_request_in(rows, fastrand::u32(..drift::REQUEST_SAMPLE) == 0)
+        } else {
+            Self::with_start(rows, |stride| fastrand::usize(0..stride))
+        }
     }
 
     fn all(rows: usize) -> Self {
         Self { first: 0, stride: 1, count: rows, weight: 1 }
     }
 
+    /// A small request's rows: all of them if it is the one picked, each counted for the requests not picked.
+    fn one_request_in(rows: usize, picked: bool) -> Self {
+        Self { first: 0, stride: 1, count: if picked { rows } else { 0 }, weight: drift::REQUEST_SAMPLE }
+    }
+
+    /// Every `stride`-th row of a request of more than [`DRIFT_ROWS`], from the row `start` picks below the stride.
     fn with_start(rows: usize, start: impl FnOnce(usize) -> usize) -> Self {
-        if rows <= DRIFT_ROWS {
-            return Self::all(rows);
-        }
         let stride = rows.div_ceil(DRIFT_ROWS);
         let first = start(stride);
         let count = (rows - first).div_ceil(stride);
@@ -209,16 +219,29 @@ mod tests {
         /// A request's sample stays within its rows, bins at most DRIFT_ROWS of them, and its weighted total is
         /// the request's rows give or take one stride, whatever the random start.
         #[test]
-        fn a_sample_covers_the_request(rows in 0usize..5000, start in 0usize..1000) {
+        fn a_sample_covers_the_request(rows in DRIFT_ROWS + 1..5000, start in 0usize..1000) {
             let s = RowSample::with_start(rows, |stride| start % stride);
             let picked: Vec<usize> = s.rows().collect();
             prop_assert!(picked.len() <= DRIFT_ROWS);
             prop_assert!(picked.iter().all(|&r| r < rows));
             let total = picked.len() * s.weight as usize;
             prop_assert!(total.abs_diff(rows) < s.stride, "{rows} rows counted as {total} ({s:?})");
-            if rows <= DRIFT_ROWS {
-                prop_assert_eq!(picked, (0..rows).collect::<Vec<_>>());
-            }
         }
+    }
+
+    /// Small requests are sampled whole: about one in REQUEST_SAMPLE is binned, and the weighted total stays
+    /// about the rows sent.
+    #[test]
+    fn small_requests_are_sampled_whole_and_weighted() {
+        fastrand::seed(7);
+        let (requests, rows) = (80_000, 5);
+        let mut total = 0;
+        for _ in 0..requests {
+            let s = RowSample::new(rows);
+            assert!(s.count == 0 || s.rows().eq(0..rows), "all rows or none: {s:?}");
+            total += s.count * s.weight as usize;
+        }
+        let sent = requests * rows;
+        assert!(total.abs_diff(sent) < sent / 20, "{sent} rows counted as {total}");
     }
 }
