@@ -8,6 +8,8 @@
 # Loopback only.
 #
 #   PROFILE_REQUESTS  requests counted per server (default 2000)
+#   PROFILE_WARMUP    uncounted requests before them (default 3000: past the rows the skew monitor's time slot
+#                     bins one by one before it samples, so the counts are a busy server's steady state)
 #   PROFILE_VERSION   breast-cancer version (default 1: a logistic regression, so the server's own work shows)
 #   PROFILE_PROTOCOL  http (default) or grpc
 #   PROFILE_ROWS      rows per request (default 1)
@@ -15,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${PROFILE_REQUESTS:-2000}
+WARMUP=${PROFILE_WARMUP:-3000}
 VERSION=${PROFILE_VERSION:-1}
 PROTO=${PROFILE_PROTOCOL:-http}
 ROWS=${PROFILE_ROWS:-1}
@@ -38,7 +41,7 @@ profile() { # name, url, command...
   local vpid=$!
   pids+=("$vpid")
   for _ in $(seq 1 600); do load "$url" 1 probe-$name >/dev/null 2>&1 && break; sleep 0.5; done
-  load "$url" 200 warm-$name >/dev/null
+  load "$url" "$WARMUP" warm-$name >/dev/null
   callgrind_control -i on "$vpid" >/dev/null
   load "$url" "$N" "$name" >/dev/null
   callgrind_control -d "$vpid" >/dev/null

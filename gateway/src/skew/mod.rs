@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::GatewayError;
 use crate::manifest::Manifest;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 use drift::{DriftStats, Feature, Local};
 
 /// What to do with a request carrying NaN, an infinity or a value outside the declared bounds.
@@ -38,12 +38,30 @@ fn invalid_kind(f: &Feature, v: f64) -> Option<usize> {
     }
 }
 
+/// One pass over feature `f`'s column of `rows` rows: its first invalid value (row, kind, value), and how many
+/// of each kind it holds. A column at a time reads the tensor with index arithmetic, one type dispatch per
+/// feature rather than per value.
+fn scan_invalid(f: &Feature, data: &TensorData, rows: usize) -> (Option<(usize, usize, f64)>, [u64; 3]) {
+    let (mut first, mut counts, mut row) = (None, [0u64; 3], 0);
+    data.for_each_strided(f.offset, f.row_len, rows, |v| {
+        if let Some(kind) = invalid_kind(f, v) {
+            counts[kind] += 1;
+            first.get_or_insert((row, kind, v));
+        }
+        row += 1;
+    });
+    (first, counts)
+}
+
 /// Skew monitoring of one model version.
 pub struct SkewMonitor {
     pub drift: DriftStats,
     policy: InvalidPolicy,
     /// Per feature, one counter per invalid kind.
     invalid: Vec<[IntCounter; 3]>,
+    /// Per input (in signature order), the range each position of a row must lie in, for [`Self::all_valid`];
+    /// `None` for inputs without numeric features.
+    ranges: Vec<Option<Vec<(f64, f64)>>>,
 }
 
 impl std::fmt::Debug for SkewMonitor {
@@ -61,7 +79,32 @@ impl SkewMonitor {
     ) -> Self {
         let drift = DriftStats::new(manifest, slots);
         let invalid = drift.features.iter().map(|f| INVALID_KINDS.map(|k| counter(&f.name, k))).collect();
-        Self { drift, policy, invalid }
+        let mut ranges: Vec<Option<Vec<(f64, f64)>>> = vec![None; manifest.inputs.len()];
+        for f in drift.features.iter().filter(|f| !f.is_categorical()) {
+            // A position without a feature takes anything (a NaN there only sends the request to the slow
+            // check, which finds nothing); a feature's bounds are finite, so that infinities fail the fast check.
+            let row = ranges[f.input].get_or_insert_with(|| vec![(f64::NEG_INFINITY, f64::INFINITY); f.row_len]);
+            row[f.offset] = (f.lower.unwrap_or(f64::MIN), f.upper.unwrap_or(f64::MAX));
+        }
+        Self { drift, policy, invalid, ranges }
+    }
+
+    /// Whether every monitored value is valid: one pass per input tensor, a few instructions per value, so the
+    /// common case does not pay for the per-feature scans that say which value is invalid.
+    fn all_valid(&self, inputs: &[Tensor]) -> bool {
+        self.ranges.iter().zip(inputs).all(|(ranges, t)| {
+            let Some(ranges) = ranges else { return true };
+            let (mut ok, mut pos) = (true, 0);
+            t.data.for_each_strided(0, 1, t.data.len(), |v| {
+                let (lo, hi) = ranges[pos];
+                ok &= v >= lo && v <= hi; // false for NaN
+                pos += 1;
+                if pos == ranges.len() {
+                    pos = 0;
+                }
+            });
+            ok
+        })
     }
 
     pub fn policy(&self) -> InvalidPolicy {
@@ -82,30 +125,30 @@ impl SkewMonitor {
     /// Checks and records the inputs of one request (in signature order). Under the reject policy nothing is
     /// recorded for a refused request except the invalid value that refused it.
     pub fn observe(&self, inputs: &[Tensor], input_names: &[String]) -> Result<(), GatewayError> {
-        if self.policy == InvalidPolicy::Reject {
+        let rows = inputs.first().map_or(0, |t| t.shape[0] as usize);
+        let valid = self.all_valid(inputs);
+        if self.policy == InvalidPolicy::Reject && !valid {
             for (i, f) in self.drift.features.iter().enumerate().filter(|(_, f)| !f.is_categorical()) {
                 let t = &inputs[f.input];
-                for row in 0..t.shape[0] as usize {
-                    let v = t.data.get_f64(row * f.row_len + f.offset);
-                    if let Some(kind) = invalid_kind(f, v) {
-                        self.invalid[i][kind].inc();
-                        let what = match kind {
-                            0 => "NaN".to_string(),
-                            1 => format!("{v}"),
-                            _ => format!("{v}, outside the declared bounds [{}, {}]", bound(f.lower), bound(f.upper)),
-                        };
-                        return Err(GatewayError::invalid(format!(
-                            "input '{}', feature '{}' (row {row}): {what} is not allowed for this model",
-                            input_names[f.input], f.name
-                        )));
-                    }
-                }
+                let Some((row, kind, v)) = scan_invalid(f, &t.data, rows).0 else { continue };
+                self.invalid[i][kind].inc();
+                let what = match kind {
+                    0 => "NaN".to_string(),
+                    1 => format!("{v}"),
+                    _ => format!("{v}, outside the declared bounds [{}, {}]", bound(f.lower), bound(f.upper)),
+                };
+                return Err(GatewayError::invalid(format!(
+                    "input '{}', feature '{}' (row {row}): {what} is not allowed for this model",
+                    input_names[f.input], f.name
+                )));
             }
         }
-        let count_invalid = self.policy == InvalidPolicy::Count;
-        let rows = inputs.first().map_or(0, |t| t.shape[0] as usize);
+        let count_invalid = self.policy == InvalidPolicy::Count && !valid;
         let shard = self.drift.shard();
         let sample = if shard.bins_every_row(rows) { RowSample::all(rows) } else { RowSample::new(rows) };
+        if sample.count == 0 && !count_invalid {
+            return Ok(()); // not a sampled request, and no invalid value to count
+        }
         // A row or two goes straight to the shared counters; more are gathered per feature first.
         let direct = sample.count <= DIRECT_ROWS;
         for (i, f) in self.drift.features.iter().enumerate() {
@@ -126,12 +169,7 @@ impl SkewMonitor {
             }
             // Invalid values are counted on every row (a cheap comparison); only the binning is sampled.
             if count_invalid {
-                let mut invalid = [0u64; 3];
-                t.data.for_each_strided(f.offset, f.row_len, rows, |v| {
-                    if let Some(kind) = invalid_kind(f, v) {
-                        invalid[kind] += 1;
-                    }
-                });
+                let invalid = scan_invalid(f, &t.data, rows).1;
                 for (k, n) in invalid.iter().enumerate().filter(|(_, n)| **n > 0) {
                     self.invalid[i][k].inc_by(*n);
                 }
@@ -227,6 +265,20 @@ mod tests {
             let total = picked.len() * s.weight as usize;
             prop_assert!(total.abs_diff(rows) < s.stride, "{rows} rows counted as {total} ({s:?})");
         }
+    }
+
+    /// The column scan behind both policies: the first invalid value in row order, and every kind counted.
+    #[test]
+    fn a_column_scan_finds_the_first_invalid_value_and_counts_every_kind() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/breast-cancer/1");
+        let manifest = Manifest::load(&dir, "breast-cancer", "1").expect("bundled manifest");
+        let mut f = DriftStats::new(&manifest, 1).features[0].clone();
+        (f.offset, f.row_len, f.lower, f.upper) = (1, 2, Some(0.0), Some(10.0));
+        let data = TensorData::F32(vec![0.0, 1.0, 0.0, -5.0, 0.0, f32::NAN, 0.0, f32::INFINITY, f32::NAN, 20.0]);
+        let (first, counts) = scan_invalid(&f, &data, 5);
+        assert_eq!(first, Some((1, 2, -5.0)));
+        assert_eq!(counts, [1, 1, 2], "NaN, infinite, out of bounds; the other column's NaN is not this feature's");
+        assert_eq!(scan_invalid(&f, &data, 1), (None, [0; 3]), "only the rows asked for");
     }
 
     /// Small requests are sampled whole: about one in REQUEST_SAMPLE is binned, and the weighted total stays

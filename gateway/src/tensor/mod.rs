@@ -176,6 +176,7 @@ impl TensorData {
     /// type dispatch happens once, not per value. Byte strings have no numeric value and are skipped.
     /// Stops early at the end of the buffer. Plain index arithmetic: an iterator chain (skip, step_by, take) costs
     /// more to set up than one feature of a one-row request costs to count, and this runs per feature.
+    #[inline]
     pub fn for_each_strided(&self, start: usize, step: usize, n: usize, mut f: impl FnMut(f64)) {
         fn strided<T: Copy>(d: &[T], start: usize, step: usize, n: usize, mut f: impl FnMut(T)) {
             let (mut i, step) = (start, step.max(1));
