@@ -312,6 +312,11 @@ async fn infer_version(
 }
 
 /// Runs a request inside its `request` span (joined to the caller's trace) and tags the answer with its id.
+// Header names as parsed constants: a `&str` name is parsed (and a custom one allocated) on every use.
+const REQUEST_ID: header::HeaderName = header::HeaderName::from_static(telemetry::REQUEST_ID_HEADER);
+const VERSION_NAME: header::HeaderName = header::HeaderName::from_static(VERSION_HEADER);
+const HEADER_LENGTH_NAME: header::HeaderName = header::HeaderName::from_static(HEADER_LENGTH);
+
 async fn infer(
     core: Arc<Core>,
     clients: Arc<Clients>,
@@ -332,10 +337,12 @@ async fn infer(
         status = tracing::field::Empty,
     );
     telemetry::adopt(&span, req.headers());
-    let mut resp = infer_in_span(core, clients, model, version, req).instrument(span.clone()).await;
+    // Boxed: the request's state across its awaits is a few KB, and every layer around this handler (tracing,
+    // error handling, the router's boxing) would otherwise move all of it, a memcpy per layer and request.
+    let mut resp = Box::pin(infer_in_span(core, clients, model, version, req)).instrument(span.clone()).await;
     span.record("status", resp.status().as_u16());
     if let Some(h) = telemetry::request_id_header(&request_id) {
-        resp.headers_mut().insert("x-request-id", h);
+        resp.headers_mut().insert(REQUEST_ID, h);
     }
     resp
 }
@@ -399,14 +406,14 @@ async fn infer_in_span(
                 Some(n) => (
                     [
                         (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-                        (header::HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(n)),
+                        (HEADER_LENGTH_NAME, HeaderValue::from(n)),
                     ],
                     bytes,
                 )
                     .into_response(),
             };
             if let Ok(h) = HeaderValue::from_str(&v.version) {
-                r.headers_mut().insert(VERSION_HEADER, h);
+                r.headers_mut().insert(VERSION_NAME, h);
             }
             r
         }
@@ -420,7 +427,7 @@ async fn infer_in_span(
 /// The JSON header's length of a request with binary tensors, from `Inference-Header-Content-Length`; `None`
 /// when the header is absent (a plain JSON request).
 fn header_length(headers: &axum::http::HeaderMap) -> Result<Option<usize>, GatewayError> {
-    let Some(v) = headers.get(HEADER_LENGTH) else { return Ok(None) };
+    let Some(v) = headers.get(HEADER_LENGTH_NAME) else { return Ok(None) };
     v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).map(Some).ok_or_else(|| {
         GatewayError::invalid(format!(
             "Inference-Header-Content-Length must be the JSON header's length in bytes, got '{}'",
