@@ -143,6 +143,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+    trim_freed_memory_periodically();
     let result = runtime.block_on(gateway::run(config, shutdown_signal()));
     runtime.block_on(async { tokio::task::spawn_blocking(move || drop(telemetry)).await.ok() });
     match result {
@@ -153,6 +154,34 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How often freed heap memory is handed back to the system.
+const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// glibc keeps what is freed inside its per-thread arenas for reuse, and only gives back what lies at the top of
+/// an arena. Requests are allocated on one thread and freed on another, so the arenas fill with free pages between
+/// live allocations: under `make soak` their size grew about 7 KB/s while the bytes in use grew 0.6 KB/s, and after
+/// a burst of 10,000 connections the process kept hundreds of MiB. `malloc_trim` returns every whole free page of
+/// every arena; a call took 0.09 to 0.17 ms under the soak's load (perf uprobes), once every 10 s.
+/// (mimalloc as the global allocator was tried instead: its resident memory grew fifteen times faster under the
+/// same soak.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim_freed_memory_periodically() {
+    let spawned = std::thread::Builder::new().name("malloc-trim".into()).spawn(|| {
+        loop {
+            std::thread::sleep(TRIM_INTERVAL);
+            // SAFETY: malloc_trim only takes glibc's arena locks; it has no preconditions on the caller.
+            unsafe { libc::malloc_trim(0) };
+        }
+    });
+    if let Err(e) = spawned {
+        eprintln!("warning: cannot start the memory trim thread: {e}");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_freed_memory_periodically() {}
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
