@@ -4,7 +4,8 @@
 # load from 64 and from CONN_MANY (10,000) keep-alive connections, alternating CONN_PAIRS times. Prints throughput
 # and p99 of each run, the many/64 throughput ratio (goal: within 10 %), and the gateway's resident memory during
 # each run, from which the memory per connection. Raises the open-files soft limit to the hard one first (the
-# gateway and the load tester, separate processes, each hold CONN_MANY sockets). Loopback only.
+# gateway and the load tester, separate processes, each hold CONN_MANY sockets). Then the same pair against the bare
+# server, for the share of the loss that is not the gateway's. Loopback only.
 #
 #   CONN_MANY     connections in the large runs (default 10000)
 #   CONN_SECONDS  measured seconds per run (default 10)
@@ -33,13 +34,15 @@ PY
 grep -q '^queue_capacity = 12000' "$DIR/gateway.toml" || { echo "no [inference] queue_capacity to raise" >&2; exit 1; }
 start_gateway "$DIR/gateway.toml" 1920
 wait_ready 19200
-rss() { awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status"; }
+rss() { awk '/VmRSS/ {print $2}' "/proc/${1:-$GW_PID}/status"; }
 
-run() { # connections: prints "req/s p99_ms rss_kb_mid_run"
+run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run" (of the gateway unless another pid)
   local mid out
-  ( sleep $((SECONDS_RUN / 2 + 3)); rss >"$DIR/rss" ) &
+  ( sleep $((SECONDS_RUN / 2 + 3)); rss "${3:-$GW_PID}" >"$DIR/rss" ) &
   mid=$!
-  out=$("$LT" run --url http://127.0.0.1:19200 --model breast-cancer --manifest models/breast-cancer/2/manifest.json \
+  # --signature: the bare server answers inference only, no metadata.
+  out=$("$LT" run --url "${2:-http://127.0.0.1:19200}" --model breast-cancer \
+    --manifest models/breast-cancer/2/manifest.json --signature input:FP32:30 \
     --duration "$SECONDS_RUN" --warmup 3 --connections "$1" --threads 2 --timeout 30 --fail-on-errors --quiet)
   wait "$mid"
   echo "$out" | awk -v rss="$(cat "$DIR/rss")" '/^throughput/ {t = $2} /^latency/ {p99 = $9} END {print t, p99, rss}'
@@ -56,3 +59,13 @@ echo "RSS after the runs: $(( $(rss) / 1024 )) MiB"
 # The gateway hands freed heap memory back every 10 s (malloc_trim): what the connections took should be gone.
 sleep 15
 echo "RSS 15 s later: $(( $(rss) / 1024 )) MiB"
+
+# The same pair against the bare server (axum + ONNX Runtime inline, breast-cancer v2 as the gateway's default
+# stable): how much of the loss at many connections is the gateway's, and how much the kernel's and the load
+# tester's on the same two cores.
+start_bare 2 1921
+read -r b1 bp1 br1 < <(run 64 http://127.0.0.1:19210 "$BARE_PID")
+read -r b2 bp2 br2 < <(run "$MANY" http://127.0.0.1:19210 "$BARE_PID")
+awk -v b1="$b1" -v p1="$bp1" -v r1="$br1" -v b2="$b2" -v p2="$bp2" -v r2="$br2" -v n="$MANY" 'BEGIN {
+  printf "bare server: 64: %d req/s (p99 %s ms), %d: %d req/s (p99 %s ms), ratio %.2f\n", b1, p1, n, b2, p2, b2 / b1
+  printf "       memory per connection: %.1f KiB\n", (r2 - r1) / (n - 64) }'
