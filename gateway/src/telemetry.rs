@@ -151,12 +151,13 @@ pub fn adopt(span: &tracing::Span, headers: &http::HeaderMap) {
 
 /// The request and answer header (HTTP) and metadata key (gRPC) carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The same, parsed once: a `&str` name is parsed on every lookup.
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// The request id: the caller's `x-request-id` if it sent a usable one, else a new random one.
 pub fn request_id(headers: &http::HeaderMap) -> String {
-    const NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
     headers
-        .get(NAME)
+        .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map_or_else(random_id, str::to_owned)

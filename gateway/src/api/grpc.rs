@@ -318,13 +318,13 @@ impl GrpcInferenceService for GrpcApi {
         match result {
             Ok(mut resp) => {
                 if let Some(id) = id {
-                    resp.metadata_mut().insert("x-request-id", id);
+                    resp.metadata_mut().insert(telemetry::REQUEST_ID_HEADER, id);
                 }
                 Ok(resp)
             }
             Err(mut status) => {
                 if let Some(id) = id {
-                    status.metadata_mut().insert("x-request-id", id);
+                    status.metadata_mut().insert(telemetry::REQUEST_ID_HEADER, id);
                 }
                 Err(status)
             }

@@ -311,12 +311,11 @@ async fn infer_version(
     infer(core, clients, model, Some(version), req).await
 }
 
-/// Runs a request inside its `request` span (joined to the caller's trace) and tags the answer with its id.
 // Header names as parsed constants: a `&str` name is parsed (and a custom one allocated) on every use.
-const REQUEST_ID: header::HeaderName = header::HeaderName::from_static(telemetry::REQUEST_ID_HEADER);
 const VERSION_NAME: header::HeaderName = header::HeaderName::from_static(VERSION_HEADER);
 const HEADER_LENGTH_NAME: header::HeaderName = header::HeaderName::from_static(HEADER_LENGTH);
 
+/// Runs a request inside its `request` span (joined to the caller's trace) and tags the answer with its id.
 async fn infer(
     core: Arc<Core>,
     clients: Arc<Clients>,
@@ -342,7 +341,7 @@ async fn infer(
     let mut resp = Box::pin(infer_in_span(core, clients, model, version, req)).instrument(span.clone()).await;
     span.record("status", resp.status().as_u16());
     if let Some(h) = telemetry::request_id_header(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID, h);
+        resp.headers_mut().insert(telemetry::REQUEST_ID, h);
     }
     resp
 }
