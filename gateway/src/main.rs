@@ -127,6 +127,7 @@ fn main() -> ExitCode {
         println!("configuration {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
+    limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway-io").build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -182,6 +183,29 @@ fn trim_freed_memory_periodically() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_freed_memory_periodically() {}
+
+/// glibc gives each thread that meets a locked arena a new one, up to eight per core, and free pages stay scattered
+/// across all of them. The trim above returns whole free pages, but not the half-used ones: with the default arenas
+/// `make soak`'s resident memory kept rising about 1.4 KB/s after its journal reached its cap; with two arenas it was
+/// flat (+4.1 % over 30 min instead of +6.9 %). Two arenas cost nothing measurable on two cores: closed loop, v1,
+/// 64 connections, four alternating 10 s runs each, HTTP 613.6k against 615.5k requests and gRPC 524.5k against
+/// 511.2k (2026-12-05). Called before the runtime starts its threads.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    /// How many malloc arenas glibc may create, unless `MALLOC_ARENA_MAX` in the environment says otherwise.
+    const MALLOC_ARENAS: libc::c_int = 2;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only sets a glibc tunable under its own lock; M_ARENA_MAX with a positive value is valid.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) } != 1 {
+        eprintln!("warning: cannot limit malloc's arenas to {MALLOC_ARENAS}");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
