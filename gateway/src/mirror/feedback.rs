@@ -23,18 +23,28 @@ struct Answer {
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<String, Answer>,
-    order: VecDeque<String>,
+    /// Remembered answers by id, each with the sequence number of its entry in `order`.
+    map: HashMap<String, (u64, Answer)>,
+    /// Ids oldest first. A joined id stays here until it comes round, so its entry is counted in `bytes` until
+    /// then; the sequence number tells it from a later answer with the same id, which it must not forget.
+    order: VecDeque<(u64, String)>,
+    next: u64,
     /// Approximate memory held by `map` and `order`.
     bytes: usize,
 }
 
 impl Answer {
-    /// Approximate memory one remembered answer holds, with its id (kept twice: map key and order).
+    /// Approximate memory one remembered answer holds in the map, with its id.
     fn size(&self, id: &str) -> usize {
-        const OVERHEAD: usize = 160;
-        OVERHEAD + 2 * id.len() + self.model.len() + self.prediction.len() * std::mem::size_of::<f64>()
+        const OVERHEAD: usize = 112;
+        OVERHEAD + id.len() + self.model.len() + self.prediction.len() * std::mem::size_of::<f64>()
     }
+}
+
+/// Approximate memory one entry of `order` holds, with its id.
+fn order_size(id: &str) -> usize {
+    const OVERHEAD: usize = 48;
+    OVERHEAD + id.len()
 }
 
 #[derive(Debug)]
@@ -74,21 +84,29 @@ impl FeedbackBook {
         let prediction = (0..first.data.len()).map(|i| first.data.get_f64(i)).collect();
         let answer = Answer { model: model.to_string(), version, prediction, classes };
         let size = answer.size(id);
-        if size > self.shard_bytes {
+        if size + order_size(id) > self.shard_bytes {
             // One answer larger than its shard's budget would push every other one out: it is not remembered.
             return;
         }
         let mut s = self.shard(id).lock().unwrap_or_else(|p| p.into_inner());
-        match s.map.insert(id.to_string(), answer) {
-            Some(old) => s.bytes = s.bytes.saturating_sub(old.size(id)) + size,
-            None => {
-                s.order.push_back(id.to_string());
-                s.bytes += size;
-            }
+        let s = &mut *s;
+        if let Some((_, old)) = s.map.get_mut(id) {
+            // The same id again: the newer answer counts, in the older one's place.
+            s.bytes = s.bytes.saturating_sub(old.size(id)) + size;
+            *old = answer;
+        } else {
+            let seq = s.next;
+            s.next += 1;
+            s.map.insert(id.to_string(), (seq, answer));
+            s.order.push_back((seq, id.to_string()));
+            s.bytes += size + order_size(id);
         }
         while s.order.len() > self.per_shard || s.bytes > self.shard_bytes {
-            let Some(old) = s.order.pop_front() else { break };
-            if let Some(a) = s.map.remove(&old) {
+            let Some((seq, old)) = s.order.pop_front() else { break };
+            s.bytes = s.bytes.saturating_sub(order_size(&old));
+            if s.map.get(&old).is_some_and(|(kept, _)| *kept == seq)
+                && let Some((_, a)) = s.map.remove(&old)
+            {
                 s.bytes = s.bytes.saturating_sub(a.size(&old));
             }
         }
@@ -98,7 +116,7 @@ impl FeedbackBook {
     pub fn join(&self, model: &str, id: &str, truth: &[f64]) -> Result<(u64, Quality), GatewayError> {
         let answer = {
             let mut s = self.shard(id).lock().unwrap_or_else(|p| p.into_inner());
-            let a = s.map.get(id).cloned().ok_or_else(|| {
+            let a = s.map.get(id).map(|(_, a)| a.clone()).ok_or_else(|| {
                 GatewayError::NotFound(format!(
                     "no answer with request id '{id}' is remembered for model '{model}' (unknown, already \
                      labelled, or expired)"
@@ -117,9 +135,9 @@ impl FeedbackBook {
                     a.prediction.len()
                 )));
             }
-            // One label per answer: a second feedback for the same id would count twice. Its place in `order`
-            // goes when it comes round; its bytes go now.
-            if let Some(gone) = s.map.remove(id) {
+            // One label per answer: a second feedback for the same id would count twice. Its entry in `order`
+            // (and that entry's bytes) goes when it comes round; the answer's bytes go now.
+            if let Some((_, gone)) = s.map.remove(id) {
                 s.bytes = s.bytes.saturating_sub(gone.size(id));
             }
             a
@@ -177,6 +195,32 @@ mod tests {
         assert!(b.join("m", "id999", &[1.0]).is_ok());
         let kept: usize = b.shards.iter().map(|s| s.lock().expect("lock").map.len()).sum();
         assert!(kept <= 32 + SHARDS, "{kept}");
+    }
+
+    /// Joined ids wait in the order until they come round: their memory is counted until then, so the budget
+    /// bounds them, and an old entry of an id answered again does not forget the newer answer.
+    #[test]
+    fn joined_ids_are_counted_until_they_leave_the_order() {
+        let b = FeedbackBook::new(1_000_000, 64 << 10);
+        let long = "x".repeat(1000);
+        for i in 0..10_000 {
+            let id = format!("{i}-{long}");
+            b.remember(&id, "m", 1, &label(vec![1]));
+            b.join("m", &id, &[1.0]).expect("joined");
+        }
+        let held: usize =
+            b.shards.iter().map(|s| s.lock().expect("lock").order.iter().map(|(_, id)| id.len()).sum::<usize>()).sum();
+        assert!(held <= 64 << 10, "{held} bytes of joined ids held for a budget of 64 KiB");
+        assert!(b.bytes() >= held, "the bytes held ({held}) are counted ({})", b.bytes());
+
+        let b = FeedbackBook::new(SHARDS * 2, 1 << 20);
+        b.remember("again", "m", 1, &label(vec![1]));
+        b.join("m", "again", &[1.0]).expect("joined");
+        b.remember("again", "m", 2, &label(vec![0]));
+        // Push the first entry of "again" out of its shard's order; the second answer must survive that.
+        let filler = (0..).map(|i| format!("filler{i}")).find(|id| std::ptr::eq(b.shard(id), b.shard("again")));
+        b.remember(&filler.expect("an id in the same shard"), "m", 1, &label(vec![1]));
+        assert_eq!(b.join("m", "again", &[0.0]).expect("the newer answer is kept").0, 2);
     }
 
     /// Large answers (a 4096-row batch, say) are bounded by memory, not only by count.
