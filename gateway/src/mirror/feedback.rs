@@ -2,6 +2,7 @@
 //! oldest are forgotten first); `POST /v2/models/{m}/feedback` with the id and the true value joins them and keeps
 //! live accuracy (integer outputs: class labels) or absolute error (numeric outputs) per version.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -104,10 +105,11 @@ impl FeedbackBook {
         while s.order.len() > self.per_shard || s.bytes > self.shard_bytes {
             let Some((seq, old)) = s.order.pop_front() else { break };
             s.bytes = s.bytes.saturating_sub(order_size(&old));
-            if s.map.get(&old).is_some_and(|(kept, _)| *kept == seq)
-                && let Some((_, a)) = s.map.remove(&old)
+            if let Entry::Occupied(kept) = s.map.entry(old)
+                && kept.get().0 == seq
             {
-                s.bytes = s.bytes.saturating_sub(a.size(&old));
+                let (id, (_, a)) = kept.remove_entry();
+                s.bytes = s.bytes.saturating_sub(a.size(&id));
             }
         }
     }
