@@ -86,7 +86,7 @@ pub struct Core {
     pub body_read_timeout: std::time::Duration,
     pub strict_readiness: bool,
     /// Names of the pin and routing-key headers.
-    pub routing: crate::config::RoutingConfig,
+    pub routing: crate::config::RouteHeaders,
     /// Versions older than this are stale (`skew.max_model_age_days`).
     pub max_model_age: Option<std::time::Duration>,
     pub mirror: Mirror,

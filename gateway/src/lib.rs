@@ -305,7 +305,7 @@ fn build_core(config: &Config, resolved: &Resolved) -> anyhow::Result<Arc<Core>>
         max_body_bytes: config.server.max_body_bytes,
         body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms).min(resolved.request_timeout),
         strict_readiness: config.server.strict_readiness,
-        routing: config.routing.clone(),
+        routing: config.routing.headers().map_err(anyhow::Error::msg)?,
         max_model_age: (config.skew.max_model_age_days > 0.0)
             .then(|| Duration::from_secs_f64(config.skew.max_model_age_days * 86_400.0)),
         mirror,

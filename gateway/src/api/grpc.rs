@@ -7,7 +7,7 @@
 //! number of requests in progress (beyond it, RESOURCE_EXHAUSTED at once), and a deadline that is the sooner of the
 //! configured request timeout and the client's `grpc-timeout`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use tonic::codec::CompressionEncoding;
@@ -33,6 +33,13 @@ use tracing::Instrument;
 
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use tonic::codegen::BoxStream;
+use tonic::metadata::{Ascii, MetadataKey};
+
+// Names parsed once: a `&str` name is parsed and checked again on every request.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+static VERSION_KEY: LazyLock<MetadataKey<Ascii>> = LazyLock::new(|| MetadataKey::from_static(VERSION_HEADER));
+static REQUEST_ID_KEY: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static(telemetry::REQUEST_ID_HEADER));
 
 pub struct GrpcApi {
     core: Arc<Core>,
@@ -84,7 +91,7 @@ pub fn decode_errors_are_invalid_argument<B>(mut r: http::Response<B>) -> http::
 /// Parses `grpc-timeout` (at most 8 digits and a unit: H, M, S, m, u, n); a malformed one is refused by name
 /// rather than ignored, since the client meant to bound its call.
 fn client_deadline(meta: &http::HeaderMap) -> Result<Option<Duration>, GatewayError> {
-    let Some(v) = meta.get("grpc-timeout") else { return Ok(None) };
+    let Some(v) = meta.get(GRPC_TIMEOUT) else { return Ok(None) };
     let bad = || GatewayError::invalid(format!("metadata 'grpc-timeout' = {v:?} is not a timeout like 250m or 5S"));
     let v = v.to_str().map_err(|_| bad())?;
     let (n, unit) = v.split_at(v.len().checked_sub(1).ok_or_else(bad)?);
@@ -318,13 +325,13 @@ impl GrpcInferenceService for GrpcApi {
         match result {
             Ok(mut resp) => {
                 if let Some(id) = id {
-                    resp.metadata_mut().insert(telemetry::REQUEST_ID_HEADER, id);
+                    resp.metadata_mut().insert(&*REQUEST_ID_KEY, id);
                 }
                 Ok(resp)
             }
             Err(mut status) => {
                 if let Some(id) = id {
-                    status.metadata_mut().insert(telemetry::REQUEST_ID_HEADER, id);
+                    status.metadata_mut().insert(&*REQUEST_ID_KEY, id);
                 }
                 Err(status)
             }
@@ -415,7 +422,7 @@ impl GrpcApi {
                 }
                 let mut response = Response::new(out);
                 if let Ok(h) = v.version.parse() {
-                    response.metadata_mut().insert(VERSION_HEADER, h);
+                    response.metadata_mut().insert(&*VERSION_KEY, h);
                 }
                 Ok(response)
             }

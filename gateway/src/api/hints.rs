@@ -4,27 +4,27 @@
 
 use http::HeaderMap;
 
-use crate::config::RoutingConfig;
+use crate::config::RouteHeaders;
 use crate::error::GatewayError;
 use crate::routing::RouteHint;
 
 /// The hint for a request: `url_version` (from the path or the gRPC `model_version` field) wins over the pin.
 pub fn route_hint<'a>(
     headers: &'a HeaderMap,
-    cfg: &RoutingConfig,
+    names: &RouteHeaders,
     url_version: Option<&'a str>,
 ) -> Result<RouteHint<'a>, GatewayError> {
-    let pinned = match single(headers, &cfg.pin_header)? {
+    let pinned = match single(headers, &names.pin)? {
         Some(v) => Some(v.to_str().map_err(|_| {
-            GatewayError::invalid(format!("header '{}' must be a version number in visible ASCII", cfg.pin_header))
+            GatewayError::invalid(format!("header '{}' must be a version number in visible ASCII", names.pin))
         })?),
         None => None,
     };
-    let key = single(headers, &cfg.key_header)?.map(|v| v.as_bytes());
+    let key = single(headers, &names.key)?.map(|v| v.as_bytes());
     Ok(RouteHint { url_version, pinned, key })
 }
 
-fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a http::HeaderValue>, GatewayError> {
+fn single<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Result<Option<&'a http::HeaderValue>, GatewayError> {
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() {
@@ -39,9 +39,8 @@ mod tests {
 
     #[test]
     fn repeated_and_unreadable_headers_are_refused_by_name() {
-        let cfg = RoutingConfig::default();
-        let pin = http::HeaderName::from_bytes(cfg.pin_header.as_bytes()).expect("name");
-        let key = http::HeaderName::from_bytes(cfg.key_header.as_bytes()).expect("name");
+        let cfg = crate::config::RoutingConfig::default().headers().expect("the default names parse");
+        let (pin, key) = (cfg.pin.clone(), cfg.key.clone());
         let mut h = HeaderMap::new();
         assert!(route_hint(&h, &cfg, None).expect("empty").pinned.is_none());
         h.insert(pin.clone(), "2".parse().expect("value"));
@@ -50,10 +49,10 @@ mod tests {
         assert_eq!((hint.explicit(), hint.pinned, hint.key), (Some("1"), Some("2"), Some(&b"user\xff"[..])));
         h.append(pin.clone(), "3".parse().expect("value"));
         let e = route_hint(&h, &cfg, None).expect_err("repeated").to_string();
-        assert!(e.contains(&cfg.pin_header) && e.contains("more than once"), "{e}");
+        assert!(e.contains(cfg.pin.as_str()) && e.contains("more than once"), "{e}");
         h.remove(&pin);
         h.insert(pin.clone(), http::HeaderValue::from_bytes(b"\xe9").expect("opaque"));
         let e = route_hint(&h, &cfg, None).expect_err("not ascii").to_string();
-        assert!(e.contains(&cfg.pin_header) && e.contains("ASCII"), "{e}");
+        assert!(e.contains(cfg.pin.as_str()) && e.contains("ASCII"), "{e}");
     }
 }

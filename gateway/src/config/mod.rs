@@ -255,6 +255,27 @@ impl Default for RoutingConfig {
     }
 }
 
+/// The routing headers' names, parsed once: a name given as `&str` is parsed again on every lookup.
+#[derive(Debug, Clone)]
+pub struct RouteHeaders {
+    pub pin: http::HeaderName,
+    pub key: http::HeaderName,
+}
+
+impl RoutingConfig {
+    /// The parsed names (validation has already refused a name that does not parse).
+    pub fn headers(&self) -> Result<RouteHeaders, String> {
+        let parse = |field: &str, h: &str| {
+            http::HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| format!("{field} = '{h}' is not a valid header name"))
+        };
+        Ok(RouteHeaders {
+            pin: parse("routing.pin_header", &self.pin_header)?,
+            key: parse("routing.key_header", &self.key_header)?,
+        })
+    }
+}
+
 /// The admin API: its own listener, loopback by default, every call authenticated with a bearer token.
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -468,12 +489,8 @@ impl Config {
             }
             bound.push((field, a));
         }
-        for (field, h) in
-            [("routing.pin_header", &self.routing.pin_header), ("routing.key_header", &self.routing.key_header)]
-        {
-            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                errors.push(format!("{field} = '{h}' is not a valid header name"));
-            }
+        if let Err(e) = self.routing.headers() {
+            errors.push(e);
         }
         if !admin_addr.ip().is_loopback() && self.admin.tls.is_none() && !self.admin.allow_plaintext_remote {
             errors.push(format!(
