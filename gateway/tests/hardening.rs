@@ -106,6 +106,53 @@ async fn a_body_that_never_finishes_is_a_408() {
     gw.shutdown().await;
 }
 
+/// Past `server.max_concurrent_requests` an inference request is refused at once with 503 and the protocol's JSON
+/// error, counted under its model; the permit of a request still uploading counts, and is handed back when it ends.
+#[tokio::test]
+async fn past_the_concurrency_limit_requests_are_refused_at_once_and_counted() {
+    let mut cfg = config(&bundled_models());
+    cfg.server.max_concurrent_requests = 1;
+    let gw = start(cfg).await;
+    // A request whose body is still on its way holds the only permit.
+    let mut upload = TcpStream::connect(gw.http_addr).await.expect("connect");
+    upload
+        .write_all(
+            b"POST /v2/models/breast-cancer/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{\"inputs\":",
+        )
+        .await
+        .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !scrape(&gw).await.contains("gateway_requests_in_flight 1") {
+        assert!(Instant::now() < deadline, "the upload never counted as in flight");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let c = client();
+    let infer = url(&gw, "/v2/models/breast-cancer/infer");
+    let (s, v) = post(&c, &infer, breast_cancer_rows(1).to_string()).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("too many requests in progress")), "{v}");
+    let (s, v) = post(&c, &url(&gw, "/v2/models/no-such-model/infer"), breast_cancer_rows(1).to_string()).await;
+    assert_eq!(s, 404, "an unknown model is named, not refused for load: {v}");
+    let metrics = scrape(&gw).await;
+    assert!(
+        metrics.contains(r#"gateway_requests_total{code="503",model="breast-cancer",protocol="http",version=""} 1"#),
+        "{metrics}"
+    );
+    // The upload ends (the client goes away): its permit comes back and the next request is served.
+    drop(upload);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, v) = post(&c, &infer, breast_cancer_rows(1).to_string()).await;
+        if s == 200 {
+            break;
+        }
+        assert!(s == 503 && Instant::now() < deadline, "{s} {v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gw.shutdown().await;
+}
+
 /// An acknowledgement means durable: when the state file cannot be written, the change is refused with 503
 /// naming the cause and is not applied, here or after a restart; once the disk is back, changes work again.
 #[tokio::test]

@@ -3,20 +3,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{BoxError, Extension, Json, Router};
+use axum::{Extension, Json, Router};
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::api::admin::AdminToken;
-use crate::api::admission::{Admission, overloaded};
+use crate::api::admission::Admission;
 use crate::api::consumers::Clients;
 use crate::api::error::{ApiError, http_status};
 use crate::api::hints::route_hint;
@@ -43,34 +41,6 @@ pub fn router(
     token: AdminToken,
     clients: Arc<Clients>,
 ) -> Router {
-    let timeout_ms = limits.timeout.as_millis() as u64;
-    let counted = core.clone();
-    // Outermost to innermost: errors from the layers become protocol errors; load_shed refuses at once when the
-    // concurrency limit is reached (a fast 503 beats a queue no one sees); the limit is global across routes so
-    // the two infer paths share it; the timeout bounds the whole request, queue wait included.
-    let admission = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |uri: axum::http::Uri, e: BoxError| {
-            let core = counted.clone();
-            async move {
-                let err = if e.is::<tower::timeout::error::Elapsed>() {
-                    GatewayError::Timeout(timeout_ms)
-                } else if e.is::<tower::load_shed::error::Overloaded>() {
-                    overloaded()
-                } else {
-                    GatewayError::Internal(e.to_string())
-                };
-                // Answered by the admission layers, before the handler: counted here, or the error-rate alerts
-                // would never see a timeout or a shed request.
-                let model = uri.path().strip_prefix("/v2/models/").and_then(|r| r.split('/').next()).unwrap_or("");
-                let model = if core.registry.get(model).is_some() { model } else { UNKNOWN_MODEL };
-                core.metrics.request_failed(model, "", "http", http_status(&err).as_u16());
-                ApiError(err)
-            }
-        }))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::with_semaphore(limits.permits.clone()))
-        .timeout(limits.timeout);
-
     // tritonclient's request_compression_algorithm / response_compression_algorithm: gzip or deflate bodies in,
     // compressed answers out per Accept-Encoding. A compressed body is inflated as it is read, and the body limit
     // applies to the inflated bytes, so a small zip bomb gets a 413, not the memory. Only inference answers are
@@ -91,10 +61,9 @@ pub fn router(
                         .deflate(true)
                         .compress_when(SizeAbove::new(MIN_COMPRESSED_BYTES)),
                 )
-                .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
-                .layer(Extension(clients))
-                .layer(admission),
-        );
+                .layer(RequestDecompressionLayer::new().gzip(true).deflate(true)),
+        )
+        .with_state(InferState { core: core.clone(), clients, admission: limits.clone() });
 
     Router::new()
         .route("/v2/health/live", get(|| async { Json(serde_json::json!({ "live": true })) }))
@@ -293,22 +262,25 @@ fn join_feedback(core: &Core, model: &str, body: &[u8]) -> Result<serde_json::Va
     Ok(serde_json::json!({ "id": b.id, "model_name": model, "model_version": version.to_string() }))
 }
 
-async fn infer_default(
-    State(core): State<Arc<Core>>,
-    Extension(clients): Extension<Arc<Clients>>,
-    Path(model): Path<String>,
-    req: Request,
-) -> Response {
-    infer(core, clients, model, None, req).await
+/// The inference routes' state: the consumers and the admission limits travel with the core rather than as a
+/// request extension or tower layers, which would be boxed (and the layers cloned) on every request.
+#[derive(Clone)]
+struct InferState {
+    core: Arc<Core>,
+    clients: Arc<Clients>,
+    admission: Admission,
+}
+
+async fn infer_default(State(state): State<InferState>, Path(model): Path<String>, req: Request) -> Response {
+    infer(state, model, None, req).await
 }
 
 async fn infer_version(
-    State(core): State<Arc<Core>>,
-    Extension(clients): Extension<Arc<Clients>>,
+    State(state): State<InferState>,
     Path((model, version)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    infer(core, clients, model, Some(version), req).await
+    infer(state, model, Some(version), req).await
 }
 
 // Header names as parsed constants: a `&str` name is parsed (and a custom one allocated) on every use.
@@ -316,13 +288,7 @@ const VERSION_NAME: header::HeaderName = header::HeaderName::from_static(VERSION
 const HEADER_LENGTH_NAME: header::HeaderName = header::HeaderName::from_static(HEADER_LENGTH);
 
 /// Runs a request inside its `request` span (joined to the caller's trace) and tags the answer with its id.
-async fn infer(
-    core: Arc<Core>,
-    clients: Arc<Clients>,
-    model: String,
-    version: Option<String>,
-    req: Request,
-) -> Response {
+async fn infer(state: InferState, model: String, version: Option<String>, req: Request) -> Response {
     let request_id = telemetry::request_id(req.headers());
     let span = tracing::debug_span!(
         target: REQUEST_TARGET,
@@ -337,8 +303,8 @@ async fn infer(
     );
     telemetry::adopt(&span, req.headers());
     // Boxed: the request's state across its awaits is a few KB, and every layer around this handler (tracing,
-    // error handling, the router's boxing) would otherwise move all of it, a memcpy per layer and request.
-    let mut resp = Box::pin(infer_in_span(core, clients, model, version, req)).instrument(span.clone()).await;
+    // compression, the router's boxing) would otherwise move all of it, a memcpy per layer and request.
+    let mut resp = Box::pin(infer_in_span(state, model, version, req)).instrument(span.clone()).await;
     span.record("status", resp.status().as_u16());
     if let Some(h) = telemetry::request_id_header(&request_id) {
         resp.headers_mut().insert(telemetry::REQUEST_ID, h);
@@ -346,13 +312,8 @@ async fn infer(
     resp
 }
 
-async fn infer_in_span(
-    core: Arc<Core>,
-    clients: Arc<Clients>,
-    model: String,
-    version: Option<String>,
-    req: Request,
-) -> Response {
+async fn infer_in_span(state: InferState, model: String, version: Option<String>, req: Request) -> Response {
+    let InferState { core, clients, admission } = state;
     let start = Instant::now();
     // Counted from the headers on, so a slow upload is in flight too (and drained on shutdown).
     let _in_flight = InFlight::new(&core.metrics.in_flight);
@@ -368,6 +329,13 @@ async fn infer_in_span(
     let slot = match core.model(&model) {
         Ok(s) => s,
         Err(e) => return failed(&core, UNKNOWN_MODEL, "", start, e),
+    };
+    // Admission as over gRPC: a permit at once or a 503 (a fast refusal beats a queue no one sees), shared by both
+    // protocols. The request timeout bounds the upload (`core.body_read_timeout` is never longer) and, with what
+    // is left of it, the inference.
+    let _permit = match admission.admit() {
+        Ok(p) => p,
+        Err(e) => return failed(&core, &slot.name, "", start, e),
     };
     let (parts, body) = req.into_parts();
     // The body is read here rather than by an extractor so the request counts as in flight while it uploads.
@@ -388,7 +356,12 @@ async fn infer_in_span(
         Ok(h) => h,
         Err(e) => return failed(&core, &slot.name, "", start, e),
     };
-    match core.infer(&slot, hint, req).await {
+    let left = admission.timeout.saturating_sub(start.elapsed());
+    let result = match tokio::time::timeout(left, core.infer(&slot, hint, req)).await {
+        Ok(r) => r,
+        Err(_) => Err((None, GatewayError::Timeout(admission.timeout.as_millis() as u64))),
+    };
+    match result {
         Ok(resp) => {
             let v = &resp.version;
             let (bytes, header_len) = {
