@@ -82,12 +82,8 @@ async fn slowloris_and_connection_floods_cannot_take_the_port() {
     gw.shutdown().await;
 }
 
-/// A body that never finishes is the client's fault: 408, counted with code 408, never a 5xx.
-#[tokio::test]
-async fn a_body_that_never_finishes_is_a_408() {
-    let mut cfg = config(&bundled_models());
-    cfg.server.body_read_timeout_ms = 300;
-    let gw = start(cfg).await;
+/// An inference request whose headers promise 1,000 bytes of body, of which only the first few are sent.
+async fn half_sent_request(gw: &gateway::Gateway) -> TcpStream {
     let mut s = TcpStream::connect(gw.http_addr).await.expect("connect");
     s.write_all(
         b"POST /v2/models/breast-cancer/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
@@ -95,6 +91,16 @@ async fn a_body_that_never_finishes_is_a_408() {
     )
     .await
     .expect("send");
+    s
+}
+
+/// A body that never finishes is the client's fault: 408, counted with code 408, never a 5xx.
+#[tokio::test]
+async fn a_body_that_never_finishes_is_a_408() {
+    let mut cfg = config(&bundled_models());
+    cfg.server.body_read_timeout_ms = 300;
+    let gw = start(cfg).await;
+    let mut s = half_sent_request(&gw).await;
     let mut buf = vec![0; 4096];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("answered").expect("read");
     let answer = String::from_utf8_lossy(&buf[..n]);
@@ -114,14 +120,7 @@ async fn past_the_concurrency_limit_requests_are_refused_at_once_and_counted() {
     cfg.server.max_concurrent_requests = 1;
     let gw = start(cfg).await;
     // A request whose body is still on its way holds the only permit.
-    let mut upload = TcpStream::connect(gw.http_addr).await.expect("connect");
-    upload
-        .write_all(
-            b"POST /v2/models/breast-cancer/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
-              content-length: 1000\r\n\r\n{\"inputs\":",
-        )
-        .await
-        .expect("send");
+    let upload = half_sent_request(&gw).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !scrape(&gw).await.contains("gateway_requests_in_flight 1") {
         assert!(Instant::now() < deadline, "the upload never counted as in flight");
