@@ -1,10 +1,11 @@
 //! Admission control for the inference routes, built once and shared by both front ends: one bound on requests in
 //! progress across HTTP and gRPC (so a flood on one protocol cannot push the other past the limit), one body or
-//! message limit, one request deadline. HTTP applies it as tower layers (load shed, concurrency limit, timeout);
-//! gRPC takes a permit in the handler, where it also knows the model to count a refusal against.
+//! message limit, one request deadline. Both handlers take a permit once they know the model (to count a refusal
+//! against it) and bound the inference with [`within`].
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -28,6 +29,19 @@ impl Admission {
     /// A permit for one request, or at once the overload error (a fast refusal beats a queue no one sees).
     pub fn admit(&self) -> Result<SemaphorePermit<'_>, GatewayError> {
         self.permits.try_acquire().map_err(|_| overloaded())
+    }
+}
+
+/// Runs a request's inference within what is left of `deadline` since the request's `start`; past it, the timeout
+/// error naming the deadline.
+pub async fn within<T, V>(
+    deadline: Duration,
+    start: Instant,
+    inference: impl Future<Output = Result<T, (Option<V>, GatewayError)>>,
+) -> Result<T, (Option<V>, GatewayError)> {
+    match tokio::time::timeout(deadline.saturating_sub(start.elapsed()), inference).await {
+        Ok(r) => r,
+        Err(_) => Err((None, GatewayError::Timeout(deadline.as_millis() as u64))),
     }
 }
 

@@ -14,7 +14,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use crate::api::admin::AdminToken;
-use crate::api::admission::Admission;
+use crate::api::admission::{self, Admission};
 use crate::api::consumers::Clients;
 use crate::api::error::{codes, grpc_status};
 use crate::api::hints::route_hint;
@@ -387,11 +387,7 @@ impl GrpcApi {
         };
         let timeout = self.admission.timeout;
         let deadline = client.map_or(timeout, |d| d.min(timeout));
-        let result = match tokio::time::timeout(deadline, self.core.infer(&slot, hint, infer)).await {
-            Ok(r) => r,
-            Err(_) => Err((None, GatewayError::Timeout(deadline.as_millis() as u64))),
-        };
-        match result {
+        match admission::within(deadline, start, self.core.infer(&slot, hint, infer)).await {
             Ok(resp) => {
                 let _encode = tracing::debug_span!(target: REQUEST_TARGET, "encode").entered();
                 let v = &resp.version;

@@ -14,7 +14,7 @@ use tower_http::compression::predicate::SizeAbove;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::api::admin::AdminToken;
-use crate::api::admission::Admission;
+use crate::api::admission::{self, Admission};
 use crate::api::consumers::Clients;
 use crate::api::error::{ApiError, http_status};
 use crate::api::hints::route_hint;
@@ -356,12 +356,7 @@ async fn infer_in_span(state: InferState, model: String, version: Option<String>
         Ok(h) => h,
         Err(e) => return failed(&core, &slot.name, "", start, e),
     };
-    let left = admission.timeout.saturating_sub(start.elapsed());
-    let result = match tokio::time::timeout(left, core.infer(&slot, hint, req)).await {
-        Ok(r) => r,
-        Err(_) => Err((None, GatewayError::Timeout(admission.timeout.as_millis() as u64))),
-    };
-    match result {
+    match admission::within(admission.timeout, start, core.infer(&slot, hint, req)).await {
         Ok(resp) => {
             let v = &resp.version;
             let (bytes, header_len) = {
