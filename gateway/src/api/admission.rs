@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -39,10 +40,23 @@ pub async fn within<T, V>(
     start: Instant,
     inference: impl Future<Output = Result<T, (Option<V>, GatewayError)>>,
 ) -> Result<T, (Option<V>, GatewayError)> {
-    match tokio::time::timeout(deadline.saturating_sub(start.elapsed()), inference).await {
-        Ok(r) => r,
-        Err(_) => Err((None, GatewayError::Timeout(deadline.as_millis() as u64))),
+    match bounded(inference, || deadline.saturating_sub(start.elapsed())).await {
+        Some(r) => r,
+        None => Err((None, GatewayError::Timeout(deadline.as_millis() as u64))),
     }
+}
+
+/// Runs `work` and gives up (`None`) once it has waited `limit()`, measured from when it first has to wait. A timer
+/// is armed only then: most requests' work (a body that arrived with the headers, a call run inline) is done at its
+/// first poll, and a tokio timer costs each of them a runtime handle lookup, a clock read, and a timer entry to
+/// drop. Work that finishes at once is never thrown away, however long its first poll took: a deadline is there
+/// so that nothing waits forever, and that poll did not wait.
+pub async fn bounded<F: Future>(work: F, limit: impl FnOnce() -> Duration) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+        return Some(out);
+    }
+    tokio::time::timeout(limit(), work).await.ok()
 }
 
 /// The error for a request refused by the concurrency limit.
@@ -61,5 +75,28 @@ mod tests {
         let _p1 = a.admit().expect("first");
         let _p2 = b.admit().expect("second, through the clone");
         assert!(matches!(a.admit(), Err(GatewayError::Overloaded(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bounded_work_is_timed_only_once_it_waits() {
+        // Done at the first poll: kept, even with no time left.
+        assert_eq!(bounded(async { 7 }, || Duration::ZERO).await, Some(7));
+        // Waits past the limit: given up on.
+        let slow = tokio::time::sleep(Duration::from_secs(5));
+        assert_eq!(bounded(slow, || Duration::from_secs(1)).await, None);
+        // Waits, but less than the limit: its output.
+        let quick = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            8
+        };
+        assert_eq!(bounded(quick, || Duration::from_secs(1)).await, Some(8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn within_names_the_deadline_once_it_has_passed() {
+        let start = Instant::now();
+        let never = std::future::pending::<Result<(), (Option<()>, GatewayError)>>();
+        let e = within(Duration::from_millis(250), start, never).await.expect_err("past the deadline");
+        assert!(matches!(e.1, GatewayError::Timeout(250)), "{:?}", e.1);
     }
 }

@@ -407,11 +407,11 @@ fn header_length(headers: &axum::http::HeaderMap) -> Result<Option<usize>, Gatew
 /// is too slow (its fault, so it must not count as a server error).
 async fn read_body(core: &Core, body: axum::body::Body) -> Result<axum::body::Bytes, GatewayError> {
     let limit = core.max_body_bytes;
-    match tokio::time::timeout(core.body_read_timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) if is_length_limit(&e) => Err(GatewayError::PayloadTooLarge { limit }),
-        Ok(Err(e)) => Err(GatewayError::invalid(format!("cannot read the request body: {e}"))),
-        Err(_) => Err(GatewayError::BodyTimeout(core.body_read_timeout.as_millis() as u64)),
+    match admission::bounded(axum::body::to_bytes(body, limit), || core.body_read_timeout).await {
+        Some(Ok(b)) => Ok(b),
+        Some(Err(e)) if is_length_limit(&e) => Err(GatewayError::PayloadTooLarge { limit }),
+        Some(Err(e)) => Err(GatewayError::invalid(format!("cannot read the request body: {e}"))),
+        None => Err(GatewayError::BodyTimeout(core.body_read_timeout.as_millis() as u64)),
     }
 }
 
