@@ -4,8 +4,9 @@
 //! against it) and bound the inference with [`within`].
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -35,28 +36,77 @@ impl Admission {
 
 /// Runs a request's inference within what is left of `deadline` since the request's `start`; past it, the timeout
 /// error naming the deadline.
-pub async fn within<T, V>(
+pub fn within<T, V, F>(
     deadline: Duration,
     start: Instant,
-    inference: impl Future<Output = Result<T, (Option<V>, GatewayError)>>,
-) -> Result<T, (Option<V>, GatewayError)> {
-    match bounded(inference, || deadline.saturating_sub(start.elapsed())).await {
-        Some(r) => r,
-        None => Err((None, GatewayError::Timeout(deadline.as_millis() as u64))),
+    inference: F,
+) -> Bounded<F, impl FnOnce() -> Duration, impl FnOnce() -> F::Output>
+where
+    F: Future<Output = Result<T, (Option<V>, GatewayError)>>,
+{
+    bounded(
+        inference,
+        move || deadline.saturating_sub(start.elapsed()),
+        move || Err((None, GatewayError::Timeout(deadline.as_millis() as u64))),
+    )
+}
+
+/// Runs `work`, and once it has waited `limit()` (counted from when it first has to wait) gives up with `elapsed()`.
+/// A timer is armed only then: most requests' work (a body that arrived with the headers, a call run inline) is
+/// done at its first poll, and a tokio timer would cost each of them a runtime handle lookup, a clock read and a
+/// timer entry. Work that finishes at once is never thrown away, however long its first poll took: a deadline is
+/// there so that nothing waits forever, and that poll did not wait.
+pub fn bounded<F, L, E>(work: F, limit: L, elapsed: E) -> Bounded<F, L, E>
+where
+    F: Future,
+    L: FnOnce() -> Duration,
+    E: FnOnce() -> F::Output,
+{
+    Bounded { work, limit: Some(limit), elapsed: Some(elapsed), timer: None }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`bounded`]: a struct rather than an `async fn`, whose state would hold the work twice (the
+    /// argument and the pinned local) inside every request's future, copied whenever that future moves.
+    pub struct Bounded<F, L, E> {
+        #[pin]
+        work: F,
+        limit: Option<L>,
+        elapsed: Option<E>,
+        // Boxed: allocated only for work that waits, and it keeps the common case's future small.
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
-/// Runs `work` and gives up (`None`) once it has waited `limit()`, measured from when it first has to wait. A timer
-/// is armed only then: most requests' work (a body that arrived with the headers, a call run inline) is done at its
-/// first poll, and a tokio timer costs each of them a runtime handle lookup, a clock read, and a timer entry to
-/// drop. Work that finishes at once is never thrown away, however long its first poll took: a deadline is there
-/// so that nothing waits forever, and that poll did not wait.
-pub async fn bounded<F: Future>(work: F, limit: impl FnOnce() -> Duration) -> Option<F::Output> {
-    let mut work = std::pin::pin!(work);
-    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
-        return Some(out);
+impl<F, L, E> Future for Bounded<F, L, E>
+where
+    F: Future,
+    L: FnOnce() -> Duration,
+    E: FnOnce() -> F::Output,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.work.poll(cx) {
+            return Poll::Ready(out);
+        }
+        let timer = match this.timer {
+            Some(t) => t,
+            None => {
+                let limit = this.limit.take().map_or(Duration::ZERO, |l| l());
+                this.timer.insert(Box::pin(tokio::time::sleep(limit)))
+            }
+        };
+        match (timer.as_mut().poll(cx), this.elapsed.take()) {
+            (Poll::Ready(()), Some(elapsed)) => Poll::Ready(elapsed()),
+            (Poll::Ready(()), None) => panic!("Bounded polled after it completed"),
+            (Poll::Pending, e) => {
+                *this.elapsed = e;
+                Poll::Pending
+            }
+        }
     }
-    tokio::time::timeout(limit(), work).await.ok()
 }
 
 /// The error for a request refused by the concurrency limit.
@@ -79,17 +129,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bounded_work_is_timed_only_once_it_waits() {
+        let gave_up = || -1;
         // Done at the first poll: kept, even with no time left.
-        assert_eq!(bounded(async { 7 }, || Duration::ZERO).await, Some(7));
+        assert_eq!(bounded(async { 7 }, || Duration::ZERO, gave_up).await, 7);
         // Waits past the limit: given up on.
-        let slow = tokio::time::sleep(Duration::from_secs(5));
-        assert_eq!(bounded(slow, || Duration::from_secs(1)).await, None);
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            9
+        };
+        assert_eq!(bounded(slow, || Duration::from_secs(1), gave_up).await, -1);
         // Waits, but less than the limit: its output.
         let quick = async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             8
         };
-        assert_eq!(bounded(quick, || Duration::from_secs(1)).await, Some(8));
+        assert_eq!(bounded(quick, || Duration::from_secs(1), gave_up).await, 8);
     }
 
     #[tokio::test(start_paused = true)]

@@ -407,12 +407,17 @@ fn header_length(headers: &axum::http::HeaderMap) -> Result<Option<usize>, Gatew
 /// is too slow (its fault, so it must not count as a server error).
 async fn read_body(core: &Core, body: axum::body::Body) -> Result<axum::body::Bytes, GatewayError> {
     let limit = core.max_body_bytes;
-    match admission::bounded(axum::body::to_bytes(body, limit), || core.body_read_timeout).await {
-        Some(Ok(b)) => Ok(b),
-        Some(Err(e)) if is_length_limit(&e) => Err(GatewayError::PayloadTooLarge { limit }),
-        Some(Err(e)) => Err(GatewayError::invalid(format!("cannot read the request body: {e}"))),
-        None => Err(GatewayError::BodyTimeout(core.body_read_timeout.as_millis() as u64)),
-    }
+    let read = async move {
+        axum::body::to_bytes(body, limit).await.map_err(|e| {
+            if is_length_limit(&e) {
+                GatewayError::PayloadTooLarge { limit }
+            } else {
+                GatewayError::invalid(format!("cannot read the request body: {e}"))
+            }
+        })
+    };
+    let timeout = core.body_read_timeout;
+    admission::bounded(read, || timeout, || Err(GatewayError::BodyTimeout(timeout.as_millis() as u64))).await
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
