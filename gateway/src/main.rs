@@ -166,7 +166,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// How often memory glibc's heap (ONNX Runtime's, since the gateway's own is jemalloc's) has freed is handed back.
+/// How often memory freed in glibc's heap (ONNX Runtime's; the gateway's own heap is jemalloc's) is handed back.
 const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// glibc keeps what is freed inside its per-thread arenas for reuse, and only gives back what lies at the top of
