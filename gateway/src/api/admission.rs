@@ -1,7 +1,7 @@
 //! Admission control for the inference routes, built once and shared by both front ends: one bound on requests in
 //! progress across HTTP and gRPC (so a flood on one protocol cannot push the other past the limit), one body or
 //! message limit, one request deadline. Both handlers take a permit once they know the model (to count a refusal
-//! against it) and bound the inference with [`within`].
+//! against it) and bound the inference with [`within`]; [`bounded`] also bounds the HTTP body read.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,14 +98,11 @@ where
                 this.timer.insert(Box::pin(tokio::time::sleep(limit)))
             }
         };
-        match (timer.as_mut().poll(cx), this.elapsed.take()) {
-            (Poll::Ready(()), Some(elapsed)) => Poll::Ready(elapsed()),
-            (Poll::Ready(()), None) => panic!("Bounded polled after it completed"),
-            (Poll::Pending, e) => {
-                *this.elapsed = e;
-                Poll::Pending
-            }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
+        let elapsed = this.elapsed.take().expect("Bounded polled after it completed");
+        Poll::Ready(elapsed())
     }
 }
 
