@@ -63,7 +63,7 @@ pub fn router(
                 )
                 .layer(RequestDecompressionLayer::new().gzip(true).deflate(true)),
         )
-        .with_state(InferState { core: core.clone(), clients, admission: limits.clone() });
+        .with_state(Arc::new(InferState { core: core.clone(), clients, admission: limits.clone() }));
 
     Router::new()
         .route("/v2/health/live", get(|| async { Json(serde_json::json!({ "live": true })) }))
@@ -263,20 +263,20 @@ fn join_feedback(core: &Core, model: &str, body: &[u8]) -> Result<serde_json::Va
 }
 
 /// The inference routes' state: the consumers and the admission limits travel with the core rather than as a
-/// request extension or tower layers, which would be boxed (and the layers cloned) on every request.
-#[derive(Clone)]
+/// request extension or tower layers, which would be boxed (and the layers cloned) on every request. Behind one
+/// `Arc`: axum clones the state for every request, and one reference count is cheaper than three.
 struct InferState {
     core: Arc<Core>,
     clients: Arc<Clients>,
     admission: Admission,
 }
 
-async fn infer_default(State(state): State<InferState>, Path(model): Path<String>, req: Request) -> Response {
+async fn infer_default(State(state): State<Arc<InferState>>, Path(model): Path<String>, req: Request) -> Response {
     infer(state, model, None, req).await
 }
 
 async fn infer_version(
-    State(state): State<InferState>,
+    State(state): State<Arc<InferState>>,
     Path((model, version)): Path<(String, String)>,
     req: Request,
 ) -> Response {
@@ -288,7 +288,7 @@ const VERSION_NAME: header::HeaderName = header::HeaderName::from_static(VERSION
 const HEADER_LENGTH_NAME: header::HeaderName = header::HeaderName::from_static(HEADER_LENGTH);
 
 /// Runs a request inside its `request` span (joined to the caller's trace) and tags the answer with its id.
-async fn infer(state: InferState, model: String, version: Option<String>, req: Request) -> Response {
+async fn infer(state: Arc<InferState>, model: String, version: Option<String>, req: Request) -> Response {
     let request_id = telemetry::request_id(req.headers());
     let span = tracing::debug_span!(
         target: REQUEST_TARGET,
@@ -312,8 +312,8 @@ async fn infer(state: InferState, model: String, version: Option<String>, req: R
     resp
 }
 
-async fn infer_in_span(state: InferState, model: String, version: Option<String>, req: Request) -> Response {
-    let InferState { core, clients, admission } = state;
+async fn infer_in_span(state: Arc<InferState>, model: String, version: Option<String>, req: Request) -> Response {
+    let InferState { core, clients, admission } = &*state;
     let start = Instant::now();
     // Counted from the headers on, so a slow upload is in flight too (and drained on shutdown).
     let _in_flight = InFlight::new(&core.metrics.in_flight);
@@ -321,27 +321,27 @@ async fn infer_in_span(state: InferState, model: String, version: Option<String>
     let consumer = if clients.is_on() {
         match clients.identify(req.headers(), &core.metrics, "http") {
             Ok(c) => Some(c),
-            Err(e) => return failed(&core, UNKNOWN_MODEL, "", start, e),
+            Err(e) => return failed(core, UNKNOWN_MODEL, "", start, e),
         }
     } else {
         None
     };
     let slot = match core.model(&model) {
         Ok(s) => s,
-        Err(e) => return failed(&core, UNKNOWN_MODEL, "", start, e),
+        Err(e) => return failed(core, UNKNOWN_MODEL, "", start, e),
     };
     // Admission as over gRPC: a permit at once or a 503 (a fast refusal beats a queue no one sees), shared by both
     // protocols. The request timeout bounds the upload (`core.body_read_timeout` is never longer) and, with what
     // is left of it, the inference.
     let _permit = match admission.admit() {
         Ok(p) => p,
-        Err(e) => return failed(&core, &slot.name, "", start, e),
+        Err(e) => return failed(core, &slot.name, "", start, e),
     };
     let (parts, body) = req.into_parts();
     // The body is read here rather than by an extractor so the request counts as in flight while it uploads.
-    let body = match read_body(&core, body).await {
+    let body = match read_body(core, body).await {
         Ok(b) => b,
-        Err(e) => return failed(&core, &slot.name, "", start, e),
+        Err(e) => return failed(core, &slot.name, "", start, e),
     };
     let decoded = {
         let _decode = tracing::debug_span!(target: REQUEST_TARGET, "decode", bytes = body.len()).entered();
@@ -349,12 +349,12 @@ async fn infer_in_span(state: InferState, model: String, version: Option<String>
     };
     let (req, format) = match decoded {
         Ok(r) => r,
-        Err(e) => return failed(&core, &slot.name, "", start, e),
+        Err(e) => return failed(core, &slot.name, "", start, e),
     };
     drop(body);
     let hint = match route_hint(&parts.headers, &core.routing, version.as_deref()) {
         Ok(h) => h,
-        Err(e) => return failed(&core, &slot.name, "", start, e),
+        Err(e) => return failed(core, &slot.name, "", start, e),
     };
     match admission::within(admission.timeout, start, core.infer(&slot, hint, req)).await {
         Ok(resp) => {
@@ -386,7 +386,7 @@ async fn infer_in_span(state: InferState, model: String, version: Option<String>
         }
         Err((v, e)) => {
             let version = v.as_ref().map_or("", |v| &*v.version);
-            failed(&core, &slot.name, version, start, e)
+            failed(core, &slot.name, version, start, e)
         }
     }
 }
