@@ -82,6 +82,34 @@ async fn slowloris_and_connection_floods_cannot_take_the_port() {
     gw.shutdown().await;
 }
 
+/// The header-read timeout counts from each wait for a head, not from the connection's first: a keep-alive
+/// connection whose requests come faster than the timeout stays open past it, and is closed once it idles that long.
+/// (The timer keeps one entry per connection and moves it between waits; this is what that must not break.)
+#[tokio::test]
+async fn the_header_read_timeout_restarts_with_every_request() {
+    let mut cfg = config(&bundled_models());
+    cfg.server.header_read_timeout_ms = 600;
+    let gw = start(cfg).await;
+    let mut s = TcpStream::connect(gw.http_addr).await.expect("connect");
+    let opened = Instant::now();
+    let mut buf = vec![0; 4096];
+    // Four requests 250 ms apart: 1 s in all, each wait well under 600 ms.
+    for i in 0..4 {
+        s.write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.expect("answered").expect("read");
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 200"), "request {i} at {:?}: {answer}", opened.elapsed());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(opened.elapsed() > Duration::from_millis(900));
+    // Now idle: closed after about 600 ms more (read returns 0 bytes), not at once and not never.
+    let idle = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.expect("closed").expect("read");
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(idle.elapsed() > Duration::from_millis(250), "closed too early: {:?}", idle.elapsed());
+    gw.shutdown().await;
+}
+
 /// An inference request whose headers promise 1,000 bytes of body, of which only the first few are sent.
 async fn half_sent_request(gw: &gateway::Gateway) -> TcpStream {
     let mut s = TcpStream::connect(gw.http_addr).await.expect("connect");

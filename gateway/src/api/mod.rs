@@ -7,6 +7,7 @@ pub mod admission;
 pub mod consumers;
 pub mod error;
 pub mod grpc;
+pub mod head_timer;
 pub mod hints;
 pub mod http;
 pub mod metadata;

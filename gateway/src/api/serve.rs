@@ -3,7 +3,8 @@
 //! keep-alive connection, holds a file descriptor for ever, and enough of them take the process down.)
 //!
 //! - A header-read timeout: a request's head must arrive within `server.header_read_timeout_ms`, counted from the
-//!   moment the connection waits for it, so a keep-alive connection idle that long is closed too.
+//!   moment the connection waits for it, so a keep-alive connection idle that long is closed too. Its timer is a
+//!   [`HeadTimer`]: one timer entry per connection, not one per request.
 //! - A bound on open connections (`server.max_connections`). Past it a new connection is refused early and
 //!   counted: it gets one short answer (`503`, or `200` for the live probe, so an orchestrator does not restart a
 //!   replica that is only busy) and is closed. Those answers are themselves bounded; beyond, the socket is closed.
@@ -17,6 +18,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,7 +28,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -36,6 +38,7 @@ use tokio::task::JoinSet;
 use tower::Service;
 use tower::util::MapResponse;
 
+use crate::api::head_timer::HeadTimer;
 use crate::metrics::TlsMetrics;
 use crate::tls::{Reload, ServerTls};
 
@@ -85,10 +88,20 @@ pub async fn serve(
     tls: Tls,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    // Around the whole router rather than `Router::layer`, which would box every route once more per request.
-    let closer = phase.clone();
+    // Around the whole router rather than `Router::layer`, which would box every route once more per request. The
+    // answers read a flag rather than the phase: borrowing a `watch` value takes its lock, a write to a cache line
+    // every worker shares, on every answer.
+    let draining = Arc::new(AtomicBool::new(false));
+    {
+        let (mut phase, draining) = (phase.clone(), draining.clone());
+        tokio::spawn(async move {
+            // Also when the sender is gone: that is the end of the process.
+            let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+            draining.store(true, Ordering::Relaxed);
+        });
+    }
     let app =
-        MapResponse::new(app, move |r: Response| if *closer.borrow() == Phase::Serving { r } else { with_close(r) });
+        MapResponse::new(app, move |r: Response| if draining.load(Ordering::Relaxed) { with_close(r) } else { r });
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut conns = JoinSet::new();
@@ -153,7 +166,7 @@ pub async fn serve(
 
 fn builder(header_read_timeout: Duration) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(MAX_HEAD_BYTES);
+    b.timer(HeadTimer::default()).header_read_timeout(header_read_timeout).max_buf_size(MAX_HEAD_BYTES);
     b
 }
 
