@@ -77,13 +77,18 @@ fn unimplemented<T>(call: &str) -> Result<Response<T>, Status> {
 /// server had failed; it is the client's message that is wrong, so such answers become INVALID_ARGUMENT. Applied
 /// as a layer around the whole gRPC server (`tower::util::MapResponseLayer`), because tonic decodes before any
 /// handler of ours runs.
+/// An answer's status sits in its headers only when the call failed before any message (a trailers-only answer), so
+/// a successful answer costs one lookup of a parsed name here.
 pub fn decode_errors_are_invalid_argument<B>(mut r: http::Response<B>) -> http::Response<B> {
+    const STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+    const MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
     let h = r.headers_mut();
-    let internal = h.get("grpc-status").is_some_and(|v| v == "13");
-    let message = h.get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
-    let decoding = ["decode", "unexpected eof", "protobuf", "frame"].iter().any(|w| message.contains(w));
-    if internal && decoding {
-        h.insert("grpc-status", http::HeaderValue::from_static("3"));
+    if h.get(&STATUS).is_none_or(|v| v != "13") {
+        return r;
+    }
+    let message = h.get(&MESSAGE).and_then(|m| m.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    if ["decode", "unexpected eof", "protobuf", "frame"].iter().any(|w| message.contains(w)) {
+        h.insert(STATUS, http::HeaderValue::from_static("3"));
     }
     r
 }
