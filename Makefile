@@ -13,7 +13,7 @@ VENV_KSERVE   := .venv-kserve
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: protoc cluster-bench console-cost tls-cost batching-curve many-models rows-curve profile connections overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
+.PHONY: protoc ab cluster-bench console-cost tls-cost batching-curve many-models rows-curve profile connections overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
 	fuzz fuzz-smoke
 
 setup: $(ORT_LIB) protoc
@@ -110,6 +110,12 @@ bench: setup /usr/bin/h2load
 # (repeatable on a noisy machine): PROFILE_VERSION, PROFILE_PROTOCOL, PROFILE_ROWS, PROFILE_BINARY, PROFILE_REQUESTS.
 profile: setup /usr/bin/valgrind
 	loadtest/profile.sh
+
+# One change measured as alternating closed-loop pairs against the build before it, beside the bare server:
+# AB_BASE=<that build's gateway binary> (AB_ROUNDS, AB_SECONDS, AB_PROTOCOLS; AB_PIN=1 puts the servers on one cpu
+# and the load tester on the others).
+ab: setup
+	loadtest/ab.sh
 
 /usr/bin/valgrind:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends valgrind || \

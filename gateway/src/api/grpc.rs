@@ -77,6 +77,7 @@ fn unimplemented<T>(call: &str) -> Result<Response<T>, Status> {
 /// server had failed; it is the client's message that is wrong, so such answers become INVALID_ARGUMENT. Applied
 /// as a layer around the whole gRPC server (`tower::util::MapResponseLayer`), because tonic decodes before any
 /// handler of ours runs.
+///
 /// An answer's status sits in its headers only when the call failed before any message (a trailers-only answer), so
 /// a successful answer costs one lookup of a parsed name here.
 pub fn decode_errors_are_invalid_argument<B>(mut r: http::Response<B>) -> http::Response<B> {

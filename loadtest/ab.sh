@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# `make ab AB_BASE=path/to/gateway`: one change measured as alternating pairs (loopback only). An earlier gateway
+# build (AB_BASE, a copy kept from before the change) and the current release build serve side by side with the bare
+# server, and 1-row closed-loop runs on breast-cancer v1 with 64 connections alternate between the three, AB_ROUNDS
+# times per protocol. On this noisy 2-core machine two runs of one build differ by more than most single steps do;
+# alternating pairs in one run do not. Prints each round and the median of the rounds' after/before ratios.
+#
+#   AB_BASE       the build before the change (required), e.g. `cp target/release/gateway /tmp/gateway-before`
+#   AB_ROUNDS     rounds (default 3)
+#   AB_SECONDS    measured seconds per run (default 8)
+#   AB_PROTOCOLS  protocols (default "http grpc")
+#   AB_PIN        1: the three servers on cpu 0 and the load tester on the other cpus, so each server's rate shows
+#                 its own cost per request, out of the load tester's way (default 0: all on all cpus, as make bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE=${AB_BASE:?set AB_BASE to the gateway binary built before the change}
+[ -x "$BASE" ] || { echo "AB_BASE=$BASE is not an executable" >&2; exit 1; }
+ROUNDS=${AB_ROUNDS:-3}
+SECONDS_RUN=${AB_SECONDS:-8}
+PROTOCOLS=${AB_PROTOCOLS:-http grpc}
+source loadtest/lib.sh
+
+srv=() lg=()
+if [ "${AB_PIN:-0}" = 1 ]; then
+  [ "$(nproc)" -ge 2 ] || { echo "AB_PIN=1 needs 2 cpus" >&2; exit 1; }
+  srv=(taskset -c 0) lg=(taskset -c "1-$(($(nproc) - 1))")
+fi
+export GATEWAY_ADMIN_TOKEN="ab-$$-$RANDOM"
+start() { # binary base
+  "${srv[@]}" "$1" --config config/gateway.toml --http-addr "127.0.0.1:${2}0" --grpc-addr "127.0.0.1:${2}1" \
+    --metrics-addr "127.0.0.1:${2}2" --admin-addr "127.0.0.1:${2}3" --state-dir "$DIR/state-$2" --log-format json \
+    >"$DIR/gateway-$2.log" 2>&1 &
+  pids+=($!)
+}
+start "$BASE" 1930
+start "$GW" 1931
+"${srv[@]}" ./target/release/examples/bare_server 127.0.0.1:19320 models/breast-cancer/1/model.onnx 127.0.0.1:19321 \
+  >"$DIR/bare.log" 2>&1 &
+pids+=($!)
+wait_ready 19300
+wait_ready 19310
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/19320) 2>/dev/null && break; sleep 0.1; done
+
+rate() { # url: closed-loop req/s
+  "${lg[@]}" "$LT" run --url "$1" --model breast-cancer --manifest models/breast-cancer/2/manifest.json \
+    --signature input:FP32:30 --model-version 1 --duration "$SECONDS_RUN" --warmup 2 --connections 64 --threads 2 \
+    --fail-on-errors --quiet | awk '/^throughput/ {printf "%d", $2}'
+}
+echo "== before: $BASE; after: $GW (pinned: ${AB_PIN:-0}); $ROUNDS rounds of $SECONDS_RUN s per run"
+printf '%-6s %-5s %12s %12s %12s %14s %13s\n' round proto "before req/s" "after req/s" "bare req/s" "after/before" "after/bare"
+for proto in $PROTOCOLS; do
+  ratios=()
+  for r in $(seq 1 "$ROUNDS"); do
+    port() { if [ "$proto" = grpc ]; then echo "grpc://127.0.0.1:${1}1"; else echo "http://127.0.0.1:${1}0"; fi; }
+    a=$(rate "$(port 1930)")
+    b=$(rate "$(port 1931)")
+    c=$(rate "$(port 1932)")
+    ratio=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b / a}')
+    ratios+=("$ratio")
+    printf '%-6s %-5s %12d %12d %12d %14s %13.2f\n' "$r" "$proto" "$a" "$b" "$c" "$ratio" "$(awk -v b="$b" -v c="$c" 'BEGIN {print b / c}')"
+  done
+  printf '%s\n' "${ratios[@]}" | sort -n | awk -v p="$proto" '{v[NR] = $1} END {
+    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%s: median after/before %.3f (rounds from %.3f to %.3f)\n", p, m, v[1], v[NR] }'
+done
