@@ -18,29 +18,22 @@ BASE=${AB_BASE:?set AB_BASE to the gateway binary built before the change}
 ROUNDS=${AB_ROUNDS:-3}
 SECONDS_RUN=${AB_SECONDS:-8}
 PROTOCOLS=${AB_PROTOCOLS:-http grpc}
-source loadtest/lib.sh
-
-srv=() lg=()
+lg=()
 if [ "${AB_PIN:-0}" = 1 ]; then
   [ "$(nproc)" -ge 2 ] || { echo "AB_PIN=1 needs 2 cpus" >&2; exit 1; }
-  srv=(taskset -c 0) lg=(taskset -c "1-$(($(nproc) - 1))")
+  SERVER_CPUS=0 lg=(taskset -c "1-$(($(nproc) - 1))")
 fi
+source loadtest/lib.sh
 export GATEWAY_ADMIN_TOKEN="ab-$$-$RANDOM"
-start() { # binary base
-  "${srv[@]}" "$1" --config config/gateway.toml --http-addr "127.0.0.1:${2}0" --grpc-addr "127.0.0.1:${2}1" \
-    --metrics-addr "127.0.0.1:${2}2" --admin-addr "127.0.0.1:${2}3" --state-dir "$DIR/state-$2" --log-format json \
-    >"$DIR/gateway-$2.log" 2>&1 &
-  pids+=($!)
-}
-start "$BASE" 1930
-start "$GW" 1931
-"${srv[@]}" ./target/release/examples/bare_server 127.0.0.1:19320 models/breast-cancer/1/model.onnx 127.0.0.1:19321 \
-  >"$DIR/bare.log" 2>&1 &
-pids+=($!)
+GW="$BASE" start_gateway config/gateway.toml 1930
+start_gateway config/gateway.toml 1931
+start_bare 1 1932
 wait_ready 19300
 wait_ready 19310
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/19320) 2>/dev/null && break; sleep 0.1; done
 
+port() { # base: the protocol's URL on that server
+  if [ "$proto" = grpc ]; then echo "grpc://127.0.0.1:${1}1"; else echo "http://127.0.0.1:${1}0"; fi
+}
 rate() { # url: closed-loop req/s
   "${lg[@]}" "$LT" run --url "$1" --model breast-cancer --manifest models/breast-cancer/2/manifest.json \
     --signature input:FP32:30 --model-version 1 --duration "$SECONDS_RUN" --warmup 2 --connections 64 --threads 2 \
@@ -51,7 +44,6 @@ printf '%-6s %-5s %12s %12s %12s %14s %13s\n' round proto "before req/s" "after 
 for proto in $PROTOCOLS; do
   ratios=()
   for r in $(seq 1 "$ROUNDS"); do
-    port() { if [ "$proto" = grpc ]; then echo "grpc://127.0.0.1:${1}1"; else echo "http://127.0.0.1:${1}0"; fi; }
     a=$(rate "$(port 1930)")
     b=$(rate "$(port 1931)")
     c=$(rate "$(port 1932)")

@@ -9,6 +9,9 @@
 #   start_bare VERSION BASE                       the bare baseline (gateway/examples/bare_server.rs) on
 #                                                 breast-cancer VERSION, HTTP ${BASE}0, gRPC ${BASE}1; pid in BARE_PID
 #   proc_cpu_ticks PID                            "user system" CPU time of a process so far, in clock ticks
+#
+# SERVER_CPUS, if set before sourcing, pins every server these functions start to those cpus (taskset -c); GW may be
+# overridden for one call (`GW=path start_gateway ...`) to start another build.
 
 # The same targets in every measuring script: building the example enables the dev-dependencies' features, so a
 # script building a different set would rebuild the gateway for the next one.
@@ -17,12 +20,13 @@ GW=./target/release/gateway
 LT=./target/release/loadtest
 DIR=$(mktemp -d)
 pids=()
+server_pin=(${SERVER_CPUS:+taskset -c "$SERVER_CPUS"})
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
 
 start_gateway() {
   local config=$1 base=$2
   shift 2
-  "$GW" --config "$config" --http-addr "127.0.0.1:${base}0" --grpc-addr "127.0.0.1:${base}1" \
+  "${server_pin[@]}" "$GW" --config "$config" --http-addr "127.0.0.1:${base}0" --grpc-addr "127.0.0.1:${base}1" \
     --metrics-addr "127.0.0.1:${base}2" --admin-addr "127.0.0.1:${base}3" --state-dir "$DIR/state-$base" \
     --log-format json "$@" >"${LOG_DIR:-$DIR}/gateway-$base.log" 2>&1 &
   GW_PID=$!
@@ -40,7 +44,7 @@ wait_ready() {
 }
 
 start_bare() { # version, base: the bare baseline on breast-cancer VERSION, HTTP on ${BASE}0 and gRPC on ${BASE}1
-  ./target/release/examples/bare_server "127.0.0.1:${2}0" "models/breast-cancer/$1/model.onnx" "127.0.0.1:${2}1" \
+  "${server_pin[@]}" ./target/release/examples/bare_server "127.0.0.1:${2}0" "models/breast-cancer/$1/model.onnx" "127.0.0.1:${2}1" \
     >"${LOG_DIR:-$DIR}/bare-$2.log" 2>&1 &
   BARE_PID=$!
   pids+=("$BARE_PID")

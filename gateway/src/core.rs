@@ -93,8 +93,9 @@ pub struct Core {
     /// The capture log and the share of requests it takes.
     pub capture: Option<(CaptureLog, Weight)>,
     pub feedback: Option<FeedbackBook>,
-    /// Set when shutdown begins: readiness fails from then on, so load balancers stop sending first.
-    pub draining: std::sync::atomic::AtomicBool,
+    /// Set when shutdown begins: readiness fails from then on, so load balancers stop sending first, and the
+    /// listeners (which share it) close each connection after its answer.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Why readiness is degraded without failing (cluster store out of reach: serving the last known routing).
     pub ready_note: std::sync::Mutex<Option<String>>,
 }

@@ -409,7 +409,8 @@ fn spawn_servers(
     let side = ConnLimits { max_connections: side_connections, ..limits };
     let serve = |listener: TcpListener, app: axum::Router, name: &str, tls: api::serve::Tls, limits: ConnLimits| {
         let (open, refused) = core.metrics.connections(name);
-        tokio::spawn(serve(listener, app, limits, rx.clone(), ConnMetrics { open, refused }, tls))
+        let draining = core.draining.clone();
+        tokio::spawn(serve(listener, app, limits, rx.clone(), draining, ConnMetrics { open, refused }, tls))
     };
     let grpc = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(api::grpc::decode_errors_are_invalid_argument))

@@ -78,28 +78,21 @@ const MAX_REFUSING: usize = 256;
 /// How long a refused connection may take to send the one request it gets an answer to.
 const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves `app` on `listener` until the phase reaches `Closing` and every connection has finished.
+/// Serves `app` on `listener` until the phase reaches `Closing` and every connection has finished. `draining` is set
+/// together with the `Draining` phase (the core's flag, which readiness reads too).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
     phase: watch::Receiver<Phase>,
+    draining: Arc<AtomicBool>,
     metrics: ConnMetrics,
     tls: Tls,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     // Around the whole router rather than `Router::layer`, which would box every route once more per request. The
-    // answers read a flag rather than the phase: borrowing a `watch` value takes its lock, a write to a cache line
-    // every worker shares, on every answer.
-    let draining = Arc::new(AtomicBool::new(false));
-    {
-        let (mut phase, draining) = (phase.clone(), draining.clone());
-        tokio::spawn(async move {
-            // Also when the sender is gone: that is the end of the process.
-            let _ = phase.wait_for(|p| *p != Phase::Serving).await;
-            draining.store(true, Ordering::Relaxed);
-        });
-    }
+    // answers read the draining flag rather than the phase: borrowing a `watch` value takes its lock, a write to a
+    // cache line every worker shares, on every answer.
     let app =
         MapResponse::new(app, move |r: Response| if draining.load(Ordering::Relaxed) { with_close(r) } else { r });
     let open = Arc::new(Semaphore::new(limits.max_connections));
