@@ -63,3 +63,27 @@ async fn shutdown_finishes_in_flight_requests() {
     }
     tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("shutdown completes").expect("task");
 }
+
+/// During the drain period requests are still answered, and each answer carries `Connection: close` so that clients
+/// move to another replica; before shutdown, keep-alive answers do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_close_their_connections_while_draining() {
+    let mut cfg = config(&bundled_models());
+    cfg.server.drain_ms = 2_000;
+    let gw = start(cfg).await;
+    let addr = gw.http_addr;
+    let live = |s: TcpStream| async move {
+        let mut s = s;
+        s.write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+        let mut buf = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.expect("answered").expect("read");
+        String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+    };
+    let before = live(TcpStream::connect(addr).await.expect("connect")).await;
+    assert!(before.starts_with("http/1.1 200") && !before.contains("connection: close"), "{before}");
+    let stopping = tokio::spawn(gw.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = live(TcpStream::connect(addr).await.expect("connect during the drain")).await;
+    assert!(during.starts_with("http/1.1 200") && during.contains("connection: close"), "{during}");
+    stopping.await.expect("shutdown");
+}
