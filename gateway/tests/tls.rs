@@ -219,8 +219,9 @@ async fn remote_versions_reach_an_mtls_upstream_and_refuse_a_wrong_name() {
     let tls = listener(&cert, &key, Some(clients.file()));
     up_cfg.server.tls = Some(tls.clone());
     up_cfg.server.grpc_tls = Some(tls);
-    let (h, g) = (free_port(), free_port());
-    let _up = spawn_gateway(&config_file(up_cfg, h, g));
+    // Ports the upstream picks itself and logs: a port probed free beforehand can be taken before it binds.
+    let up = spawn_gateway(&config_file(up_cfg, 0, 0));
+    let (h, g) = (port_of(&up.http), port_of(&up.grpc));
     let c = https_client(ca.file(), Some((&front_c, &front_k)));
     assert!(answers_200(&c, &format!("https://127.0.0.1:{h}/v2/health/ready"), 600).await, "the upstream is ready");
 

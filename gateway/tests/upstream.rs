@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,35 +14,21 @@ use gateway::Gateway;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// The upstream process; killed when dropped.
-struct Upstream(Child);
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the gateway binary on fixed ports serving `repo`, and waits until it is ready.
-async fn upstream(repo: &Path, http: u16, grpc: u16) -> Upstream {
+/// Starts the gateway binary serving `repo` and waits until it is ready. Ports 0 let it pick its own (read back
+/// from its log), so no port probed free beforehand can be taken by another test first; a restart passes the
+/// ports the first run picked.
+async fn upstream(repo: &Path, http: u16, grpc: u16) -> (Proc, u16, u16) {
     let mut config = config(repo);
     config.models.watch_interval_ms = 0;
     config.inference.threads = 1;
-    let cfg = config_file(config, http, grpc);
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--config", cfg.to_str().expect("utf8")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("upstream starts");
-    let up = Upstream(child);
+    let up = spawn_gateway(&config_file(config, http, grpc));
+    let (h, g) = (port_of(&up.http), port_of(&up.grpc));
     let c = client();
     for _ in 0..600 {
-        if let Ok(r) = c.get(format!("http://127.0.0.1:{http}/v2/health/ready")).send().await
+        if let Ok(r) = c.get(format!("http://127.0.0.1:{h}/v2/health/ready")).send().await
             && r.status() == 200
         {
-            return up;
+            return (up, h, g);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -88,8 +73,7 @@ async fn start_front(repo: &Path) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_versions_answer_like_the_upstream_and_share_a_canary_with_a_local_one() {
-    let (h, g) = (free_port(), free_port());
-    let _up = upstream(&bundled_models(), h, g).await;
+    let (_up, h, g) = upstream(&bundled_models(), 0, 0).await;
     let repo = scratch_dir();
     copy_version("breast-cancer", "1", &repo, "1");
     remote_version(&repo, "5", &format!("http://127.0.0.1:{h}"), json!({}), "2");
@@ -131,8 +115,7 @@ async fn remote_versions_answer_like_the_upstream_and_share_a_canary_with_a_loca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_upstream_opens_the_circuit_and_a_returning_one_closes_it() {
-    let (h, g) = (free_port(), free_port());
-    let up = upstream(&bundled_models(), h, g).await;
+    let (up, h, _) = upstream(&bundled_models(), 0, 0).await;
     let repo = scratch_dir();
     copy_version("breast-cancer", "1", &repo, "1");
     remote_version(&repo, "5", &format!("http://127.0.0.1:{h}"), json!({}), "2");
@@ -163,7 +146,7 @@ async fn a_dead_upstream_opens_the_circuit_and_a_returning_one_closes_it() {
     assert_eq!(infer(&gw, None, &rows()).await.0, 200, "stable is unaffected");
 
     // The upstream comes back on the same address; the probe and the half-open circuit let traffic through again.
-    let _up = upstream(&bundled_models(), h, g).await;
+    let _up = upstream(&bundled_models(), h, 0).await;
     let started = Instant::now();
     loop {
         assert!(started.elapsed() < Duration::from_secs(10), "no recovery within 10 s");
@@ -183,8 +166,7 @@ async fn a_slow_upstream_is_cut_off_at_the_deadline() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/breast-cancer/slow");
     copy_version("breast-cancer", "1", &slow_repo, "2");
     std::fs::copy(fixture.join("model.onnx"), slow_repo.join("breast-cancer/2/model.onnx")).expect("slow model");
-    let (h, g) = (free_port(), free_port());
-    let _up = upstream(&slow_repo, h, g).await;
+    let (_up, _, g) = upstream(&slow_repo, 0, 0).await;
     let repo = scratch_dir();
     copy_version("breast-cancer", "1", &repo, "1");
     // The golden examples at load get a generous deadline of their own; live calls get 1 ms.

@@ -50,9 +50,30 @@ pub fn ort_library() -> PathBuf {
     std::env::var_os("ORT_DYLIB_PATH").map_or_else(|| workspace().join(".ort/lib/libonnxruntime.so"), PathBuf::from)
 }
 
-/// A free loopback port (bound and released), for processes that must be told their port up front.
+/// A free loopback port, for processes that must be told their port up front (etcd, Prometheus, a restart on the
+/// same address). A port the kernel picked for `bind(0)` and then released can be handed out again at once, to
+/// another test's listener or to an outgoing connection, before the process it was meant for binds it. So the
+/// ports come from below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by default), which the
+/// kernel never picks by itself, each at most once per test binary, checked free by binding.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Test binaries run one after another, but two checkouts may test at once: start at a place of the pid's.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN);
 }
 
 /// The gateway's metrics page.
@@ -182,19 +203,24 @@ impl Drop for Proc {
     }
 }
 
-/// Starts the gateway binary on `config` and waits for its "gateway listening" log line.
+/// Starts the gateway binary on `config` and waits for its "gateway listening" log line. A gateway that exits
+/// first fails the test with what it printed (its last log lines and its stderr), so the cause is in the report.
 pub fn spawn_gateway(config: &Path) -> Proc {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    // A file rather than a pipe: nothing reads stderr while the gateway runs, and a full pipe would block it.
+    let stderr_path = config.with_extension("stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["--config", config.to_str().expect("utf8"), "--log-format", "json"])
         .env("GATEWAY_ADMIN_TOKEN", TOKEN)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("gateway starts");
     let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut last = std::collections::VecDeque::new();
     for line in out.by_ref() {
         let line = line.expect("log line");
         let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
@@ -206,10 +232,21 @@ pub fn spawn_gateway(config: &Path) -> Proc {
             std::thread::spawn(move || out.for_each(drop));
             return Proc { child, http, grpc, admin };
         }
+        if last.len() == 20 {
+            last.pop_front();
+        }
+        last.push_back(line);
     }
     let _ = child.kill();
-    let _ = child.wait();
-    panic!("the gateway exited before listening");
+    let status = child.wait();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let logs = Vec::from(last).join("\n");
+    panic!("the gateway exited before listening ({status:?})\nits last log lines:\n{logs}\nits stderr:\n{stderr}");
+}
+
+/// The port of an address the gateway logged (`127.0.0.1:8000`).
+pub fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("an address with a port")
 }
 
 /// Waits until a gateway process answers ready.
