@@ -14,6 +14,9 @@
 #   PROFILE_PROTOCOL  http (default) or grpc
 #   PROFILE_ROWS      rows per request (default 1)
 #   PROFILE_BINARY    1: HTTP with the binary tensor data extension (tritonclient's default) instead of JSON
+#   PROFILE_CACHE     1: callgrind also simulates the caches, and the L1 misses per request are printed (the
+#                     instruction counts can match while one server touches more memory: cold cache lines cost
+#                     time that no instruction count shows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${PROFILE_REQUESTS:-2000}
@@ -23,6 +26,8 @@ PROTO=${PROFILE_PROTOCOL:-http}
 ROWS=${PROFILE_ROWS:-1}
 EXTRA=()
 [ "${PROFILE_BINARY:-0}" = 1 ] && EXTRA=(--binary)
+CACHE=()
+[ "${PROFILE_CACHE:-0}" = 1 ] && CACHE=(--cache-sim=yes)
 OUT=bench-results/profile-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 source loadtest/lib.sh
@@ -36,7 +41,7 @@ load() { # url, requests, scenario
 profile() { # name, url, command...
   local name=$1 url=$2
   shift 2
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.$name.out" "$@" \
+  valgrind --tool=callgrind "${CACHE[@]}" --instr-atstart=no --callgrind-out-file="$OUT/callgrind.$name.out" "$@" \
     >"$OUT/$name.log" 2>&1 &
   local vpid=$!
   pids+=("$vpid")

@@ -43,7 +43,7 @@ def component(symbol):
 
 
 def profile(path):
-    text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", path],
+    text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", "--show=Ir", path],
                           capture_output=True, text=True, check=True).stdout
     total, parts = 0, {}
     for line in text.splitlines():
@@ -62,6 +62,20 @@ def profile(path):
     return total, parts
 
 
+def cache_misses(path):
+    """With PROFILE_CACHE=1 (callgrind's cache simulation): the L1 data misses (read + write) and L1 instruction
+    misses in `path`, or None without the simulation."""
+    text = subprocess.run(["callgrind_annotate", "--auto=no", "--threshold=100", path],
+                          capture_output=True, text=True, check=True).stdout
+    events = next((line.split()[2:] for line in text.splitlines() if line.startswith("Events recorded:")), [])
+    totals = next((line.split() for line in text.splitlines() if "PROGRAM TOTALS" in line), [])
+    values = [int(t.replace(",", "")) for t in totals if re.fullmatch(r"[\d,]+", t)]
+    if "D1mr" not in events or len(values) < len(events):
+        return None
+    v = dict(zip(events, values))
+    return v["D1mr"] + v["D1mw"], v["I1mr"]
+
+
 def main(out, n, gw_split, bare_split):
     n = int(n)
     runs = {name: profile(f"{out}/callgrind.{name}.out") for name in ("gateway", "bare")
@@ -71,6 +85,10 @@ def main(out, n, gw_split, bare_split):
     if len(totals) == 2:
         line += f" ({totals['gateway'] / totals['bare']:.2f} x)"
     print(f"instructions per request (callgrind, {n} requests each): {line}")
+    misses = {name: cache_misses(f"{out}/callgrind.{name}.out") for name in runs}
+    if all(misses.values()):
+        print("L1 cache misses per request (callgrind's simulation of this machine's caches): " + ", ".join(
+            f"{name} {d / n:,.0f} data and {i / n:,.0f} instruction" for name, (d, i) in misses.items()))
     for name, (total, parts) in runs.items():
         ort = parts.get("ONNX Runtime", 0)
         print(f"{name}: ONNX Runtime {ort / total:.0%} of the instructions, the server's own work {1 - ort / total:.0%}")
