@@ -8,8 +8,9 @@
 # Loopback only.
 #
 #   PROFILE_REQUESTS  requests counted per server (default 2000)
-#   PROFILE_WARMUP    uncounted requests before them (default 3000: past the rows the skew monitor's time slot
-#                     bins one by one before it samples, so the counts are a busy server's steady state)
+#   PROFILE_WARMUP    uncounted requests before them (default 8000: past the 1,024 rows that the skew monitor's
+#                     time slot bins one by one in each thread's shard before it samples, so the counts are a busy
+#                     server's steady state; the 4 connections need not be spread evenly over the 2 workers)
 #   PROFILE_VERSION   breast-cancer version (default 1: a logistic regression, so the server's own work shows)
 #   PROFILE_PROTOCOL  http (default) or grpc
 #   PROFILE_ROWS      rows per request (default 1)
@@ -20,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${PROFILE_REQUESTS:-2000}
-WARMUP=${PROFILE_WARMUP:-3000}
+WARMUP=${PROFILE_WARMUP:-8000}
 VERSION=${PROFILE_VERSION:-1}
 PROTO=${PROFILE_PROTOCOL:-http}
 ROWS=${PROFILE_ROWS:-1}

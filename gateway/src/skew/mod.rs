@@ -94,6 +94,17 @@ impl SkewMonitor {
     fn all_valid(&self, inputs: &[Tensor]) -> bool {
         self.ranges.iter().zip(inputs).all(|(ranges, t)| {
             let Some(ranges) = ranges else { return true };
+            // FP32 rows, nearly every model's input, compare position by position against the row's ranges,
+            // without the generic walk's per-value conversion call and position bookkeeping.
+            if let TensorData::F32(d) = &t.data
+                && d.len() % ranges.len() == 0
+            {
+                return d.chunks_exact(ranges.len()).all(|row| {
+                    row.iter()
+                        .zip(ranges)
+                        .fold(true, |ok, (&v, &(lo, hi))| ok & (f64::from(v) >= lo) & (f64::from(v) <= hi))
+                });
+            }
             let (mut ok, mut pos) = (true, 0);
             t.data.for_each_strided(0, 1, t.data.len(), |v| {
                 let (lo, hi) = ranges[pos];
@@ -264,6 +275,40 @@ mod tests {
             prop_assert!(picked.iter().all(|&r| r < rows));
             let total = picked.len() * s.weight as usize;
             prop_assert!(total.abs_diff(rows) < s.stride, "{rows} rows counted as {total} ({s:?})");
+        }
+    }
+
+    fn value() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            // Mostly valid, so whole requests pass too: the bundled model's features are at least 0.
+            95 => 0.0f32..1.0e4,
+            1 => -1.0e4f32..0.0,
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+            1 => any::<f32>(),
+        ]
+    }
+
+    proptest! {
+        /// The FP32 fast path of the validity check agrees with the generic walk (the same values as FP64, which
+        /// compare the same), and a request it passes has no invalid value in any feature's scan.
+        #[test]
+        fn the_fp32_check_agrees_with_the_generic_one(rows in 1usize..5, values in proptest::collection::vec(value(), 120)) {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/breast-cancer/1");
+            let manifest = Manifest::load(&dir, "breast-cancer", "1").expect("bundled manifest");
+            let m = SkewMonitor::new(&manifest, 1, InvalidPolicy::Count, |_, _| IntCounter::new("c", "c").expect("counter"));
+            let values = &values[..rows * 30];
+            let tensor = |data| Tensor { name: "input".into(), shape: vec![rows as i64, 30], data };
+            let fp32 = tensor(TensorData::F32(values.to_vec()));
+            let fp64 = tensor(TensorData::F64(values.iter().map(|&v| f64::from(v)).collect()));
+            let valid = m.all_valid(std::slice::from_ref(&fp32));
+            prop_assert_eq!(valid, m.all_valid(std::slice::from_ref(&fp64)));
+            if valid {
+                for f in m.drift.features.iter().filter(|f| !f.is_categorical()) {
+                    prop_assert_eq!(scan_invalid(f, &fp32.data, rows).0, None);
+                }
+            }
         }
     }
 
