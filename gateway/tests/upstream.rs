@@ -15,8 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Starts the gateway binary serving `repo` and waits until it is ready. Ports 0 let it pick its own (read back
-/// from its log), so no port probed free beforehand can be taken by another test first; a restart passes the
-/// ports the first run picked.
+/// from its log), so no port probed free beforehand can be taken by another test first.
 async fn upstream(repo: &Path, http: u16, grpc: u16) -> (Proc, u16, u16) {
     let mut config = config(repo);
     config.models.watch_interval_ms = 0;
@@ -115,7 +114,9 @@ async fn remote_versions_answer_like_the_upstream_and_share_a_canary_with_a_loca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_upstream_opens_the_circuit_and_a_returning_one_closes_it() {
-    let (up, h, _) = upstream(&bundled_models(), 0, 0).await;
+    // The upstream comes back on the same HTTP port later. A port from free_port is below the kernel's ephemeral
+    // range, so no outgoing connection can take it while the upstream is down.
+    let (up, h, _) = upstream(&bundled_models(), free_port(), 0).await;
     let repo = scratch_dir();
     copy_version("breast-cancer", "1", &repo, "1");
     remote_version(&repo, "5", &format!("http://127.0.0.1:{h}"), json!({}), "2");
