@@ -93,16 +93,12 @@ impl ModelVersion {
             Backend::Remote(remote) => {
                 if !live {
                     // A remote shadow costs this process no inference thread; its own bound refuses when full.
-                    return Box::pin(remote.infer(inputs, &self.manifest)).await;
+                    return remote.infer(inputs, &self.manifest).await;
                 }
                 self.metrics.batch_rows.observe(rows as f64);
                 let started = Instant::now();
                 let span = tracing::debug_span!(target: REQUEST_TARGET, "infer", backend = "remote");
-                // Boxed: the remote call's state (an HTTP or gRPC client call, about 3 KB) would otherwise be a
-                // variant of this future, and so of every request's future, local ones included. The request
-                // future is boxed once per request, and that box's memcpy is of the whole size: 3 KB more to copy
-                // for each request, into cache lines that are cold by then.
-                let result = Box::pin(remote.infer(inputs, &self.manifest).instrument(span)).await;
+                let result = remote.infer(inputs, &self.manifest).instrument(span).await;
                 let took = started.elapsed();
                 self.metrics.inference_duration.observe(took.as_secs_f64());
                 if result.is_ok() {

@@ -266,7 +266,10 @@ impl RemoteModel {
 
     /// Calls the upstream with the deadline, the concurrency bound and the breaker.
     pub async fn infer(&self, inputs: Vec<Tensor>, manifest: &Manifest) -> Result<Vec<Tensor>, GatewayError> {
-        self.infer_within(inputs, manifest, Duration::from_millis(self.spec.timeout_ms)).await
+        // Boxed: the call's state (the client call, its deadline and permit, about 3 KB) would otherwise be part of
+        // every caller's future, and so of every request's future, local versions' included. The request future
+        // is boxed once per request, and that box's memcpy is of its whole size, into cache lines that are cold.
+        Box::pin(self.infer_within(inputs, manifest, Duration::from_millis(self.spec.timeout_ms))).await
     }
 
     /// The golden examples at load: correctness, not latency, so a cold connection gets a generous deadline.
