@@ -7,7 +7,10 @@ import re
 import subprocess
 import sys
 
-LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
+# A line of counts: one column per event (a number, or "." for none, each with its share in parentheses), then
+# the function.
+COLUMNS = re.compile(r"^\s*((?:(?:[\d,]+|\.)(?:\s+\(\s*[\d.]+%\))?\s+)+)(.*)$")
+PERCENT = re.compile(r"\(\s*[\d.]+%\)")
 
 
 def component(symbol):
@@ -43,37 +46,29 @@ def component(symbol):
 
 
 def profile(path):
-    text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", "--show=Ir", path],
+    """Instructions in total and per component, and with PROFILE_CACHE=1 (callgrind's cache simulation) the L1 data
+    misses (read + write) and L1 instruction misses, else None: one callgrind_annotate run, every event's column."""
+    text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", path],
                           capture_output=True, text=True, check=True).stdout
-    total, parts = 0, {}
+    events = next((line.split()[2:] for line in text.splitlines() if line.startswith("Events shown:")), ["Ir"])
+    totals, parts = {}, {}
     for line in text.splitlines():
-        m = LINE.match(line)
+        m = COLUMNS.match(line)
         if not m:
             continue
-        n = int(m.group(1).replace(",", ""))
+        values = [0 if v == "." else int(v.replace(",", "")) for v in PERCENT.sub("", m.group(1)).split()]
         what = m.group(2)
+        if len(values) != len(events):
+            continue
         if "PROGRAM TOTALS" in what:
-            total = n
+            totals = dict(zip(events, values))
             continue
         if what.startswith("file:function") or not what:
             continue
         c = component(what)
-        parts[c] = parts.get(c, 0) + n
-    return total, parts
-
-
-def cache_misses(path):
-    """With PROFILE_CACHE=1 (callgrind's cache simulation): the L1 data misses (read + write) and L1 instruction
-    misses in `path`, or None without the simulation."""
-    text = subprocess.run(["callgrind_annotate", "--auto=no", "--threshold=100", path],
-                          capture_output=True, text=True, check=True).stdout
-    events = next((line.split()[2:] for line in text.splitlines() if line.startswith("Events recorded:")), [])
-    totals = next((line.split() for line in text.splitlines() if "PROGRAM TOTALS" in line), [])
-    values = [int(t.replace(",", "")) for t in totals if re.fullmatch(r"[\d,]+", t)]
-    if "D1mr" not in events or len(values) < len(events):
-        return None
-    v = dict(zip(events, values))
-    return v["D1mr"] + v["D1mw"], v["I1mr"]
+        parts[c] = parts.get(c, 0) + values[events.index("Ir")]
+    misses = (totals["D1mr"] + totals["D1mw"], totals["I1mr"]) if "D1mr" in totals else None
+    return totals.get("Ir", 0), parts, misses
 
 
 def main(out, n, gw_split, bare_split):
@@ -85,11 +80,11 @@ def main(out, n, gw_split, bare_split):
     if len(totals) == 2:
         line += f" ({totals['gateway'] / totals['bare']:.2f} x)"
     print(f"instructions per request (callgrind, {n} requests each): {line}")
-    misses = {name: cache_misses(f"{out}/callgrind.{name}.out") for name in runs}
+    misses = {name: r[2] for name, r in runs.items()}
     if all(misses.values()):
         print("L1 cache misses per request (callgrind's simulation of this machine's caches): " + ", ".join(
             f"{name} {d / n:,.0f} data and {i / n:,.0f} instruction" for name, (d, i) in misses.items()))
-    for name, (total, parts) in runs.items():
+    for name, (total, parts, _) in runs.items():
         ort = parts.get("ONNX Runtime", 0)
         print(f"{name}: ONNX Runtime {ort / total:.0%} of the instructions, the server's own work {1 - ort / total:.0%}")
     print()
