@@ -35,7 +35,7 @@ port() { # base: the protocol's URL on that server
   if [ "$proto" = grpc ]; then echo "grpc://127.0.0.1:${1}1"; else echo "http://127.0.0.1:${1}0"; fi
 }
 rate() { # url: closed-loop req/s
-  "${lg[@]}" "$LT" run --url "$1" --model breast-cancer --manifest models/breast-cancer/2/manifest.json \
+  "${lg[@]}" "$LT" run --url "$1" --model breast-cancer --manifest models/breast-cancer/1/manifest.json \
     --signature input:FP32:30 --model-version 1 --duration "$SECONDS_RUN" --warmup 2 --connections 64 --threads 2 \
     --fail-on-errors --quiet | awk '/^throughput/ {printf "%d", $2}'
 }
