@@ -1,11 +1,14 @@
 //! Open Inference Protocol REST wire types (request, response, metadata) and their conversion to and from the
 //! protocol-neutral tensors. Decoding borrows the body and parses each tensor's data straight into its typed
-//! buffer once the datatype is known. The front end decodes requests and encodes responses; the remote backend
+//! buffer once the datatype is known. Requests in the shape nearly every client sends take a single-pass decoder
+//! (`fast`); the serde types here decode every other shape and write every error message. The front end decodes requests and encodes responses; the remote backend
 //! encodes requests and decodes responses with the same types.
 //!
 //! The binary tensor data extension (Triton's `binary_tensor_data`, which KServe adopted) rides on the same types:
 //! a request's JSON header is followed by raw tensors (an input with `parameters.binary_data_size` and no `data`),
 //! and an answer puts the outputs a client asked to get binary after its JSON header in the same way.
+
+mod fast;
 
 use std::borrow::Cow;
 
@@ -50,8 +53,9 @@ struct TensorParams {
     binary_data: Option<bool>,
 }
 
-/// One input tensor. Its data is parsed in the same pass as the body when `datatype` (and ideally `shape`) come
-/// before `data`, as tritonclient writes them; otherwise the raw text is kept and parsed once the datatype is known.
+/// One input tensor, on the general path (requests the fast decoder leaves to serde). Integer, boolean and string
+/// data is parsed in the same pass as the body when `datatype` (and ideally `shape`) come before `data`; float
+/// data, and any data that comes before its datatype, is kept as raw text and parsed once the datatype is known.
 struct InputWire<'a> {
     name: String,
     shape: Vec<i64>,
@@ -92,7 +96,9 @@ impl<'de: 'a, 'a> Visitor<'de> for InputVisitor<'a> {
                 "data" if data.is_none() => {
                     let known = datatype.as_deref().and_then(DataType::parse);
                     data = Some(match known {
-                        Some(dt) => {
+                        // Floats keep their text for the scanner, which rounds every value once and exactly, as the
+                        // fast decoder does (serde_json's own parser is best-effort, and FP32 went through f64).
+                        Some(dt) if !dt.is_float() => {
                             let limit = shape.as_deref().and_then(element_count).unwrap_or(usize::MAX);
                             DataField::Parsed(map.next_value_seed(DataSeed {
                                 datatype: dt,
@@ -100,7 +106,7 @@ impl<'de: 'a, 'a> Visitor<'de> for InputVisitor<'a> {
                                 input: name.as_deref(),
                             })?)
                         }
-                        None => DataField::Raw(map.next_value()?),
+                        _ => DataField::Raw(map.next_value()?),
                     });
                 }
                 "parameters" if params.is_none() => params = Some(map.next_value()?),
@@ -192,6 +198,30 @@ pub fn decode_request_parts(
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
+    if header_len.is_none()
+        && let Some(decoded) = fast::request(json)
+    {
+        return Ok(decoded);
+    }
+    decode_with_serde(json, binary, header_len)
+}
+
+/// A plain JSON request decoded by the serde path alone, skipping the fast decoder: the fuzz target and the tests
+/// hold the fast decoder to exactly this.
+#[doc(hidden)]
+pub fn decode_request_with_serde(body: &[u8]) -> Result<(InferRequest, AnswerFormat), GatewayError> {
+    if body.is_empty() {
+        return Err(GatewayError::invalid("request body is empty; expected a JSON inference request"));
+    }
+    decode_with_serde(body, &[], None)
+}
+
+/// The general decoder: every request shape the protocol allows, and every error message.
+fn decode_with_serde(
+    json: &[u8],
+    binary: &[u8],
+    header_len: Option<usize>,
+) -> Result<(InferRequest, AnswerFormat), GatewayError> {
     let wire: RequestWire<'_> = serde_json::from_slice(json).map_err(|e| {
         let hint = if header_len.is_none() && e.to_string().starts_with("trailing characters") {
             "; a request with binary tensors gives the length of its JSON header in Inference-Header-Content-Length"

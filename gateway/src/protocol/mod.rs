@@ -24,7 +24,7 @@ pub const VERSION_HEADER: &str = "x-model-version";
 pub const MAX_ID_BYTES: usize = 256;
 
 /// A decoded inference request, independent of the wire format.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct InferRequest {
     pub id: Option<String>,
     pub inputs: Vec<Tensor>,

@@ -1,9 +1,10 @@
 //! Typed decoding of the `data` member of a JSON tensor. The protocol allows flat or nested (row-major) arrays.
 //! serde_json has already checked that the body is valid JSON and handed us the raw text of `data`; a small
-//! scanner then flattens it straight into the tensor's element type, with `fast-float2` for floats. No
-//! `serde_json::Value` tree is built, no scalar is boxed, and the scan stops as soon as the data holds more elements
-//! than the shape allows (bounded work for hostile input). This is the hottest loop of a batched request: it is
-//! measured in `benches/codec.rs`.
+//! scanner then flattens it straight into the tensor's element type. No `serde_json::Value` tree is built, no
+//! scalar is boxed, and the scan stops as soon as the data holds more elements than the shape allows (bounded work
+//! for hostile input). Numbers are scanned by the JSON grammar and converted exactly (`scan_number`), the same way
+//! for this path and for the fast request decoder (`protocol::json::fast`). This is the hottest loop of a batched
+//! request: it is measured in `benches/codec.rs`.
 
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -14,6 +15,13 @@ use super::{DataType, TensorData, f16};
 trait JsonScalar: Sized {
     const DATATYPE: DataType;
     fn parse(token: &[u8]) -> Option<Self>;
+    /// The value of the JSON number at the start of `text` (checked JSON, so the number is well formed) and its
+    /// length; `None` with the length when the value does not fit the type.
+    fn parse_prefix(text: &[u8]) -> (Option<Self>, usize) {
+        let end = text.iter().position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'));
+        let token = &text[..end.unwrap_or(text.len())];
+        (Self::parse(token), token.len())
+    }
     /// From a number serde_json has already parsed (the single-pass path).
     fn from_i128(v: i128) -> Option<Self>;
     fn from_f64(v: f64) -> Option<Self>;
@@ -22,56 +30,145 @@ trait JsonScalar: Sized {
     }
 }
 
+/// A JSON number token as the nearest f64 (`fast-float2`, correctly rounded).
+fn parse_f64(tok: &[u8]) -> Option<f64> {
+    fast_float2::parse(tok).ok()
+}
+
+/// Powers of ten that f64 holds exactly.
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
     1e21, 1e22,
 ];
 
-/// Clinger's fast path: a decimal whose digits fit in 53 bits and whose power of ten is at most 22 is one exact
-/// integer times or divided by one exact power of ten, so a single IEEE operation rounds it correctly. That covers
-/// nearly every feature value clients send; the rest go to `fast-float2`.
-fn parse_f64(tok: &[u8]) -> Option<f64> {
-    let (neg, digits) = match tok.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, tok),
-    };
-    let mut mant: u64 = 0;
-    let mut n_digits = 0;
-    let mut exp: i32 = 0;
-    let mut i = 0;
-    let mut seen_dot = false;
-    while let Some(&c) = digits.get(i) {
-        match c {
-            b'0'..=b'9' => {
-                if n_digits >= 19 {
-                    return fast_float2::parse(tok).ok();
-                }
-                mant = mant * 10 + u64::from(c - b'0');
-                if mant != 0 {
-                    n_digits += 1;
-                }
-                if seen_dot {
-                    exp -= 1;
-                }
-            }
-            b'.' if !seen_dot => seen_dot = true,
-            b'e' | b'E' => break,
-            _ => return None,
+/// A JSON number, scanned by the grammar of RFC 8259 (no leading zeros, digits after a point and in an exponent),
+/// with its digits as an integer when there are at most 19 of them (leading zeros aside) and no exponent.
+pub(crate) struct Number<'a> {
+    /// The whole token, for the general parse.
+    pub token: &'a [u8],
+    neg: bool,
+    /// The digits, point removed, and how many of them were after the point; valid when `simple`.
+    digits: u64,
+    scale: usize,
+    simple: bool,
+}
+
+/// Eight ASCII digits at the start of `b`, if there are eight, as their value (the SWAR step of fast_float:
+/// two multiplications instead of eight).
+fn eight_digits(b: &[u8]) -> Option<u64> {
+    let v = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    // Every byte 0x30..=0x39: high nibble 3, and still 3 after adding 6 (no byte carries: each is at most 0x3f).
+    let high = 0xF0F0_F0F0_F0F0_F0F0;
+    if v & high != 0x3030_3030_3030_3030 || v.wrapping_add(0x0606_0606_0606_0606) & high != 0x3030_3030_3030_3030 {
+        return None;
+    }
+    let v = v - 0x3030_3030_3030_3030;
+    let v = v.wrapping_mul(10) + (v >> 8);
+    let mask = 0x0000_00FF_0000_00FF;
+    Some(
+        ((v & mask).wrapping_mul(0x000F_4240_0000_0064) + ((v >> 16) & mask).wrapping_mul(0x0000_2710_0000_0001)) >> 32,
+    )
+}
+
+/// Digits from `b[i..]`, appended to `acc` while it stays below 10^18 (`full` is set past that); returns where
+/// they end and how many there were.
+fn digits(b: &[u8], mut i: usize, acc: &mut u64, full: &mut bool) -> (usize, usize) {
+    let start = i;
+    while *acc < 10_000_000_000 {
+        let Some(v) = eight_digits(&b[i..]) else { break };
+        *acc = *acc * 100_000_000 + v;
+        i += 8;
+    }
+    while let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|d| *d < 10) {
+        if *acc < 1_000_000_000_000_000_000 {
+            *acc = *acc * 10 + u64::from(d);
+        } else {
+            *full = true;
         }
         i += 1;
     }
-    if i < digits.len() {
-        let e = std::str::from_utf8(&digits[i + 1..]).ok()?.parse::<i32>().ok()?;
-        exp = exp.checked_add(e)?;
+    (i, i - start)
+}
+
+/// The JSON number at the start of `b`, or `None` if `b` does not start with one. What follows it is the caller's
+/// to check (a JSON value ends at a comma, a bracket, a brace or white space).
+pub(crate) fn scan_number(b: &[u8]) -> Option<Number<'_>> {
+    let neg = b.first() == Some(&b'-');
+    let mut i = usize::from(neg);
+    let (mut acc, mut full) = (0u64, false);
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(b, i, &mut acc, &mut full).0,
+        _ => return None,
     }
-    let v = if mant > (1u64 << 53) || !(-22..=22).contains(&exp) {
-        return fast_float2::parse(tok).ok();
-    } else if exp >= 0 {
-        mant as f64 * POW10[exp as usize]
-    } else {
-        mant as f64 / POW10[(-exp) as usize]
-    };
-    Some(if neg { -v } else { v })
+    let mut scale = 0;
+    if b.get(i) == Some(&b'.') {
+        let (end, n) = digits(b, i + 1, &mut acc, &mut full);
+        if n == 0 {
+            return None;
+        }
+        (i, scale) = (end, n);
+    }
+    let mut exponent = false;
+    if let Some(b'e' | b'E') = b.get(i) {
+        exponent = true;
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    Some(Number { token: &b[..i], neg, digits: acc, scale, simple: !full && !exponent && scale < POW10.len() })
+}
+
+impl Number<'_> {
+    fn signed<T: std::ops::Neg<Output = T>>(&self, v: T) -> T {
+        if self.neg { -v } else { v }
+    }
+
+    /// The nearest f64; `None` beyond its range. Up to 2^53 the digits and the power of ten are both exact, so one
+    /// division rounds correctly (Clinger's fast path); the rest goes to `fast-float2`, which is exact too.
+    pub(crate) fn to_f64(&self) -> Option<f64> {
+        if self.simple && self.digits <= 1 << 53 {
+            return Some(self.signed(self.digits as f64 / POW10[self.scale]));
+        }
+        fast_float2::parse::<f64, _>(self.token).ok().filter(|x| x.is_finite())
+    }
+
+    /// The nearest f32 (rounded once, straight from the decimal); `None` beyond its range. Clients write FP32
+    /// features with up to 17 digits (the `repr` of a double), past Clinger's fast path. The digits divided by the
+    /// power of ten in f64 are two roundings from the exact value, within a little over two f64 units in the last
+    /// place, so the f32 nearest that is the f32 nearest the exact value unless it lies within four units of the
+    /// midpoint between two f32 values (about one value in 2^26) or outside f32's normal range. Those, and numbers
+    /// with more digits or an exponent, go to `fast-float2`, which is exact (at about twice the cost).
+    pub(crate) fn to_f32(&self) -> Option<f32> {
+        if self.simple {
+            if self.digits == 0 {
+                return Some(self.signed(0.0));
+            }
+            let w = self.digits as f64 / POW10[self.scale];
+            // The 29 low bits of the f64 significand are what rounding to f32 drops; 1 << 28 is the midpoint.
+            let low = (w.to_bits() & ((1 << 29) - 1)) as i64;
+            if (low - (1 << 28)).abs() > 4 && (f64::from(f32::MIN_POSITIVE)..=f64::from(f32::MAX)).contains(&w) {
+                return Some(self.signed(w as f32));
+            }
+        }
+        fast_float2::parse::<f32, _>(self.token).ok().filter(|x| x.is_finite())
+    }
+}
+
+/// A float at the start of checked JSON text, and the number's length.
+fn float_prefix<T>(text: &[u8], value: impl Fn(&Number<'_>) -> Option<T>) -> (Option<T>, usize) {
+    match scan_number(text) {
+        Some(n) => (value(&n), n.token.len()),
+        None => (None, 0),
+    }
 }
 
 /// An integer token, in full 64-bit range; integral floats (3.0, 2e2) are accepted too.
@@ -121,6 +218,9 @@ impl JsonScalar for f64 {
     fn parse(token: &[u8]) -> Option<Self> {
         parse_f64(token).filter(|x| x.is_finite())
     }
+    fn parse_prefix(text: &[u8]) -> (Option<Self>, usize) {
+        float_prefix(text, |n| n.to_f64())
+    }
     fn from_i128(v: i128) -> Option<Self> {
         Some(v as f64)
     }
@@ -132,8 +232,11 @@ impl JsonScalar for f64 {
 impl JsonScalar for f32 {
     const DATATYPE: DataType = DataType::F32;
     fn parse(token: &[u8]) -> Option<Self> {
-        // Through f64, as serde_json does; a literal beyond f32's range would become infinity, so it is refused.
-        parse_f64(token).map(|x| x as f32).filter(|x| x.is_finite())
+        scan_number(token).filter(|n| n.token.len() == token.len())?.to_f32()
+    }
+    fn parse_prefix(text: &[u8]) -> (Option<Self>, usize) {
+        // A literal beyond f32's range would become infinity, so it is refused.
+        float_prefix(text, |n| n.to_f32())
     }
     fn from_i128(v: i128) -> Option<Self> {
         Some(v as f32)
@@ -237,11 +340,9 @@ impl<T: JsonScalar> Scanner<'_, T> {
             }
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.i;
-                while matches!(self.b.get(self.i), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
-                    self.i += 1;
-                }
-                let token = &self.b[start..self.i];
-                self.push(T::parse(token), token)
+                let (v, n) = T::parse_prefix(&self.b[start..]);
+                self.i += n.max(1);
+                self.push(v, &self.b[start..self.i])
             }
             Some(b't') if self.b[self.i..].starts_with(b"true") => {
                 self.i += 4;
@@ -299,7 +400,8 @@ pub fn decode_data(raw: &RawValue, datatype: DataType, expected: usize) -> Resul
 
 /// Single-pass decoding for when the tensor's `datatype` came before its `data` (the order tritonclient and most
 /// clients write): the values are parsed into the typed buffer while serde_json reads the body, with no second
-/// scan of the text. `input` names the tensor in error messages when its name came first too.
+/// scan of the text. Float data does not come here: serde_json's float parser is best-effort, so float data is
+/// scanned from its raw text by `scan_number`, exactly. `input` names the tensor in error messages when its name came first too.
 pub struct DataSeed<'a> {
     pub datatype: DataType,
     pub limit: usize,
@@ -544,8 +646,14 @@ mod tests {
         }
     }
 
+    fn number(t: &str) -> Number<'_> {
+        let n = scan_number(t.as_bytes()).unwrap_or_else(|| panic!("{t} is a JSON number"));
+        assert_eq!(n.token.len(), t.len(), "{t} is one token");
+        n
+    }
+
     #[test]
-    fn fast_path_agrees_with_the_standard_parser() {
+    fn numbers_convert_as_the_standard_library_does() {
         for t in [
             "0",
             "-0",
@@ -563,21 +671,100 @@ mod tests {
             "1.7976931348623157e308",
             "4.9e-324",
             "0.30000000000000004",
+            "23.1441540290062",
+            "0.11719263302213714",
+            "12345678901234567890123",
         ] {
-            assert_eq!(parse_f64(t.as_bytes()), t.parse::<f64>().ok(), "{t}");
+            let n = number(t);
+            assert_eq!(n.to_f64().map(f64::to_bits), t.parse::<f64>().ok().map(f64::to_bits), "{t} as f64");
+            let f = t.parse::<f32>().ok().filter(|x| x.is_finite());
+            assert_eq!(n.to_f32().map(f32::to_bits), f.map(f32::to_bits), "{t} as f32");
+        }
+        assert_eq!(number("1e39").to_f32(), None, "beyond FP32");
+        assert_eq!(number("1e309").to_f64(), None, "beyond FP64");
+    }
+
+    #[test]
+    fn the_scan_follows_the_json_grammar() {
+        for bad in ["", "-", "+1", ".5", "-.5", "1.", "1.e5", "1e", "1e+", "x", "-x"] {
+            assert!(scan_number(bad.as_bytes()).is_none_or(|n| n.token.len() < bad.len()), "{bad}");
+        }
+        // A number ends where the grammar does; what follows is the caller's to check.
+        for (text, len) in [("01", 1), ("1.5.2", 3), ("1e5e5", 3), ("-0.0e-0,", 7), ("12345678901234567890123]", 23)] {
+            assert_eq!(scan_number(text.as_bytes()).map(|n| n.token.len()), Some(len), "{text}");
+        }
+    }
+
+    #[test]
+    fn clients_features_take_the_fast_path() {
+        // The load tester's and numpy's 17-digit values, and short ones: no exponent, at most 19 digits.
+        for t in ["23.1441540290062", "0.11719263302213714", "3193.73141033228", "-0.5", "0", "17", "0.000123"] {
+            assert!(number(t).simple, "{t}");
+        }
+        for t in ["1e5", "12345678901234567890", "0.00000000000000000000001"] {
+            assert!(!number(t).simple, "{t}");
         }
     }
 
     proptest! {
-        /// Any decimal the fast path takes parses to exactly what the standard library computes.
+        /// Any decimal parses to exactly what the standard library computes, in both widths.
         #[test]
         fn decimal_tokens_parse_exactly(m in 0u64..(1u64 << 53), e in -30i32..30, neg in any::<bool>()) {
             let t = format!("{}{m}e{e}", if neg { "-" } else { "" });
             prop_assert_eq!(parse_f64(t.as_bytes()), t.parse::<f64>().ok());
+            prop_assert_eq!(number(&t).to_f64(), t.parse::<f64>().ok());
             let d = format!("{}.{:04}", m % 100_000, m % 10_000);
-            prop_assert_eq!(parse_f64(d.as_bytes()), d.parse::<f64>().ok());
+            prop_assert_eq!(number(&d).to_f64(), d.parse::<f64>().ok());
+            prop_assert_eq!(number(&d).to_f32(), d.parse::<f32>().ok());
         }
 
+        /// The eight-digit step reads what the digit-by-digit loop reads.
+        #[test]
+        fn eight_digits_at_once_agree_with_one_by_one(text in "[0-9]{8}[0-9a-z.]{0,4}") {
+            let want = text[..8].parse::<u64>().expect("digits");
+            prop_assert_eq!(eight_digits(text.as_bytes()), Some(want));
+            let mut bytes = text.clone().into_bytes();
+            for i in 0..8 {
+                for c in [b'/', b':', b'a', b'.', 0x00, 0xff] {
+                    let saved = bytes[i];
+                    bytes[i] = c;
+                    prop_assert_eq!(eight_digits(&bytes), None);
+                    bytes[i] = saved;
+                }
+            }
+        }
+
+        /// FP32 data is the nearest f32 to the decimal written, as the standard library's correctly rounded
+        /// parser computes it, for short and long mantissas, with and without an exponent, across f32's range.
+        #[test]
+        fn fp32_values_are_the_nearest_f32(
+            digits in "[1-9][0-9]{0,21}", point in 0usize..23, e in -50i32..40, with_exp in any::<bool>()
+        ) {
+            let point = point.min(digits.len()).max(1);
+            let mut t = format!("{}.{}", &digits[..point], &digits[point..]).trim_end_matches('.').to_string();
+            if with_exp {
+                t = format!("{t}e{e}");
+            }
+            let want = t.parse::<f32>().expect("a decimal");
+            let got = decode_data(&raw(&format!("[{t}]")), DataType::F32, 1);
+            if want.is_finite() {
+                prop_assert_eq!(got, Ok(TensorData::F32(vec![want])), "{}", t);
+            } else {
+                prop_assert!(got.is_err(), "{} is beyond FP32", t);
+            }
+        }
+
+        /// The shortest decimal of the midpoint between two neighbouring f32 values lies a little above or below
+        /// it, and parses to that midpoint exactly as f64: rounding through f64 would then tie to even, wrong
+        /// about half the time. Read straight as f32, it goes to its own side, written plainly (the fast path's
+        /// form, which must hand such values to the exact parse) or with an exponent.
+        #[test]
+        fn decimals_near_an_f32_midpoint_round_once(bits in 0x3000_0000u32..0x5800_0000, plain in any::<bool>()) {
+            let mid = (f64::from(f32::from_bits(bits)) + f64::from(f32::from_bits(bits + 1))) / 2.0;
+            let t = if plain { format!("{mid}") } else { format!("{mid:e}") };
+            let want = t.parse::<f32>().expect("a decimal");
+            prop_assert_eq!(decode_data(&raw(&format!("[{t}]")), DataType::F32, 1), Ok(TensorData::F32(vec![want])), "{}", t);
+        }
 
         /// Whatever serde_json writes for a float, the scanner reads back the same value, flat or nested.
         #[test]

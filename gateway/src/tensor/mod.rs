@@ -66,6 +66,11 @@ impl DataType {
         Self::ALL.into_iter().find(|d| d.as_str() == s)
     }
 
+    /// FP16, FP32 or FP64.
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::F16 | Self::F32 | Self::F64)
+    }
+
     /// Bytes per element in a raw (binary) buffer; `None` for BYTES, whose elements carry their own length.
     pub fn width(self) -> Option<usize> {
         Some(match self {
