@@ -1,14 +1,26 @@
 //! The hot-path codec: decoding v2 JSON requests and encoding responses, at 1 and 64 rows, with the tensor keys in
 //! the order tritonclient writes them (datatype before data) and in alphabetical order (data first, as a
-//! `serde_json::Value` map serializes), and the binary tensor data extension on the same values (the JSON header,
+//! `serde_json::Value` map serializes), 17-digit values (Python's `repr` of a double) through the fast single-pass
+//! decoder and through the serde path alone, and the binary tensor data extension on the same values (the JSON header,
 //! then the raw little-endian floats), which tritonclient sends at its defaults.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gateway::protocol::json::{AnswerFormat, decode_request, decode_request_parts, encode_answer, encode_outputs};
+use gateway::protocol::json::{
+    AnswerFormat, decode_request, decode_request_parts, decode_request_with_serde, encode_answer, encode_outputs,
+};
 use gateway::tensor::{Tensor, TensorData};
 
 fn body(rows: usize, datatype_first: bool) -> Vec<u8> {
-    let data: Vec<String> = (0..rows * 30).map(|i| format!("{:.4}", 10.0 + (i % 97) as f64 * 1.37)).collect();
+    body_with(rows, datatype_first, |i| format!("{:.4}", 10.0 + (i % 97) as f64 * 1.37))
+}
+
+/// Values as Python's `repr` of a double writes them (and the load tester sends them): up to 17 digits.
+fn body_17_digits(rows: usize) -> Vec<u8> {
+    body_with(rows, true, |i| format!("{}", 10.0 + (i % 97) as f64 * 1.37 + 1.0 / (3.0 + i as f64)))
+}
+
+fn body_with(rows: usize, datatype_first: bool, value: impl Fn(usize) -> String) -> Vec<u8> {
+    let data: Vec<String> = (0..rows * 30).map(value).collect();
     let data = data.join(",");
     let t = if datatype_first {
         format!(r#"{{"name":"input","shape":[{rows},30],"datatype":"FP32","data":[{data}]}}"#)
@@ -55,6 +67,15 @@ fn codec(c: &mut Criterion) {
                 bench.iter(|| decode_request(std::hint::black_box(&b)).map(|r| r.inputs.len()))
             });
         }
+        // The fast single-pass decoder against the serde path alone, on the same body.
+        let b = body_17_digits(rows);
+        assert_eq!(decode_request(&b).expect("decodes"), decode_request_with_serde(&b).expect("decodes").0);
+        g.bench_function("decode_17_digits", |bench| {
+            bench.iter(|| decode_request(std::hint::black_box(&b)).map(|r| r.inputs.len()))
+        });
+        g.bench_function("decode_17_digits_serde_path", |bench| {
+            bench.iter(|| decode_request_with_serde(std::hint::black_box(&b)).map(|r| r.0.inputs.len()))
+        });
         let (b, n) = binary_body(rows);
         g.bench_function("decode_binary", |bench| {
             bench.iter(|| decode_request_parts(std::hint::black_box(&b), Some(n)).map(|r| r.0.inputs.len()))

@@ -42,7 +42,7 @@ const POW10: [f64; 23] = [
 ];
 
 /// A JSON number, scanned by the grammar of RFC 8259 (no leading zeros, digits after a point and in an exponent),
-/// with its digits as an integer when there are at most 19 of them (leading zeros aside) and no exponent.
+/// with its digits as an integer when there are at most 19 of them and no exponent.
 pub(crate) struct Number<'a> {
     /// The whole token, for the general parse.
     pub token: &'a [u8],
@@ -55,6 +55,7 @@ pub(crate) struct Number<'a> {
 
 /// Eight ASCII digits at the start of `b`, if there are eight, as their value (the SWAR step of fast_float:
 /// two multiplications instead of eight).
+#[inline(always)]
 fn eight_digits(b: &[u8]) -> Option<u64> {
     let v = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
     // Every byte 0x30..=0x39: high nibble 3, and still 3 after adding 6 (no byte carries: each is at most 0x3f).
@@ -70,44 +71,50 @@ fn eight_digits(b: &[u8]) -> Option<u64> {
     )
 }
 
-/// Digits from `b[i..]`, appended to `acc` while it stays below 10^18 (`full` is set past that); returns where
-/// they end and how many there were.
-fn digits(b: &[u8], mut i: usize, acc: &mut u64, full: &mut bool) -> (usize, usize) {
-    let start = i;
-    while *acc < 10_000_000_000 {
-        let Some(v) = eight_digits(&b[i..]) else { break };
-        *acc = *acc * 100_000_000 + v;
+/// Digits from `b[i..]`, appended to `acc` (wrapping: the caller counts the digits and trusts `acc` only up to
+/// 19 of them); returns where they end. With `swar`, eight at a time while eight are there (worth its check only
+/// where long runs are common: after the point), then one at a time.
+#[inline(always)]
+fn digits(b: &[u8], mut i: usize, acc: &mut u64, swar: bool) -> usize {
+    let mut v = *acc;
+    while swar && let Some(eight) = b.get(i..).and_then(eight_digits) {
+        v = v.wrapping_mul(100_000_000).wrapping_add(eight);
         i += 8;
     }
-    while let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|d| *d < 10) {
-        if *acc < 1_000_000_000_000_000_000 {
-            *acc = *acc * 10 + u64::from(d);
-        } else {
-            *full = true;
+    while let Some(&c) = b.get(i) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
         }
+        v = v.wrapping_mul(10).wrapping_add(u64::from(d));
         i += 1;
     }
-    (i, i - start)
+    *acc = v;
+    i
 }
 
 /// The JSON number at the start of `b`, or `None` if `b` does not start with one. What follows it is the caller's
 /// to check (a JSON value ends at a comma, a bracket, a brace or white space).
+#[inline(always)]
 pub(crate) fn scan_number(b: &[u8]) -> Option<Number<'_>> {
     let neg = b.first() == Some(&b'-');
-    let mut i = usize::from(neg);
-    let (mut acc, mut full) = (0u64, false);
-    match b.get(i) {
-        Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => i = digits(b, i, &mut acc, &mut full).0,
+    let start = usize::from(neg);
+    let mut acc = 0u64;
+    let mut i = match b.get(start) {
+        Some(b'0') => start + 1,
+        Some(b'1'..=b'9') => digits(b, start, &mut acc, false),
         _ => return None,
-    }
+    };
+    let mut count = i - start;
     let mut scale = 0;
     if b.get(i) == Some(&b'.') {
-        let (end, n) = digits(b, i + 1, &mut acc, &mut full);
-        if n == 0 {
+        let end = digits(b, i + 1, &mut acc, true);
+        scale = end - (i + 1);
+        if scale == 0 {
             return None;
         }
-        (i, scale) = (end, n);
+        count += scale;
+        i = end;
     }
     let mut exponent = false;
     if let Some(b'e' | b'E') = b.get(i) {
@@ -124,16 +131,20 @@ pub(crate) fn scan_number(b: &[u8]) -> Option<Number<'_>> {
             return None;
         }
     }
-    Some(Number { token: &b[..i], neg, digits: acc, scale, simple: !full && !exponent && scale < POW10.len() })
+    // Up to 19 digits (leading zeros included) `acc` holds them exactly: 10^19 - 1 fits in 64 bits.
+    let simple = count <= 19 && !exponent && scale < POW10.len();
+    Some(Number { token: &b[..i], neg, digits: acc, scale, simple })
 }
 
 impl Number<'_> {
+    #[inline]
     fn signed<T: std::ops::Neg<Output = T>>(&self, v: T) -> T {
         if self.neg { -v } else { v }
     }
 
     /// The nearest f64; `None` beyond its range. Up to 2^53 the digits and the power of ten are both exact, so one
     /// division rounds correctly (Clinger's fast path); the rest goes to `fast-float2`, which is exact too.
+    #[inline(always)]
     pub(crate) fn to_f64(&self) -> Option<f64> {
         if self.simple && self.digits <= 1 << 53 {
             return Some(self.signed(self.digits as f64 / POW10[self.scale]));
@@ -147,6 +158,7 @@ impl Number<'_> {
     /// place, so the f32 nearest that is the f32 nearest the exact value unless it lies within four units of the
     /// midpoint between two f32 values (about one value in 2^26) or outside f32's normal range. Those, and numbers
     /// with more digits or an exponent, go to `fast-float2`, which is exact (at about twice the cost).
+    #[inline(always)]
     pub(crate) fn to_f32(&self) -> Option<f32> {
         if self.simple {
             if self.digits == 0 {
