@@ -68,7 +68,70 @@ def profile(path):
         c = component(what)
         parts[c] = parts.get(c, 0) + values[events.index("Ir")]
     misses = (totals["D1mr"] + totals["D1mw"], totals["I1mr"]) if "D1mr" in totals else None
+    if "Bcm" in totals:
+        misses = (misses or ()) + ((totals["Bcm"], totals["Bim"]),)
     return totals.get("Ir", 0), parts, misses
+
+
+# A callgrind position line with --dump-instr=yes: the instruction's address (absolute, relative or "*" for the
+# same), then the source line's, then the costs.
+POSITION = re.compile(r"^(0x[0-9a-f]+|[+-]\d+|\*)\s+\S+\s*(\d*)")
+# An atomic read-modify-write in objdump's output: a lock prefix, or xchg with a memory operand (locked implicitly).
+ATOMIC = re.compile(r"^\s*([0-9a-f]+):\s+(?:lock\b|xchg\s+\S*\()")
+
+
+def atomics(path):
+    """Atomic read-modify-writes executed (callgrind --dump-instr=yes: each instruction's count, joined with objdump's
+    disassembly of its object), in total and by function, or None without per-instruction counts."""
+    names, counts, where = {}, {}, {}
+    obj = fn = None
+    addr, skip = 0, False
+    dumped = False
+    for line in open(path):
+        if line.startswith(("ob=", "cob=", "fn=", "cfn=")):
+            kind, _, rest = line.rstrip("\n").partition("=")
+            m = re.match(r"\((\d+)\)(?:\s+(.*))?", rest)
+            key = ("ob" if kind.endswith("ob") else "fn", m.group(1)) if m else None
+            if m and m.group(2):
+                names[key] = m.group(2)
+            name = names.get(key, rest) if m else rest
+            if kind == "ob":
+                obj = name
+            elif kind == "fn":
+                fn = name
+            continue
+        if line.startswith("positions:"):
+            dumped = "instr" in line
+        if line.startswith("calls="):
+            skip = True  # the next cost line is the call's inclusive cost, not this instruction's own
+            continue
+        m = POSITION.match(line)
+        if not m:
+            continue
+        p = m.group(1)
+        addr = int(p, 16) if p.startswith("0x") else addr if p == "*" else addr + int(p)
+        if skip:
+            skip = False
+            continue
+        if m.group(2):
+            counts[(obj, addr)] = counts.get((obj, addr), 0) + int(m.group(2))
+            where[(obj, addr)] = fn
+    if not dumped:
+        return None
+    total, by_fn = 0, {}
+    for o in {o for o, _ in counts if o and o.startswith("/")}:
+        if os.path.getmtime(o) > os.path.getmtime(path):
+            # Rebuilt since the profile ran: its addresses no longer match the counts.
+            raise SystemExit(f"{o} is newer than {path}: count atomics right after the profile, with its binaries")
+        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", o], capture_output=True, text=True).stdout
+        for line in listing.splitlines():
+            m = ATOMIC.match(line)
+            c = counts.get((o, int(m.group(1), 16)), 0) if m else 0
+            if c:
+                total += c
+                f = where[(o, int(m.group(1), 16))]
+                by_fn[f] = by_fn.get(f, 0) + c
+    return total, by_fn
 
 
 def main(out, n, gw_split, bare_split):
@@ -81,9 +144,19 @@ def main(out, n, gw_split, bare_split):
         line += f" ({totals['gateway'] / totals['bare']:.2f} x)"
     print(f"instructions per request (callgrind, {n} requests each): {line}")
     misses = {name: r[2] for name, r in runs.items()}
-    if all(misses.values()):
+    if all(m and len(m) >= 2 and not isinstance(m[0], tuple) for m in misses.values()):
         print("L1 cache misses per request (callgrind's simulation of this machine's caches): " + ", ".join(
-            f"{name} {d / n:,.0f} data and {i / n:,.0f} instruction" for name, (d, i) in misses.items()))
+            f"{name} {m[0] / n:,.0f} data and {m[1] / n:,.0f} instruction" for name, m in misses.items()))
+    if all(m and isinstance(m[-1], tuple) for m in misses.values()):
+        print("mispredicted branches per request (callgrind's simulation): " + ", ".join(
+            f"{name} {m[-1][0] / n:,.0f} conditional and {m[-1][1] / n:,.0f} indirect" for name, m in misses.items()))
+    for name in runs:
+        counted = atomics(f"{out}/callgrind.{name}.out")
+        if counted:
+            total, by_fn = counted
+            top = sorted(by_fn.items(), key=lambda kv: -kv[1])[:8]
+            print(f"{name}: {total / n:,.1f} atomic read-modify-writes per request; most in " + "; ".join(
+                f"{f.split('[')[0].strip()[:70]} {c / n:.1f}" for f, c in top))
     for name, (total, parts, _) in runs.items():
         ort = parts.get("ONNX Runtime", 0)
         print(f"{name}: ONNX Runtime {ort / total:.0%} of the instructions, the server's own work {1 - ort / total:.0%}")
