@@ -151,15 +151,21 @@ impl<'a> Parser<'a> {
             let key = self.string()?;
             self.eat(b':')?;
             member(self, key)?;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b'}')? {
+                return Some(());
             }
         }
+    }
+
+    /// After a member or an element: `true` past a comma, `false` past the closing `close`.
+    #[inline]
+    fn more(&mut self, close: u8) -> Option<bool> {
+        let c = self.peek()?;
+        if c != b',' && c != close {
+            return None;
+        }
+        self.i += 1;
+        Some(c == b',')
     }
 
     /// An array's elements, each consumed by `element`.
@@ -171,13 +177,8 @@ impl<'a> Parser<'a> {
         }
         loop {
             element(self)?;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b']')? {
+                return Some(());
             }
         }
     }
@@ -260,13 +261,8 @@ impl<'a> Parser<'a> {
             } else {
                 self.value(out, limit)?;
             }
-            match self.peek()? {
-                b',' => self.i += 1,
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b']')? {
+                return Some(());
             }
         }
     }
