@@ -107,7 +107,8 @@ bench: setup /usr/bin/h2load
 	loadtest/bench.sh
 
 # Where a request's time goes, gateway against the bare server, in instructions counted by valgrind's callgrind
-# (repeatable on a noisy machine): PROFILE_VERSION, PROFILE_PROTOCOL, PROFILE_ROWS, PROFILE_BINARY, PROFILE_REQUESTS.
+# (repeatable on a noisy machine): PROFILE_VERSION, PROFILE_PROTOCOL, PROFILE_ROWS, PROFILE_BINARY, PROFILE_REQUESTS;
+# PROFILE_CACHE=1, PROFILE_BRANCH=1 and PROFILE_ATOMICS=1 add cache misses, mispredictions and atomic instructions.
 profile: setup /usr/bin/valgrind
 	loadtest/profile.sh
 
