@@ -7,6 +7,7 @@ pub use half::f16;
 use serde::{Serialize, Serializer};
 
 pub mod json;
+pub mod number;
 pub mod raw;
 
 /// Open Inference Protocol tensor datatypes.

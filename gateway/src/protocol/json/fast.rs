@@ -5,11 +5,11 @@
 //! string, another datatype, a value of the wrong kind, any error at all) returns `None`, and the request goes to
 //! the serde path, which decodes it or writes the error message. So this path only has to be right about what it
 //! accepts: a property test and the `json_request` fuzz target check that it decodes exactly what the serde path
-//! decodes, and both paths convert numbers with the same code (`tensor::json::scan_number`).
+//! decodes, and both paths convert numbers with the same code (`tensor::number::scan_number`).
 
 use super::AnswerFormat;
 use crate::protocol::InferRequest;
-use crate::tensor::json::{Number, scan_number};
+use crate::tensor::number::{Number, scan_number};
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
 /// Nesting deeper than any real tensor goes to the serde path (which refuses beyond 32 levels too).
@@ -56,7 +56,7 @@ pub(super) fn request(body: &[u8]) -> Option<(InferRequest, AnswerFormat)> {
     Some((InferRequest { id, inputs, outputs }, format))
 }
 
-/// The float types the fast decoder takes, converted exactly (`tensor::json::Number`).
+/// The float types the fast decoder takes, converted exactly (`tensor::number::Number`).
 trait Float: Sized {
     fn of(n: &Number<'_>) -> Option<Self>;
 }
