@@ -22,16 +22,8 @@ pub(super) fn request(body: &[u8]) -> Option<(InferRequest, AnswerFormat)> {
     p.object(|p, key| {
         match key {
             "id" if id.is_none() => id = Some(p.string()?.to_owned()),
-            "inputs" if inputs.is_none() => {
-                let mut list = Vec::with_capacity(1);
-                p.array(|p| p.input().map(|t| list.push(t)))?;
-                inputs = Some(list);
-            }
-            "outputs" if outputs.is_none() => {
-                let mut list = Vec::new();
-                p.array(|p| p.output().map(|o| list.push(o)))?;
-                outputs = Some(list);
-            }
+            "inputs" if inputs.is_none() => inputs = Some(p.list(1, Parser::input)?),
+            "outputs" if outputs.is_none() => outputs = Some(p.list(2, Parser::output)?),
             "parameters" if params.is_none() => params = Some(p.flag("binary_data_output")?),
             _ => return None,
         }
@@ -183,6 +175,13 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// An array whose elements `element` reads, collected.
+    fn list<T>(&mut self, capacity: usize, mut element: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let mut out = Vec::with_capacity(capacity);
+        self.array(|p| element(p).map(|v| out.push(v)))?;
+        Some(out)
+    }
+
     /// A number (after white space, which the caller has skipped), which must end where a JSON value ends.
     #[inline]
     fn number(&mut self) -> Option<Number<'a>> {
@@ -208,11 +207,7 @@ impl<'a> Parser<'a> {
         self.object(|p, key| {
             match key {
                 "name" if name.is_none() => name = Some(p.string()?.to_owned()),
-                "shape" if shape.is_none() => {
-                    let mut dims = Vec::with_capacity(2);
-                    p.array(|p| p.dimension().map(|d| dims.push(d)))?;
-                    shape = Some(dims);
-                }
+                "shape" if shape.is_none() => shape = Some(p.list(2, Parser::dimension)?),
                 "datatype" if datatype.is_none() => datatype = Some(DataType::parse(p.string()?)?),
                 // Data after its datatype only, and only floats; the element limit bounds the work on hostile input.
                 "data" if data.is_none() => {
