@@ -1,8 +1,8 @@
 //! Open Inference Protocol REST wire types (request, response, metadata) and their conversion to and from the
 //! protocol-neutral tensors. Decoding borrows the body and parses each tensor's data straight into its typed
 //! buffer once the datatype is known. Requests in the shape nearly every client sends take a single-pass decoder
-//! (`fast`); the serde types here decode every other shape and write every error message. The front end decodes requests and encodes responses; the remote backend
-//! encodes requests and decodes responses with the same types.
+//! (`fast`); the serde types here decode every other shape and write every error message. The front end decodes
+//! requests and encodes responses; the remote backend encodes requests and decodes responses with the same types.
 //!
 //! The binary tensor data extension (Triton's `binary_tensor_data`, which KServe adopted) rides on the same types:
 //! a request's JSON header is followed by raw tensors (an input with `parameters.binary_data_size` and no `data`),
@@ -185,6 +185,17 @@ pub fn decode_request_parts(
     body: &[u8],
     header_len: Option<usize>,
 ) -> Result<(InferRequest, AnswerFormat), GatewayError> {
+    decode(body, header_len, true)
+}
+
+/// A plain JSON request decoded by the serde path alone, skipping the fast decoder: the fuzz target and the tests
+/// hold the fast decoder to exactly this.
+#[doc(hidden)]
+pub fn decode_request_with_serde(body: &[u8]) -> Result<(InferRequest, AnswerFormat), GatewayError> {
+    decode(body, None, false)
+}
+
+fn decode(body: &[u8], header_len: Option<usize>, fast: bool) -> Result<(InferRequest, AnswerFormat), GatewayError> {
     if body.is_empty() {
         return Err(GatewayError::invalid("request body is empty; expected a JSON inference request"));
     }
@@ -198,22 +209,13 @@ pub fn decode_request_parts(
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    if header_len.is_none()
+    if fast
+        && header_len.is_none()
         && let Some(decoded) = fast::request(json)
     {
         return Ok(decoded);
     }
     decode_with_serde(json, binary, header_len)
-}
-
-/// A plain JSON request decoded by the serde path alone, skipping the fast decoder: the fuzz target and the tests
-/// hold the fast decoder to exactly this.
-#[doc(hidden)]
-pub fn decode_request_with_serde(body: &[u8]) -> Result<(InferRequest, AnswerFormat), GatewayError> {
-    if body.is_empty() {
-        return Err(GatewayError::invalid("request body is empty; expected a JSON inference request"));
-    }
-    decode_with_serde(body, &[], None)
 }
 
 /// The general decoder: every request shape the protocol allows, and every error message.
