@@ -8,6 +8,7 @@
 //! a request's JSON header is followed by raw tensors (an input with `parameters.binary_data_size` and no `data`),
 //! and an answer puts the outputs a client asked to get binary after its JSON header in the same way.
 
+mod answer;
 mod fast;
 
 use std::borrow::Cow;
@@ -321,66 +322,38 @@ fn tensors(wire: Vec<InputWire<'_>>, what: &str, mut binary: &[u8]) -> Result<Ve
 
 #[derive(Serialize)]
 struct RequestOut<'a> {
-    inputs: Vec<OutputWire<'a>>,
+    inputs: Vec<TensorOut<'a>>,
 }
 
 /// Encodes an inference request (for an upstream server).
 pub fn encode_request(inputs: &[Tensor]) -> Vec<u8> {
-    let wire = RequestOut { inputs: inputs.iter().map(OutputWire::of).collect() };
+    let wire = RequestOut { inputs: inputs.iter().map(TensorOut::of).collect() };
     let mut buf = Vec::with_capacity(64 + inputs.iter().map(|t| 48 + t.data.len() * 12).sum::<usize>());
     // Serializing plain structs of numbers and strings into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut buf, &wire);
     buf
 }
 
+/// A tensor as an upstream server's request carries it.
 #[derive(Serialize)]
-struct ResponseWire<'a> {
-    model_name: &'a str,
-    model_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    outputs: Vec<OutputWire<'a>>,
-}
-
-#[derive(Serialize)]
-struct OutputWire<'a> {
+struct TensorOut<'a> {
     name: &'a str,
     datatype: DataType,
     shape: &'a [i64],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryParams>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a TensorData>,
+    data: &'a TensorData,
 }
 
-#[derive(Serialize)]
-struct BinaryParams {
-    binary_data_size: usize,
-}
-
-impl<'a> OutputWire<'a> {
+impl<'a> TensorOut<'a> {
     fn of(t: &'a Tensor) -> Self {
-        Self { name: &t.name, datatype: t.datatype(), shape: &t.shape, parameters: None, data: Some(&t.data) }
-    }
-
-    fn binary(t: &'a Tensor) -> Self {
-        let parameters = Some(BinaryParams { binary_data_size: raw::encoded_len(&t.data) });
-        Self { name: &t.name, datatype: t.datatype(), shape: &t.shape, parameters, data: None }
+        Self { name: &t.name, datatype: t.datatype(), shape: &t.shape, data: &t.data }
     }
 }
 
 /// Encodes an inference response.
 pub fn encode_outputs(model: &str, version: &str, id: Option<&str>, outputs: &[Tensor]) -> Vec<u8> {
-    let wire = ResponseWire {
-        model_name: model,
-        model_version: version,
-        id,
-        outputs: outputs.iter().map(OutputWire::of).collect(),
-    };
     let cap = 96 + outputs.iter().map(|t| 48 + t.data.len() * 12).sum::<usize>();
     let mut buf = Vec::with_capacity(cap);
-    // Serializing plain structs of numbers and strings into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut buf, &wire);
+    answer::write(&mut buf, model, version, id, outputs, |_| None);
     buf
 }
 
@@ -396,19 +369,9 @@ pub fn encode_answer(
     if format.is_json() || !outputs.iter().any(|t| format.is_binary(&t.name)) {
         return (encode_outputs(model, version, id, outputs), None);
     }
-    let wire = ResponseWire {
-        model_name: model,
-        model_version: version,
-        id,
-        outputs: outputs
-            .iter()
-            .map(|t| if format.is_binary(&t.name) { OutputWire::binary(t) } else { OutputWire::of(t) })
-            .collect(),
-    };
-    let binary: usize = outputs.iter().filter(|t| format.is_binary(&t.name)).map(|t| raw::encoded_len(&t.data)).sum();
-    let mut buf = Vec::with_capacity(256 + binary);
-    // Serializing plain structs of numbers and strings into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut buf, &wire);
+    let binary = |t: &Tensor| format.is_binary(&t.name).then(|| raw::encoded_len(&t.data));
+    let mut buf = Vec::with_capacity(256 + outputs.iter().filter_map(binary).sum::<usize>());
+    answer::write(&mut buf, model, version, id, outputs, binary);
     let header = buf.len();
     for t in outputs.iter().filter(|t| format.is_binary(&t.name)) {
         raw::encode_into(&t.data, &mut buf);
