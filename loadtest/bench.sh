@@ -14,6 +14,7 @@
 #   BENCH_DURATION        measured seconds per run in parts 1 and 3 (default 60)
 #   BENCH_WARMUP          warm-up seconds per run (default 5)
 #   BENCH_SEARCH_SECONDS  measured seconds per step of the search (default 10)
+#   BENCH_CLOSED_ROUNDS   rounds of alternating gateway/bare pairs of the closed-loop comparison (default 3)
 #   BENCH_OPEN_ROUNDS     alternating gateway/bare pairs of the open-loop comparison (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,14 +47,20 @@ start_gateway config/gateway.toml 1800
 wait_ready 18000
 start_bare 1 1810
 start_bare 2 1811
-for v in 1 2; do
-  bare_port=$((18100 + 10 * (v - 1)))
-  for proto in http grpc; do
-    if [ "$proto" = http ]; then gw=http://$HTTP bare_url=http://127.0.0.1:$bare_port; else
-      gw=grpc://127.0.0.1:18001 bare_url=grpc://127.0.0.1:$((bare_port + 1)); fi
-    # --signature: the bare servers answer inference only, no metadata.
-    URL=$gw run "cmp-v$v-$proto-gateway" --connections 64 --threads 2 --model-version "$v" --signature input:FP32:30
-    URL=$bare_url run "cmp-v$v-$proto-bare" --connections 64 --threads 2 --model-version "$v" --signature input:FP32:30
+# Closed loop: two runs of one server differ by about 5 % here, so BENCH_CLOSED_ROUNDS rounds of alternating pairs
+# (each round goes through every model and protocol once), and the report takes the median of each pair's ratio.
+for r in $(seq 1 "${BENCH_CLOSED_ROUNDS:-3}"); do
+  for v in 1 2; do
+    bare_port=$((18100 + 10 * (v - 1)))
+    for proto in http grpc; do
+      if [ "$proto" = http ]; then gw=http://$HTTP bare_url=http://127.0.0.1:$bare_port; else
+        gw=grpc://127.0.0.1:18001 bare_url=grpc://127.0.0.1:$((bare_port + 1)); fi
+      # --signature: the bare servers answer inference only, no metadata.
+      URL=$gw run "cmp-v$v-$proto-gateway-r$r" --connections 64 --threads 2 --model-version "$v" \
+        --signature input:FP32:30
+      URL=$bare_url run "cmp-v$v-$proto-bare-r$r" --connections 64 --threads 2 --model-version "$v" \
+        --signature input:FP32:30
+    done
   done
 done
 # Open loop: one pair's p99 swings by 2x on this kind of machine, so BENCH_OPEN_ROUNDS alternating pairs, and the

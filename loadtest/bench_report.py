@@ -22,23 +22,37 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+def pairs(out, prefix):
+    """The alternating gateway/bare runs of one comparison: `{prefix}-gateway-r1`, `-bare-r1`, `-r2`, ...; older
+    reports hold one unnumbered pair. Rounds with a side missing are left out."""
+    n = len(glob.glob(f"{out}/{prefix}-gateway-r*.json"))
+    found = [(load(f"{out}/{prefix}-gateway-r{r}.json"), load(f"{out}/{prefix}-bare-r{r}.json")) for r in range(1, n + 1)]
+    found = [(g, b) for g, b in found if g and b]
+    if not found:
+        g, b = load(f"{out}/{prefix}-gateway.json"), load(f"{out}/{prefix}-bare.json")
+        found = [(g, b)] if g and b else []
+    return found
+
+
 def main(out):
     rows = []
     bars = []
     for v in (1, 2):
         for proto in ("http", "grpc"):
-            g, b = load(f"{out}/cmp-v{v}-{proto}-gateway.json"), load(f"{out}/cmp-v{v}-{proto}-bare.json")
-            if g and b:
-                ratio = g["achieved_rps"] / b["achieved_rps"]
-                rows.append((f"closed loop, 64 connections, v{v}, {proto.upper()}: req/s",
-                             f"{g['achieved_rps']:,.0f}", f"{b['achieved_rps']:,.0f}", f"{ratio:.2f}", ">= 1.0"))
-                bars.append((f"v{v} {proto.upper()}", g["achieved_rps"], b["achieved_rps"]))
-    # Alternating rounds (cmp-open-...-r1, -r2, ...; a single unnumbered pair in older reports): each side's median.
-    rounds = [(load(f"{out}/cmp-open-8333-v1-http-gateway-r{r}.json"), load(f"{out}/cmp-open-8333-v1-http-bare-r{r}.json"))
-              for r in range(1, 1 + len(glob.glob(f"{out}/cmp-open-8333-v1-http-gateway-r*.json")))]
-    rounds = [(g, b) for g, b in rounds if g and b] or [
-        (load(f"{out}/cmp-open-8333-v1-http-gateway.json"), load(f"{out}/cmp-open-8333-v1-http-bare.json"))]
-    if all(g and b for g, b in rounds):
+            rounds = pairs(out, f"cmp-v{v}-{proto}")
+            if rounds:
+                # Each pair's ratio, and its median: the pair's two runs are back to back, so the machine's drift
+                # over the whole run cancels out of each ratio.
+                ratios = [g["achieved_rps"] / b["achieved_rps"] for g, b in rounds]
+                g_rps = median([g["achieved_rps"] for g, _ in rounds])
+                b_rps = median([b["achieved_rps"] for _, b in rounds])
+                label = f"closed loop, 64 connections, v{v}, {proto.upper()}: req/s"
+                if len(rounds) > 1:
+                    label += f" (medians of {len(rounds)} pairs; each ratio: {', '.join(f'{x:.2f}' for x in ratios)})"
+                rows.append((label, f"{g_rps:,.0f}", f"{b_rps:,.0f}", f"{median(ratios):.2f}", ">= 1.0"))
+                bars.append((f"v{v} {proto.upper()}", g_rps, b_rps, median(ratios)))
+    rounds = pairs(out, "cmp-open-8333-v1-http")
+    if rounds:
         for q in ("p50", "p99"):
             gq = median([g["latency_ms"][q] for g, _ in rounds])
             bq = median([b["latency_ms"][q] for _, b in rounds])
@@ -106,13 +120,13 @@ def plot(out, bars):
                 parts.append(f'<circle cx="{x(r):.1f}" cy="{y(p):.1f}" r="3" fill="{colours[name] if e == 0 else "#c00"}"/>')
             parts.append(f'<text x="{w - pad - 150}" y="{pad + 16 * i}" fill="{colours[name]}">{name}</text>')
     if bars:
-        top = max(max(g, b) for _, g, b in bars) * 1.1
+        top = max(max(g, b) for _, g, b, _ in bars) * 1.1
         y0 = h
         bw = (w - 2 * pad) / len(bars)
         parts.append(f'<text x="{pad}" y="{y0 + 20}">closed-loop throughput (req/s), 64 connections, 1 row: gateway '
                      f'(blue) and bare (orange)</text>')
         parts.append(f'<line x1="{pad}" y1="{y0 + h - pad}" x2="{w - pad}" y2="{y0 + h - pad}" stroke="#888"/>')
-        for i, (label, g, b) in enumerate(bars):
+        for i, (label, g, b, ratio) in enumerate(bars):
             for j, (val, c) in enumerate(((g, colours["gateway"]), (b, colours["bare"]))):
                 bh = val / top * (h - 2 * pad)
                 bx = pad + i * bw + 10 + j * (bw - 20) / 2
@@ -121,7 +135,7 @@ def plot(out, bars):
                 parts.append(f'<text x="{bx + (bw - 20) / 4:.1f}" y="{y0 + h - pad - bh - 4:.1f}" '
                              f'text-anchor="middle">{val:,.0f}</text>')
             parts.append(f'<text x="{pad + i * bw + bw / 2:.1f}" y="{y0 + h - pad + 16}" text-anchor="middle">'
-                         f'{label} ({g / b:.2f} x)</text>')
+                         f'{label} ({ratio:.2f} x)</text>')
     parts.append("</svg>")
     open(f"{out}/bench.svg", "w").write("\n".join(parts))
 
