@@ -1,8 +1,9 @@
 //! Open Inference Protocol REST wire types (request, response, metadata) and their conversion to and from the
 //! protocol-neutral tensors. Decoding borrows the body and parses each tensor's data straight into its typed
 //! buffer once the datatype is known. Requests in the shape nearly every client sends take a single-pass decoder
-//! (`fast`); the serde types here decode every other shape and write every error message. The front end decodes
-//! requests and encodes responses; the remote backend encodes requests and decodes responses with the same types.
+//! (`fast`); the serde types here decode every other shape and write every error message. Answers are written by
+//! hand (`answer`), byte for byte what serde_json wrote. The front end decodes requests and encodes answers; the
+//! remote backend encodes requests and decodes answers with the same types.
 //!
 //! The binary tensor data extension (Triton's `binary_tensor_data`, which KServe adopted) rides on the same types:
 //! a request's JSON header is followed by raw tensors (an input with `parameters.binary_data_size` and no `data`),
