@@ -56,9 +56,11 @@ test: test-python test-deploy test-rust
 test-rust: setup $(VENV)/.installed $(VENV_KSERVE)/.installed $(ETCD) /usr/bin/chromedriver
 	ETCD_BIN=$(CURDIR)/$(ETCD) $(CARGO) test --workspace --locked
 
-# The training-side checks (capture replay), in a project-local venv with the pinned training requirements.
+# The training-side checks (capture replay), in a project-local venv with the pinned training requirements, and
+# the ratios `make bench` reports (loadtest/bench_report.py).
 test-python: $(VENV)/.installed
 	$(VENV)/bin/python -m unittest discover -s models/train -p 'test_*.py'
+	$(VENV)/bin/python -m unittest discover -s loadtest -p 'test_*.py'
 
 # Also tritonclient, which gateway/tests/clients.rs drives against a real gateway, the Kubernetes validator, and
 # Selenium for the operator console's browser test (gateway/tests/console).

@@ -12,8 +12,13 @@ import sys
 CARD = 8333
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def load(path):
-    return json.load(open(path)) if os.path.exists(path) else None
+    return json.loads(read(path)) if os.path.exists(path) else None
 
 
 def median(xs):
@@ -63,7 +68,7 @@ def main(out):
     for name in ("gateway", "bare"):
         path = f"{out}/search-{name}.max"
         if os.path.exists(path):
-            found[name] = int(open(path).read().strip() or 0)
+            found[name] = int(read(path).strip() or 0)
     if len(found) == 2:
         rows.append(("highest open-loop rate with p99 <= 8 ms, 0 errors: req/s",
                      f"{found['gateway']:,} ({found['gateway'] / CARD:.1f} x 8,333)",
@@ -71,7 +76,7 @@ def main(out):
                      f"{found['gateway'] / max(found['bare'], 1):.2f}", ""))
     ours, h2 = load(f"{out}/2g-grpc-closed-64conn-1row.json"), f"{out}/2g-h2load.txt"
     if ours and os.path.exists(h2):
-        m = re.search(r"finished in [^,]+, ([0-9.]+) req/s", open(h2).read())
+        m = re.search(r"finished in [^,]+, ([0-9.]+) req/s", read(h2))
         if m:
             theirs = float(m.group(1))
             rows.append(("load tester against h2load, gRPC 64 connections: req/s", f"{ours['achieved_rps']:,.0f}",
@@ -87,7 +92,7 @@ def main(out):
 def search_points(out, name):
     pts = []
     for path in glob.glob(f"{out}/search/search-{name}-*.json"):
-        r = json.load(open(path))
+        r = load(path)
         pts.append((r["asked_rate"], r["latency_ms"]["p99"], r["failed"] + r["not_sent"]))
     return sorted(pts)
 
@@ -137,7 +142,8 @@ def plot(out, bars):
             parts.append(f'<text x="{pad + i * bw + bw / 2:.1f}" y="{y0 + h - pad + 16}" text-anchor="middle">'
                          f'{label} ({ratio:.2f} x)</text>')
     parts.append("</svg>")
-    open(f"{out}/bench.svg", "w").write("\n".join(parts))
+    with open(f"{out}/bench.svg", "w") as f:
+        f.write("\n".join(parts))
 
 
 if __name__ == "__main__":

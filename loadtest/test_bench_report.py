@@ -1,0 +1,61 @@
+"""The ratios `make bench` prints: alternating pairs are read by round, each comparison reports the median of its
+pairs' ratios, and older report folders (one unnumbered pair) still read. Run by `make test-python`."""
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import unittest
+
+import bench_report
+
+
+def write(folder, name, **report):
+    with open(os.path.join(folder, f"{name}.json"), "w") as f:
+        json.dump(report, f)
+
+
+def report(folder):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        bench_report.main(folder)
+    return out.getvalue()
+
+
+class ClosedLoopRounds(unittest.TestCase):
+    def test_median_of_the_pairs_ratios_with_each_listed(self):
+        with tempfile.TemporaryDirectory() as d:
+            # Ratios 0.60, 0.94 and 0.93: the median pair ratio is 0.93, while the ratio of the medians would be 0.90.
+            for r, (g, b) in enumerate([(42000, 70000), (66000, 70000), (63000, 68000)], 1):
+                write(d, f"cmp-v1-grpc-gateway-r{r}", achieved_rps=g)
+                write(d, f"cmp-v1-grpc-bare-r{r}", achieved_rps=b)
+            text = report(d)
+            row = next(line for line in text.splitlines() if "v1, GRPC" in line)
+            self.assertIn("medians of 3 pairs; each ratio: 0.60, 0.94, 0.93", row)
+            self.assertIn("| 63,000 | 70,000 | 0.93 |", row)
+            with open(os.path.join(d, "bench.svg")) as f:
+                self.assertIn("v1 GRPC (0.93 x)", f.read())
+
+    def test_a_round_missing_a_side_is_left_out(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(d, "cmp-v2-http-gateway-r1", achieved_rps=90)
+            write(d, "cmp-v2-http-bare-r1", achieved_rps=100)
+            write(d, "cmp-v2-http-gateway-r2", achieved_rps=10)
+            row = next(line for line in report(d).splitlines() if "v2, HTTP" in line)
+            self.assertIn("| 90 | 100 | 0.90 |", row)
+            self.assertNotIn("medians of", row)
+
+    def test_older_reports_with_one_unnumbered_pair_still_read(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(d, "cmp-v1-http-gateway", achieved_rps=920)
+            write(d, "cmp-v1-http-bare", achieved_rps=1000)
+            for name, p99 in (("gateway", 0.6), ("bare", 0.5)):
+                write(d, f"cmp-open-8333-v1-http-{name}", latency_ms={"p50": 0.2, "p99": p99})
+            text = report(d)
+            self.assertIn("| closed loop, 64 connections, v1, HTTP: req/s | 920 | 1,000 | 0.92 | >= 1.0 |", text)
+            self.assertIn("p99 ms (median of 1 pair; each: 1.20) | 0.600 | 0.500 | 1.20 | <= 1.2 |", text)
+
+
+if __name__ == "__main__":
+    unittest.main()
