@@ -15,7 +15,7 @@ PERCENT = re.compile(r"\(\s*[\d.]+%\)")
 
 def component(symbol):
     """The crate named by a symbol (`<hyper::proto::h1::Conn<..> as Trait>::poll` is hyper), or its library when the
-    symbol is not Rust (ONNX Runtime, glibc's allocator, memcpy)."""
+    symbol is not Rust (ONNX Runtime, the allocators, memcpy)."""
     obj = ""
     m = re.search(r"\[([^\]]+)\]\s*$", symbol)
     if m:
@@ -24,8 +24,9 @@ def component(symbol):
     where, _, fn = symbol.partition(":") if re.match(r"^[^:<]*\.\w+:|^\?\?\?:", symbol) else ("", "", symbol)
     if "onnxruntime" in obj or "onnxruntime" in where or fn.startswith("onnxruntime::") or fn.startswith("Ort"):
         return "ONNX Runtime"
+    # glibc's malloc.c and arena.c, and jemalloc (the gateway's own heap), whose sources sit under tikv-jemalloc-sys.
     if "malloc" in where or fn in ("malloc", "free", "realloc", "calloc", "_int_free", "_int_malloc"):
-        return "malloc and free (glibc)"
+        return "malloc and free (glibc, jemalloc)"
     if "memmove" in where or "memcpy" in where or "memset" in where or fn.startswith("__mem"):
         return "memcpy, memmove, memset (glibc)"
     m = re.match(r"^<(.+?) as (.+?)>::", fn)
@@ -46,8 +47,8 @@ def component(symbol):
 
 
 def profile(path):
-    """Instructions in total and per component, and with PROFILE_CACHE=1 (callgrind's cache simulation) the L1 data
-    misses (read + write) and L1 instruction misses, else None: one callgrind_annotate run, every event's column."""
+    """Instructions in total and per component, and every event's total (`Ir`, and with PROFILE_CACHE=1 or
+    PROFILE_BRANCH=1 the simulated misses: `D1mr`, `D1mw`, `I1mr`, `Bcm`, `Bim`, ...): one callgrind_annotate run."""
     text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", path],
                           capture_output=True, text=True, check=True).stdout
     events = next((line.split()[2:] for line in text.splitlines() if line.startswith("Events shown:")), ["Ir"])
@@ -67,10 +68,7 @@ def profile(path):
             continue
         c = component(what)
         parts[c] = parts.get(c, 0) + values[events.index("Ir")]
-    misses = (totals["D1mr"] + totals["D1mw"], totals["I1mr"]) if "D1mr" in totals else None
-    if "Bcm" in totals:
-        misses = (misses or ()) + ((totals["Bcm"], totals["Bim"]),)
-    return totals.get("Ir", 0), parts, misses
+    return totals.get("Ir", 0), parts, totals
 
 
 # A callgrind position line with --dump-instr=yes: the instruction's address (absolute, relative or "*" for the
@@ -143,13 +141,14 @@ def main(out, n, gw_split, bare_split):
     if len(totals) == 2:
         line += f" ({totals['gateway'] / totals['bare']:.2f} x)"
     print(f"instructions per request (callgrind, {n} requests each): {line}")
-    misses = {name: r[2] for name, r in runs.items()}
-    if all(m and len(m) >= 2 and not isinstance(m[0], tuple) for m in misses.values()):
+    events = {name: r[2] for name, r in runs.items()}
+    if all("D1mr" in e for e in events.values()):
         print("L1 cache misses per request (callgrind's simulation of this machine's caches): " + ", ".join(
-            f"{name} {m[0] / n:,.0f} data and {m[1] / n:,.0f} instruction" for name, m in misses.items()))
-    if all(m and isinstance(m[-1], tuple) for m in misses.values()):
+            f"{name} {(e['D1mr'] + e['D1mw']) / n:,.0f} data and {e['I1mr'] / n:,.0f} instruction"
+            for name, e in events.items()))
+    if all("Bcm" in e for e in events.values()):
         print("mispredicted branches per request (callgrind's simulation): " + ", ".join(
-            f"{name} {m[-1][0] / n:,.0f} conditional and {m[-1][1] / n:,.0f} indirect" for name, m in misses.items()))
+            f"{name} {e['Bcm'] / n:,.0f} conditional and {e['Bim'] / n:,.0f} indirect" for name, e in events.items()))
     for name in runs:
         counted = atomics(f"{out}/callgrind.{name}.out")
         if counted:
