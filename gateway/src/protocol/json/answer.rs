@@ -83,48 +83,30 @@ fn int(buf: &mut Vec<u8>, x: impl itoa::Integer) {
 }
 
 /// serde_json writes a float that is not finite as `null`; so does this.
-fn float(buf: &mut Vec<u8>, x: impl zmij::Float + Finite) {
-    if x.finite() {
+fn float(buf: &mut Vec<u8>, x: impl zmij::Float, finite: bool) {
+    if finite {
         buf.extend_from_slice(zmij::Buffer::new().format_finite(x).as_bytes());
     } else {
         buf.extend_from_slice(b"null");
     }
 }
 
-trait Finite: Copy {
-    fn finite(self) -> bool;
-}
-
-impl Finite for f32 {
-    fn finite(self) -> bool {
-        self.is_finite()
-    }
-}
-
-impl Finite for f64 {
-    fn finite(self) -> bool {
-        self.is_finite()
-    }
-}
-
 /// A tensor's values as a flat JSON array: numbers, booleans, and for BYTES strings (bytes that are not UTF-8 are
 /// replaced, as JSON holds text).
 fn data(buf: &mut Vec<u8>, data: &TensorData) {
-    match data {
-        TensorData::Bool(d) => list(buf, d, |buf, &b| buf.extend_from_slice(if b { b"true" } else { b"false" })),
-        TensorData::U8(d) => list(buf, d, |buf, &x| int(buf, x)),
-        TensorData::U16(d) => list(buf, d, |buf, &x| int(buf, x)),
-        TensorData::U32(d) => list(buf, d, |buf, &x| int(buf, x)),
-        TensorData::U64(d) => list(buf, d, |buf, &x| int(buf, x)),
-        TensorData::I8(d) => list(buf, d, |buf, &x| int(buf, x)),
-        TensorData::I16(d) => list(buf, d, |buf, &x| int(buf, x)),
-        TensorData::I32(d) => list(buf, d, |buf, &x| int(buf, x)),
-        TensorData::I64(d) => list(buf, d, |buf, &x| int(buf, x)),
-        TensorData::F16(d) => list(buf, d, |buf, &x| float(buf, x.to_f32())),
-        TensorData::F32(d) => list(buf, d, |buf, &x| float(buf, x)),
-        TensorData::F64(d) => list(buf, d, |buf, &x| float(buf, x)),
-        TensorData::Bytes(d) => list(buf, d, |buf, b| string(buf, &String::from_utf8_lossy(b))),
+    macro_rules! ints {
+        ($($v:ident),*) => {
+            match data {
+                $(TensorData::$v(d) => list(buf, d, |buf, &x| int(buf, x)),)*
+                TensorData::Bool(d) => list(buf, d, |buf, &b| buf.extend_from_slice(if b { b"true" } else { b"false" })),
+                TensorData::F16(d) => list(buf, d, |buf, &x| float(buf, x.to_f32(), x.is_finite())),
+                TensorData::F32(d) => list(buf, d, |buf, &x| float(buf, x, x.is_finite())),
+                TensorData::F64(d) => list(buf, d, |buf, &x| float(buf, x, x.is_finite())),
+                TensorData::Bytes(d) => list(buf, d, |buf, b| string(buf, &String::from_utf8_lossy(b))),
+            }
+        };
     }
+    ints!(U8, U16, U32, U64, I8, I16, I32, I64)
 }
 
 #[cfg(test)]
