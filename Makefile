@@ -13,7 +13,7 @@ VENV_KSERVE   := .venv-kserve
 
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: protoc ab cluster-bench console-cost tls-cost batching-curve many-models rows-curve profile connections overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
+.PHONY: protoc ab build-pgo cluster-bench console-cost tls-cost batching-curve many-models rows-curve profile connections overload soak setup run build test test-rust test-python test-deploy lint fmt models bench demo-rollback demo-promote docker clean-ort \
 	fuzz fuzz-smoke
 
 setup: $(ORT_LIB) protoc
@@ -119,6 +119,17 @@ profile: setup /usr/bin/valgrind
 # and the load tester on the others).
 ab: setup
 	loadtest/ab.sh
+
+# The gateway built with profile-guided optimisation (loadtest/pgo.sh): an instrumented build serves a training load,
+# and the counts steer the release build, into target/pgo/gateway (PGO_SECONDS per scenario). Measuring scripts start
+# it instead of target/release/gateway with GATEWAY_BIN=target/pgo/gateway. llvm-profdata comes from Debian's llvm-19,
+# which reads what rustc's LLVM 22 writes (the default llvm-profdata, LLVM 14, does not).
+build-pgo: setup /usr/bin/llvm-profdata-19
+	loadtest/pgo.sh
+
+/usr/bin/llvm-profdata-19:
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends llvm-19 || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends llvm-19; }
 
 /usr/bin/valgrind:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends valgrind || \

@@ -11,12 +11,13 @@
 #   proc_cpu_ticks PID                            "user system" CPU time of a process so far, in clock ticks
 #
 # SERVER_CPUS, if set before sourcing, pins every server these functions start to those cpus (taskset -c); GW may be
-# overridden for one call (`GW=path start_gateway ...`) to start another build.
+# overridden for one call (`GW=path start_gateway ...`) to start another build; GATEWAY_BIN, if set, replaces the
+# gateway binary for the whole script (`make build-pgo` leaves one in target/pgo/gateway).
 
 # The same targets in every measuring script: building the example enables the dev-dependencies' features, so a
 # script building a different set would rebuild the gateway for the next one.
 cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
-GW=./target/release/gateway
+GW=${GATEWAY_BIN:-./target/release/gateway}
 LT=./target/release/loadtest
 DIR=$(mktemp -d)
 pids=()

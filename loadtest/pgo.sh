@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# `make build-pgo`: the gateway built with profile-guided optimisation, in target/pgo/gateway (loopback only).
+#
+# 1. An instrumented release build (rustc -Cprofile-generate) in target/pgo/gen.
+# 2. It serves the bundled models with the default config while the load tester sends the traffic a gateway sees:
+#    HTTP with JSON and with binary tensors, gRPC with raw tensors, 1 and 64 rows, a cheap model that runs inline
+#    and a larger one that goes to the inference pool, a canary, health probes and metrics scrapes. It then stops on
+#    SIGTERM like any gateway, which writes the counts.
+# 3. llvm-profdata merges them; rustc -Cprofile-use rebuilds with them in target/pgo/use, so the code a request runs
+#    is laid out hot and straight and the rest moved out of its way.
+#
+# What it buys is measured with `make ab AB_BASE=target/release/gateway GATEWAY_BIN=target/pgo/gateway`.
+# llvm-profdata has to read what rustc's LLVM writes: Debian's llvm-19 reads rustc 1.95's (LLVM 22) raw profiles,
+# its own LLVM 14 does not. The profile is of this machine's run, not committed; the build is the same code.
+#
+#   PGO_SECONDS  seconds per training scenario (default 4; 12 scenarios)
+#   PROFDATA     llvm-profdata to use (default llvm-profdata-19)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_RUN=${PGO_SECONDS:-4}
+PROFDATA=${PROFDATA:-llvm-profdata-19}
+command -v "$PROFDATA" >/dev/null || { echo "$PROFDATA not found (Debian's llvm-19)" >&2; exit 1; }
+PGO=$PWD/target/pgo
+rm -rf "$PGO/raw" "$PGO/gateway.profdata"
+mkdir -p "$PGO/raw"
+
+echo "== 1/3 instrumented build (target/pgo/gen)"
+RUSTFLAGS="-Cprofile-generate=$PGO/raw" cargo build --release --locked -p gateway --target-dir "$PGO/gen"
+
+# The load tester and the uninstrumented binaries come from lib.sh's usual build.
+source loadtest/lib.sh
+export GATEWAY_ADMIN_TOKEN="pgo-$$-$RANDOM"
+GW="$PGO/gen/release/gateway" start_gateway config/gateway.toml 1960
+wait_ready 19600
+
+echo "== 2/3 training load ($SECONDS_RUN s per scenario)"
+run() { # model version (empty: the router picks) url rows [loadtest args...]
+  local model=$1 version=$2 url=$3 rows=$4
+  shift 4
+  local sig=input:FP32:30 pick=(--model-version "$version")
+  [ "$model" = digits ] && sig=pixels:FP32:64
+  [ -n "$version" ] || pick=()
+  "$LT" run --url "$url" --model "$model" "${pick[@]}" --manifest "models/$model/${version:-1}/manifest.json" \
+    --signature "$sig" --rows "$rows" --duration "$SECONDS_RUN" --warmup 0 --connections 16 --threads 1 \
+    --fail-on-errors --quiet "$@" | awk -v s="$model v${version:-routed} $url $rows row(s) $*" \
+    '/^throughput/ {print "  " s ": " $2 " req/s"}'
+}
+probes() { # health, metadata and metrics requests beside the load
+  local end=$((SECONDS + SECONDS_RUN))
+  while [ $SECONDS -lt $end ]; do
+    curl -fs http://127.0.0.1:19600/v2/health/ready >/dev/null
+    curl -fs http://127.0.0.1:19600/v2/models/breast-cancer >/dev/null
+    curl -fs http://127.0.0.1:19602/metrics >/dev/null
+    sleep 0.2
+  done
+}
+H=http://127.0.0.1:19600 G=grpc://127.0.0.1:19601
+probes &
+probes_pid=$!
+run breast-cancer 1 "$H" 1
+wait "$probes_pid"
+run breast-cancer 1 "$H" 1 --binary
+run breast-cancer 2 "$H" 1
+run breast-cancer 1 "$H" 64
+run breast-cancer 2 "$H" 64 --binary
+run breast-cancer 1 "$G" 1
+run breast-cancer 2 "$G" 1
+run breast-cancer 1 "$G" 64
+run digits 1 "$H" 8
+run digits 1 "$G" 8
+# Unversioned requests through the router, with a canary taking a share.
+"$PGO/gen/release/gateway" admin --url http://127.0.0.1:19603 canary breast-cancer 1 10 >/dev/null
+run breast-cancer "" "$H" 1
+run breast-cancer "" "$G" 1
+
+# SIGTERM: the gateway drains and returns from main, and the instrumentation writes its counts at exit.
+kill -TERM "$GW_PID"
+wait "$GW_PID" || true
+ls "$PGO"/raw/*.profraw >/dev/null 2>&1 || { echo "the instrumented gateway wrote no profile" >&2; exit 1; }
+"$PROFDATA" merge -o "$PGO/gateway.profdata" "$PGO"/raw/*.profraw
+
+echo "== 3/3 optimised build (target/pgo/use)"
+RUSTFLAGS="-Cprofile-use=$PGO/gateway.profdata" cargo build --release --locked -p gateway --target-dir "$PGO/use"
+cp "$PGO/use/release/gateway" "$PGO/gateway"
+echo "built $PGO/gateway"
