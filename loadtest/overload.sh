@@ -35,7 +35,7 @@ mkdir -p "$OUT"
 
 # The targets every measuring script builds (loadtest/lib.sh): the same set keeps the release build cached.
 cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
-GW=./target/release/gateway
+GW=${GATEWAY_BIN:-./target/release/gateway}
 LT=./target/release/loadtest
 
 sed "s/^max_concurrent_requests = .*/max_concurrent_requests = $LIMIT/" config/gateway.toml >"$OUT/gateway.toml"

@@ -14,26 +14,21 @@
 # its own LLVM 14 does not. The profile is of this machine's run, not committed; the build is the same code.
 #
 #   PGO_SECONDS  seconds per training scenario (default 4; 12 scenarios)
+#   PGO_BUILD    what to build: gateway (default), bare (the bare baseline, gateway/examples/bare_server.rs, trained
+#                on both breast-cancer versions over HTTP and gRPC, into target/pgo/bare_server; BARE_BIN makes the
+#                measuring scripts start it, for a like-for-like comparison) or both
 #   PROFDATA     llvm-profdata to use (default llvm-profdata-19)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${PGO_SECONDS:-4}
 PROFDATA=${PROFDATA:-llvm-profdata-19}
 command -v "$PROFDATA" >/dev/null || { echo "$PROFDATA not found (Debian's llvm-19)" >&2; exit 1; }
+BUILD=${PGO_BUILD:-gateway}
+case "$BUILD" in gateway | bare | both) ;; *) echo "PGO_BUILD=$BUILD: gateway, bare or both" >&2; exit 1 ;; esac
 PGO=$PWD/target/pgo
-rm -rf "$PGO/raw" "$PGO/gateway.profdata"
-mkdir -p "$PGO/raw"
-
-echo "== 1/3 instrumented build (target/pgo/gen)"
-RUSTFLAGS="-Cprofile-generate=$PGO/raw" cargo build --release --locked -p gateway --target-dir "$PGO/gen"
-
-# The load tester and the uninstrumented binaries come from lib.sh's usual build.
+mkdir -p "$PGO"
 source loadtest/lib.sh
 export GATEWAY_ADMIN_TOKEN="pgo-$$-$RANDOM"
-GW="$PGO/gen/release/gateway" start_gateway config/gateway.toml 1960
-wait_ready 19600
-
-echo "== 2/3 training load ($SECONDS_RUN s per scenario)"
 run() { # model version (empty: the router picks) url rows [loadtest args...]
   local model=$1 version=$2 url=$3 rows=$4
   shift 4
@@ -45,6 +40,16 @@ run() { # model version (empty: the router picks) url rows [loadtest args...]
     --fail-on-errors --quiet "$@" | awk -v s="$model v${version:-routed} $url $rows row(s) $*" \
     '/^throughput/ {print "  " s ": " $2 " req/s"}'
 }
+
+if [ "$BUILD" != bare ]; then
+rm -rf "$PGO/raw" "$PGO/gateway.profdata"
+mkdir -p "$PGO/raw"
+echo "== 1/3 instrumented build (target/pgo/gen)"
+RUSTFLAGS="-Cprofile-generate=$PGO/raw" cargo build --release --locked -p gateway --target-dir "$PGO/gen"
+GW="$PGO/gen/release/gateway" start_gateway config/gateway.toml 1960
+wait_ready 19600
+
+echo "== 2/3 training load ($SECONDS_RUN s per scenario)"
 probes() { # health, metadata and metrics requests beside the load
   local end=$((SECONDS + SECONDS_RUN))
   while [ $SECONDS -lt $end ]; do
@@ -83,3 +88,26 @@ echo "== 3/3 optimised build (target/pgo/use)"
 RUSTFLAGS="-Cprofile-use=$PGO/gateway.profdata" cargo build --release --locked -p gateway --target-dir "$PGO/use"
 cp "$PGO/use/release/gateway" "$PGO/gateway"
 echo "built $PGO/gateway"
+fi
+
+# The same treatment for the bare baseline, so a comparison can also be made like for like.
+[ "$BUILD" != gateway ] || exit 0
+rm -rf "$PGO/bare-raw" && mkdir -p "$PGO/bare-raw"
+echo "== bare server: instrumented build, training load, optimised build"
+RUSTFLAGS="-Cprofile-generate=$PGO/bare-raw" cargo build --release --locked -p gateway --example bare_server \
+  --target-dir "$PGO/bare-gen"
+for version in 1 2; do
+  BARE_BIN="$PGO/bare-gen/release/examples/bare_server" start_bare "$version" 1961
+  run breast-cancer "$version" http://127.0.0.1:19610 1
+  run breast-cancer "$version" http://127.0.0.1:19610 64
+  run breast-cancer "$version" grpc://127.0.0.1:19611 1
+  run breast-cancer "$version" grpc://127.0.0.1:19611 64
+  kill -TERM "$BARE_PID"
+  wait "$BARE_PID" || true
+done
+ls "$PGO"/bare-raw/*.profraw >/dev/null 2>&1 || { echo "the instrumented bare server wrote no profile" >&2; exit 1; }
+"$PROFDATA" merge -o "$PGO/bare_server.profdata" "$PGO"/bare-raw/*.profraw
+RUSTFLAGS="-Cprofile-use=$PGO/bare_server.profdata" cargo build --release --locked -p gateway --example bare_server \
+  --target-dir "$PGO/bare-use"
+cp "$PGO/bare-use/release/examples/bare_server" "$PGO/bare_server"
+echo "built $PGO/bare_server (BARE_BIN=$PGO/bare_server)"
