@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         // SIGTERM exits through `exit`, so a build instrumented for profile-guided optimisation writes its counts
-        // (`make build-pgo PGO_BARE=1`); a task of its own, off the request path.
+        // (`make build-pgo PGO_BUILD=bare`); a task of its own, off the request path.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::spawn(async move {
             term.recv().await;
