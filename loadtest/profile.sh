@@ -107,4 +107,5 @@ else
 fi
 
 python3 loadtest/profile_report.py "$OUT" "$N" "$gw_split" "$bare_split" | tee "$OUT/profile.md"
+printf '\nbinaries: gateway %s, bare %s\n' "$GW" "${BARE_BIN:-./target/release/examples/bare_server}" | tee -a "$OUT/profile.md"
 echo "callgrind files in $OUT (callgrind_annotate --inclusive=yes $OUT/callgrind.gateway.out)"
