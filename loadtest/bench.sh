@@ -152,7 +152,7 @@ echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 echo
 python3 loadtest/bench_report.py "$OUT" | tee "$OUT/ratios.md"
 # Which builds were measured (GATEWAY_BIN and BARE_BIN, e.g. the PGO builds), beside the figures.
-printf '\nbinaries: gateway %s, bare %s\n' "$GW" "${BARE_BIN:-./target/release/examples/bare_server}" | tee -a "$OUT/ratios.md"
+printf '\nbinaries: gateway %s, bare %s\n' "$GW" "$BARE" | tee -a "$OUT/ratios.md"
 echo
 "$LT" table "$OUT"/*.json | tee "$OUT/table.md"
 echo

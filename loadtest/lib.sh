@@ -11,15 +11,16 @@
 #   proc_cpu_ticks PID                            "user system" CPU time of a process so far, in clock ticks
 #
 # SERVER_CPUS, if set before sourcing, pins every server these functions start to those cpus (taskset -c); GW may be
-# overridden for one call (`GW=path start_gateway ...`) to start another build; GATEWAY_BIN, if set, replaces the
-# gateway binary for the whole script (`make build-pgo` leaves one in target/pgo/gateway), and BARE_BIN the bare
-# server's (`make build-pgo PGO_BUILD=bare`: target/pgo/bare_server).
+# overridden for one call (`GW=path start_gateway ...`) to start another build, and BARE likewise for start_bare;
+# GATEWAY_BIN and BARE_BIN, if set, replace the two binaries for the whole script (`make build-pgo` leaves them in
+# target/pgo/gateway and, with PGO_BUILD=bare, target/pgo/bare_server).
 
 # The same targets in every measuring script: building the example enables the dev-dependencies' features, so a
 # script building a different set would rebuild the gateway for the next one.
 cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
 GW=${GATEWAY_BIN:-./target/release/gateway}
 [ -x "$GW" ] || { echo "GATEWAY_BIN=$GW is not an executable (make build-pgo builds target/pgo/gateway)" >&2; exit 1; }
+BARE=${BARE_BIN:-./target/release/examples/bare_server}
 LT=./target/release/loadtest
 DIR=$(mktemp -d)
 pids=()
@@ -47,7 +48,7 @@ wait_ready() {
 }
 
 start_bare() { # version, base: the bare baseline on breast-cancer VERSION, HTTP on ${BASE}0 and gRPC on ${BASE}1
-  "${server_pin[@]}" "${BARE_BIN:-./target/release/examples/bare_server}" "127.0.0.1:${2}0" \
+  "${server_pin[@]}" "$BARE" "127.0.0.1:${2}0" \
     "models/breast-cancer/$1/model.onnx" "127.0.0.1:${2}1" \
     >"${LOG_DIR:-$DIR}/bare-$2.log" 2>&1 &
   BARE_PID=$!

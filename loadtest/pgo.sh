@@ -122,7 +122,7 @@ rm -f "$PGO"/bare-*.profraw "$PGO/bare_server.profdata"
 echo "== bare server: instrumented build, training load, optimised build"
 instrumented "$PGO/bare-gen" -p gateway --example bare_server
 for version in 1 2; do
-  LLVM_PROFILE_FILE="$PGO/bare-%p.profraw" BARE_BIN="$PGO/bare-gen/$HOST/release/examples/bare_server" \
+  LLVM_PROFILE_FILE="$PGO/bare-%p.profraw" BARE="$PGO/bare-gen/$HOST/release/examples/bare_server" \
     start_bare "$version" 1961
   run breast-cancer "$version" http://127.0.0.1:19610 1
   run breast-cancer "$version" http://127.0.0.1:19610 64

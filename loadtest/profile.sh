@@ -83,7 +83,7 @@ printf '\n[skew]\nwindow_secs = 3000\nslots = 10\n' >>"$DIR/profile.toml"
 profile gateway "$gw_url" "$GW" --config "$DIR/profile.toml" --http-addr 127.0.0.1:18950 --grpc-addr 127.0.0.1:18951 \
   --metrics-addr 127.0.0.1:18952 --admin-addr 127.0.0.1:18953 --state-dir "$DIR/state" --log-format json
 # The bare server speaks JSON (HTTP) and raw tensors (gRPC) only, so with PROFILE_BINARY it is left out.
-[ ${#EXTRA[@]} = 0 ] && profile bare "$bare_url" "${BARE_BIN:-./target/release/examples/bare_server}" 127.0.0.1:18960 \
+[ ${#EXTRA[@]} = 0 ] && profile bare "$bare_url" "$BARE" 127.0.0.1:18960 \
   "models/breast-cancer/$VERSION/model.onnx" 127.0.0.1:18961
 
 # The same load uninstrumented, for the kernel's share of each server's CPU time.
@@ -107,5 +107,5 @@ else
 fi
 
 python3 loadtest/profile_report.py "$OUT" "$N" "$gw_split" "$bare_split" | tee "$OUT/profile.md"
-printf '\nbinaries: gateway %s, bare %s\n' "$GW" "${BARE_BIN:-./target/release/examples/bare_server}" | tee -a "$OUT/profile.md"
+printf '\nbinaries: gateway %s, bare %s\n' "$GW" "$BARE" | tee -a "$OUT/profile.md"
 echo "callgrind files in $OUT (callgrind_annotate --inclusive=yes $OUT/callgrind.gateway.out)"
