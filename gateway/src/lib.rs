@@ -46,6 +46,7 @@ pub mod telemetry;
 pub mod tensor;
 pub mod tls;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -407,10 +408,16 @@ fn spawn_servers(
     let Apps { core, controller, cluster, token, admission, traffic, clients } = apps;
     // The inference port takes `limits` as fitted; the admin and metrics ports the side listeners' share.
     let side = ConnLimits { max_connections: side_connections, ..limits };
-    let serve = |listener: TcpListener, app: axum::Router, name: &str, tls: api::serve::Tls, limits: ConnLimits| {
-        let (open, refused) = core.metrics.connections(name);
-        let draining = core.draining.clone();
-        tokio::spawn(serve(listener, app, limits, rx.clone(), draining, ConnMetrics { open, refused }, tls))
+    let serve = |listener: TcpListener, name: &str, tls: api::serve::Tls, limits: ConnLimits| Port {
+        listener,
+        limits,
+        metrics: {
+            let (open, refused) = core.metrics.connections(name);
+            ConnMetrics { open, refused }
+        },
+        tls,
+        phase: rx.clone(),
+        draining: core.draining.clone(),
     };
     let grpc = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(api::grpc::decode_errors_are_invalid_argument))
@@ -432,22 +439,50 @@ fn spawn_servers(
     };
     vec![
         grpc,
-        serve(
-            l.http,
-            api::http::router(core.clone(), admission, cluster.clone(), token.clone(), clients.clone()),
-            "http",
-            tls.http,
-            limits,
-        ),
-        serve(l.metrics, api::metrics::router(core.clone()), "metrics", tls.metrics, side),
-        serve(
-            l.admin,
-            api::admin::router(core.clone(), controller.clone(), cluster, token, traffic, clients),
-            "admin",
-            tls.admin,
-            side,
-        ),
+        serve(l.http, "http", tls.http, limits).spawn(api::http::router(
+            core.clone(),
+            admission,
+            cluster.clone(),
+            token.clone(),
+            clients.clone(),
+        )),
+        serve(l.metrics, "metrics", tls.metrics, side).spawn(api::metrics::router(core.clone())),
+        serve(l.admin, "admin", tls.admin, side).spawn(api::admin::router(
+            core.clone(),
+            controller.clone(),
+            cluster,
+            token,
+            traffic,
+            clients,
+        )),
     ]
+}
+
+/// A listener with what serving it needs besides its service.
+struct Port {
+    listener: TcpListener,
+    limits: ConnLimits,
+    metrics: ConnMetrics,
+    tls: api::serve::Tls,
+    phase: watch::Receiver<Phase>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Port {
+    fn spawn<A>(self, app: A) -> JoinHandle<std::io::Result<()>>
+    where
+        A: tower::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = axum::response::Response,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        A::Future: Send + 'static,
+    {
+        let Port { listener, limits, metrics, tls, phase, draining } = self;
+        tokio::spawn(serve(listener, app, limits, phase, draining, metrics, tls))
+    }
 }
 
 /// The shutdown sequence, once asked for: the drain period (readiness already fails), then `Closing`: the servers

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use common::*;
 use serde_json::{Value, json};
@@ -218,4 +218,78 @@ async fn malformed_binary_requests_get_a_4xx_naming_the_input() {
     assert!(codes.iter().any(|l| l.contains("code=\"413\"")), "{codes:?}");
     assert!(!codes.iter().any(|l| l.contains("code=\"5")), "{codes:?}");
     gw.shutdown().await;
+}
+
+/// Answers are compressed as `Accept-Encoding` asks, from 1 KiB on, whether the request body came compressed (the
+/// router's path, which inflates it) or plain (the handler's own path): the same headers and bytes either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_compressed_as_accept_encoding_asks_on_both_paths() {
+    let gw = start(config(&bundled_models())).await;
+    let c = client();
+    let golden = &manifest("breast-cancer", "1")["golden"][0];
+    let row = golden["inputs"][0]["data"].as_array().expect("data").clone();
+    let request = |rows: usize| {
+        let data: Vec<Value> = (0..rows).flat_map(|_| row.iter().cloned()).collect();
+        serde_json::to_vec(&json!({"inputs": [{"name": "input", "shape": [rows, 30], "datatype": "FP32", "data": data}]}))
+            .expect("json")
+    };
+    let infer = url(&gw, "/v2/models/breast-cancer/versions/1/infer");
+    let call = |body: Vec<u8>, gzip_body: bool, accept: Option<&'static str>| {
+        let (c, infer) = (c.clone(), infer.clone());
+        async move {
+            let mut req = c.post(infer);
+            let body = if gzip_body {
+                req = req.header("Content-Encoding", "gzip");
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                gz.write_all(&body).expect("gzip");
+                gz.finish().expect("gzip")
+            } else {
+                body
+            };
+            if let Some(a) = accept {
+                req = req.header("Accept-Encoding", a);
+            }
+            let r = req.body(body).send().await.expect("sent");
+            assert_eq!(r.status().as_u16(), 200);
+            let h = |name: &str| r.headers().get(name).map(|v| v.to_str().expect("ascii").to_owned());
+            let (encoding, vary) = (h("content-encoding"), h("vary"));
+            (encoding, vary, r.bytes().await.expect("body").to_vec())
+        }
+    };
+    let inflate = |encoding: Option<&str>, bytes: &[u8]| -> Value {
+        let mut out = Vec::new();
+        match encoding {
+            Some("gzip") => flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).map(drop).expect("gunzip"),
+            Some("deflate") => flate2::read::ZlibDecoder::new(bytes).read_to_end(&mut out).map(drop).expect("inflate"),
+            None => out = bytes.to_vec(),
+            Some(other) => panic!("unexpected Content-Encoding {other}"),
+        }
+        serde_json::from_slice(&out).expect("a JSON answer")
+    };
+
+    // 64 rows answer well past 1 KiB; one row well under it.
+    let (encoding, vary, plain) = call(request(64), false, None).await;
+    assert_eq!((encoding.as_deref(), vary.as_deref()), (None, Some("accept-encoding")));
+    let want = inflate(None, &plain);
+    assert!(plain.len() > 1024, "{} bytes", plain.len());
+    for gzip_body in [false, true] {
+        for (accept, coding) in [
+            ("gzip, deflate", Some("gzip")),
+            ("gzip;q=0.5, deflate", Some("deflate")),
+            ("x-gzip", Some("gzip")),
+            ("br, gzip;q=0", None),
+            ("identity", None),
+        ] {
+            let (encoding, vary, bytes) = call(request(64), gzip_body, Some(accept)).await;
+            assert_eq!(encoding.as_deref(), coding, "{accept} (compressed request: {gzip_body})");
+            assert_eq!(vary.as_deref(), Some("accept-encoding"), "{accept}");
+            if coding.is_some() {
+                assert!(bytes.len() < plain.len() / 2, "{accept}: {} bytes compressed", bytes.len());
+            }
+            assert_eq!(inflate(encoding.as_deref(), &bytes), want, "{accept} (compressed request: {gzip_body})");
+        }
+        let (encoding, vary, bytes) = call(request(1), gzip_body, Some("gzip")).await;
+        assert_eq!((encoding, vary), (None, None), "a small answer is sent as it is");
+        assert_eq!(inflate(None, &bytes)["outputs"][0]["data"], golden["outputs"][0]["data"]);
+    }
 }

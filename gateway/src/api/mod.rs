@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod compress;
 pub mod consumers;
 pub mod error;
 pub mod grpc;

@@ -80,15 +80,19 @@ const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` until the phase reaches `Closing` and every connection has finished. `draining` is set
 /// together with the `Draining` phase (the core's flag, which readiness reads too).
-pub async fn serve(
+pub async fn serve<A>(
     listener: TcpListener,
-    app: Router,
+    app: A,
     limits: ConnLimits,
     phase: watch::Receiver<Phase>,
     draining: Arc<AtomicBool>,
     metrics: ConnMetrics,
     tls: Tls,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    A: Service<HttpRequest<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    A::Future: Send + 'static,
+{
     let addr = listener.local_addr()?;
     // Around the whole router rather than `Router::layer`, which would box every route once more per request. The
     // answers read the draining flag rather than the phase: borrowing a `watch` value takes its lock, a write to a
