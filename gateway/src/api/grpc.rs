@@ -321,7 +321,9 @@ impl GrpcInferenceService for GrpcApi {
             status = tracing::field::Empty,
         );
         telemetry::adopt(&span, &headers);
-        let result = self.infer_in_span(headers, r).instrument(span.clone()).await;
+        // Boxed: the generated server boxes this future, and tracing's wrapper moves it; with the request's state
+        // inline both would copy all of it (callgrind: 2,032 -> 1,967 L1 data misses per request).
+        let result = Box::pin(self.infer_in_span(headers, r)).instrument(span.clone()).await;
         span.record("status", result.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
         // Never indexed, like the HTTP header (telemetry::request_id_header says why).
         let id = tonic::metadata::MetadataValue::try_from(request_id.as_str()).ok().map(|mut v| {
