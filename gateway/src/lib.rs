@@ -419,21 +419,21 @@ fn spawn_servers(
         phase: rx.clone(),
         draining: core.draining.clone(),
     };
-    let grpc = tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(api::grpc::decode_errors_are_invalid_argument))
-        .add_service(api::grpc::service(core.clone(), admission, token.clone(), clients.clone()));
+    let server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(api::grpc::decode_errors_are_invalid_argument));
+    let app = api::grpc::service(core.clone(), admission, token.clone(), clients.clone());
     let closing = reached(rx.clone(), Phase::Closing);
     let grpc = match tls.grpc {
         // Without TCP_NODELAY, multi-packet messages wait out the peer's delayed ACK (40 ms per request).
         None => tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(l.grpc).with_nodelay(Some(true));
-            grpc.serve_with_incoming_shutdown(incoming, closing).await.map_err(std::io::Error::other)
+            server.serve_with_incoming_shutdown(app, incoming, closing).await.map_err(std::io::Error::other)
         }),
         Some((server_tls, metrics)) => {
             let incoming =
                 api::serve::tls_incoming(l.grpc, server_tls, metrics, limits.header_read_timeout, rx.clone());
             tokio::spawn(async move {
-                grpc.serve_with_incoming_shutdown(incoming, closing).await.map_err(std::io::Error::other)
+                server.serve_with_incoming_shutdown(app, incoming, closing).await.map_err(std::io::Error::other)
             })
         }
     };

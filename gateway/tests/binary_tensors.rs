@@ -230,8 +230,10 @@ async fn answers_are_compressed_as_accept_encoding_asks_on_both_paths() {
     let row = golden["inputs"][0]["data"].as_array().expect("data").clone();
     let request = |rows: usize| {
         let data: Vec<Value> = (0..rows).flat_map(|_| row.iter().cloned()).collect();
-        serde_json::to_vec(&json!({"inputs": [{"name": "input", "shape": [rows, 30], "datatype": "FP32", "data": data}]}))
-            .expect("json")
+        serde_json::to_vec(
+            &json!({"inputs": [{"name": "input", "shape": [rows, 30], "datatype": "FP32", "data": data}]}),
+        )
+        .expect("json")
     };
     let infer = url(&gw, "/v2/models/breast-cancer/versions/1/infer");
     let call = |body: Vec<u8>, gzip_body: bool, accept: Option<&'static str>| {

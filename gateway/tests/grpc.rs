@@ -354,3 +354,36 @@ async fn malformed_messages_and_metadata_are_invalid_arguments() {
     c.model_infer(ok()).await.expect("a good request still works");
     gw.shutdown().await;
 }
+
+/// Compressed messages both ways (tritonclient's `compression_algorithm`), on `ModelInfer`, which the gateway
+/// dispatches itself, and on a call that goes through tonic's router: the same encodings are accepted and sent.
+#[tokio::test]
+async fn compressed_messages_both_ways_on_every_call() {
+    use tonic::codec::CompressionEncoding;
+    let gw = start_default().await;
+    let plain = client(&gw)
+        .await
+        .model_infer(request("breast-cancer", vec![fp32_input("input", 3, three_rows())]))
+        .await
+        .expect("infer")
+        .into_inner();
+    for (encoding, name) in [(CompressionEncoding::Gzip, "gzip"), (CompressionEncoding::Deflate, "deflate")] {
+        let mut c = client(&gw).await.send_compressed(encoding).accept_compressed(encoding);
+        let r = c
+            .model_infer(request("breast-cancer", vec![fp32_input("input", 3, three_rows())]))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(r.metadata().get("grpc-encoding").map(|v| v.to_str().expect("ascii")), Some(name));
+        let r = r.into_inner();
+        assert_eq!(
+            (&r.model_name, &r.outputs, &r.raw_output_contents),
+            (&plain.model_name, &plain.outputs, &plain.raw_output_contents)
+        );
+        let meta = c
+            .model_metadata(pb::ModelMetadataRequest { name: "breast-cancer".into(), version: String::new() })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(meta.metadata().get("grpc-encoding").map(|v| v.to_str().expect("ascii")), Some(name));
+        assert_eq!(meta.into_inner().name, "breast-cancer");
+    }
+}

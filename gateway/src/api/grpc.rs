@@ -7,11 +7,15 @@
 //! number of requests in progress (beyond it, RESOURCE_EXHAUSTED at once), and a deadline that is the sooner of the
 //! configured request timeout and the client's `grpc-timeout`.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::{Request, Response, Status};
+use tower::Service;
 
 use crate::api::admin::AdminToken;
 use crate::api::admission::{self, Admission};
@@ -52,20 +56,126 @@ pub struct GrpcApi {
 /// The gRPC service, with the shared admission limits (the message size limit is `server.max_body_bytes`).
 /// Compressed messages (tritonclient's `compression_algorithm`, gzip or deflate) are accepted, and answers are
 /// compressed the same way when the client asks for it.
+///
+/// `ModelInfer` calls go straight to the handler; every other call goes through tonic's router. Why: the router
+/// (an axum router) and the generated server box each call's future, copying its state into fresh memory, which
+/// for the one call that carries the load costs more than the rest of the framework around it.
 pub fn service(
     core: Arc<Core>,
     admission: &Admission,
     token: AdminToken,
     clients: Arc<Clients>,
-) -> GrpcInferenceServiceServer<GrpcApi> {
+) -> impl Service<
+    http::Request<tonic::body::Body>,
+    Response = http::Response<tonic::body::Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
     let max_body_bytes = admission.max_body_bytes;
-    GrpcInferenceServiceServer::new(GrpcApi { core, admission: admission.clone(), token, clients })
-        .max_decoding_message_size(max_body_bytes)
-        .max_encoding_message_size(usize::MAX)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Deflate)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Deflate)
+    let api = Arc::new(GrpcApi { core, admission: admission.clone(), token, clients });
+    let routes = tonic::service::Routes::new(
+        GrpcInferenceServiceServer::from_arc(api.clone())
+            .max_decoding_message_size(max_body_bytes)
+            .max_encoding_message_size(usize::MAX)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Deflate)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Deflate),
+    )
+    .prepare()
+    .into_axum_router();
+    let mut encodings = EnabledCompressionEncodings::default();
+    encodings.enable(CompressionEncoding::Gzip);
+    encodings.enable(CompressionEncoding::Deflate);
+    // What the generated server does for ModelInfer, with the same limits and encodings, minus its boxes.
+    let infer = move |req: http::Request<tonic::body::Body>| {
+        let api = api.clone();
+        async move {
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+                .apply_compression_config(encodings, encodings)
+                .apply_max_message_size_config(Some(max_body_bytes), Some(usize::MAX));
+            grpc.unary(
+                Unary(move |r| {
+                    let api = api.clone();
+                    async move { api.model_infer(r).await }
+                }),
+                req,
+            )
+            .await
+        }
+    };
+    GrpcApp { routes, infer }
+}
+
+const MODEL_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+/// The port's service ([`service`] says why `ModelInfer` bypasses the router). Generic over the call's future
+/// only because an `async` block's type has no name to write down.
+#[derive(Clone)]
+struct GrpcApp<I> {
+    /// tonic's `Routes` as the axum router it is, whose future type is public.
+    routes: axum::Router,
+    infer: I,
+}
+
+impl<I, F> Service<http::Request<tonic::body::Body>> for GrpcApp<I>
+where
+    I: Fn(http::Request<tonic::body::Body>) -> F,
+    F: Future<Output = http::Response<tonic::body::Body>>,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Dispatch<F>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Dispatch<F> {
+        if req.uri().path() == MODEL_INFER_PATH {
+            Dispatch::Infer { fut: (self.infer)(req) }
+        } else {
+            Dispatch::Routes { fut: self.routes.call(req) }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One call's future, held in place by the connection's stream (no box per call).
+    #[project = DispatchProj]
+    enum Dispatch<F> {
+        Infer { #[pin] fut: F },
+        Routes { #[pin] fut: axum::routing::future::RouteFuture<Infallible> },
+    }
+}
+
+impl<F: Future<Output = http::Response<tonic::body::Body>>> Future for Dispatch<F> {
+    type Output = Result<http::Response<tonic::body::Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            DispatchProj::Infer { fut } => fut.poll(cx).map(Ok),
+            DispatchProj::Routes { fut } => fut.poll(cx).map_ok(|r| r.map(tonic::body::Body::new)),
+        }
+    }
+}
+
+/// A unary handler as tonic's `UnaryService`, keeping the handler's future type rather than a box of it.
+struct Unary<H>(H);
+
+impl<H, F> tonic::server::UnaryService<pb::ModelInferRequest> for Unary<H>
+where
+    H: FnMut(Request<pb::ModelInferRequest>) -> F,
+    F: Future<Output = Result<Response<pb::ModelInferResponse>, Status>>,
+{
+    type Response = pb::ModelInferResponse;
+    type Future = F;
+
+    fn call(&mut self, request: Request<pb::ModelInferRequest>) -> F {
+        (self.0)(request)
+    }
 }
 
 /// The answer to a call this gateway does not implement, naming it.

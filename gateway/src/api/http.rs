@@ -528,9 +528,8 @@ mod tests {
     /// What axum's router makes of a request on the inference routes: `Some((model, version))` when one of them
     /// takes it, with the names as its `Path` extractor decodes them.
     fn routed(rt: &tokio::runtime::Runtime, method: &Method, path: &str) -> Option<(String, Option<String>)> {
-        let router: Router = Router::new()
-            .route("/v2/models/{model}/infer", post(|Path(m): Path<String>| async move { m }))
-            .route(
+        let router: Router =
+            Router::new().route("/v2/models/{model}/infer", post(|Path(m): Path<String>| async move { m })).route(
                 "/v2/models/{model}/versions/{version}/infer",
                 post(|Path((m, v)): Path<(String, String)>| async move { format!("{m}\n{v}") }),
             );
