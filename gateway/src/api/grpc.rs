@@ -135,7 +135,7 @@ where
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Dispatch<F> {
         if req.uri().path() == MODEL_INFER_PATH {
-            Dispatch::Infer { fut: (self.infer)(req) }
+            Dispatch::Infer { fut: Box::pin((self.infer)(req)) }
         } else {
             Dispatch::Routes { fut: self.routes.call(req) }
         }
@@ -143,10 +143,12 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// One call's future, held in place by the connection's stream (no box per call).
+    /// One call's future. A `ModelInfer` call's is boxed once here: tonic's server stack (its timeout, concurrency
+    /// limit and boxing layers) moves the future it is given several times, and a pointer moves cheaper than the
+    /// call's kilobytes of state (callgrind: 98,558 -> 98,105 instructions and 1,883 -> 1,871 L1 data misses).
     #[project = DispatchProj]
     enum Dispatch<F> {
-        Infer { #[pin] fut: F },
+        Infer { fut: Pin<Box<F>> },
         Routes { #[pin] fut: axum::routing::future::RouteFuture<Infallible> },
     }
 }
@@ -156,7 +158,7 @@ impl<F: Future<Output = http::Response<tonic::body::Body>>> Future for Dispatch<
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            DispatchProj::Infer { fut } => fut.poll(cx).map(Ok),
+            DispatchProj::Infer { fut } => fut.as_mut().poll(cx).map(Ok),
             DispatchProj::Routes { fut } => fut.poll(cx).map_ok(|r| r.map(tonic::body::Body::new)),
         }
     }
