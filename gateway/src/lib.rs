@@ -439,7 +439,7 @@ fn spawn_servers(
     };
     vec![
         grpc,
-        serve(l.http, "http", tls.http, limits).spawn(api::http::router(
+        serve(l.http, "http", tls.http, limits).spawn(api::http::service(
             core.clone(),
             admission,
             cluster.clone(),

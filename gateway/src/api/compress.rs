@@ -2,10 +2,12 @@
 //! `response_compression_algorithm`): gzip or deflate, for answers of at least [`MIN_COMPRESSED_BYTES`].
 //!
 //! The handler does it rather than tower-http's `CompressionLayer`, whose service and future wrap every inference
-//! request although almost no answer is big enough to compress. The rules are that layer's, so answers are the same
-//! as when it did the work: `gzip`, `x-gzip` and `deflate` (zlib-wrapped, as HTTP's deflate is) by their q-values,
-//! ties going to gzip, `q=0` refusing one, unknown codings and malformed q-values ignored; an answer that size
-//! carries `Vary: Accept-Encoding` whether or not it is compressed, a smaller one neither.
+//! request although almost no answer is big enough to compress. The choice is that layer's (a test compares them):
+//! `gzip`, `x-gzip` and `deflate` (zlib-wrapped, as HTTP's deflate is) by their q-values, ties going to gzip, `q=0`
+//! refusing one, unknown codings and malformed q-values ignored; an answer that size carries `Vary:
+//! Accept-Encoding` whether or not it is compressed, a smaller one neither. Two differences no client sees: the
+//! compressed answer goes out whole with its `Content-Length` rather than chunked, and error answers (short JSON
+//! messages) are never compressed.
 
 use std::io::Write;
 
@@ -159,6 +161,9 @@ mod tests {
     fn small_answers_are_untouched_and_large_ones_compressed_as_asked() {
         let small = vec![b'a'; MIN_COMPRESSED_BYTES - 1];
         let mut headers = HeaderMap::new();
+        assert_ne!(answer(&accept(&["gzip"]), vec![b'a'; MIN_COMPRESSED_BYTES], &mut headers), small);
+        assert_eq!(headers.get(header::CONTENT_ENCODING).expect("compressed from the threshold on"), "gzip");
+        let mut headers = HeaderMap::new();
         assert_eq!(answer(&accept(&["gzip"]), small.clone(), &mut headers), small);
         assert!(headers.is_empty(), "{headers:?}");
 
@@ -181,5 +186,89 @@ mod tests {
         let mut out = Vec::new();
         flate2::read::ZlibDecoder::new(&packed[..]).read_to_end(&mut out).expect("inflate");
         assert_eq!(out, large);
+    }
+
+    /// What tower-http's `CompressionLayer`, configured as the gateway configured it before, answers for a body of
+    /// `size` bytes: its `Content-Encoding`, its `Vary`, and the body inflated again.
+    fn by_the_layer(values: &[String], size: usize) -> (Option<String>, Option<String>, Vec<u8>) {
+        use tower::{Layer, ServiceExt};
+        use tower_http::compression::{CompressionLayer, predicate::SizeAbove};
+        let body: Vec<u8> = (0..size).map(|i| (i % 11) as u8).collect();
+        let layer =
+            CompressionLayer::new().gzip(true).deflate(true).compress_when(SizeAbove::new(MIN_COMPRESSED_BYTES as u16));
+        let svc = layer.layer(tower::service_fn(move |_: axum::http::Request<()>| {
+            let body = axum::body::Body::from(body.clone());
+            async move { Ok::<_, std::convert::Infallible>(axum::http::Response::new(body)) }
+        }));
+        let mut req = axum::http::Request::new(());
+        for v in values {
+            req.headers_mut().append(header::ACCEPT_ENCODING, HeaderValue::from_str(v).expect("header"));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let resp = rt.block_on(svc.oneshot(req)).expect("answered");
+        let h = |name| resp.headers().get(name).map(|v: &HeaderValue| v.to_str().expect("ascii").to_owned());
+        let (encoding, vary) = (h(header::CONTENT_ENCODING), h(header::VARY));
+        let bytes = rt.block_on(axum::body::to_bytes(axum::body::Body::new(resp.into_body()), usize::MAX));
+        (encoding.clone(), vary, inflate(encoding.as_deref(), &bytes.expect("body")))
+    }
+
+    fn inflate(encoding: Option<&str>, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match encoding {
+            Some("gzip") => flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).expect("gunzip"),
+            Some("deflate") => flate2::read::ZlibDecoder::new(bytes).read_to_end(&mut out).expect("inflate"),
+            _ => return bytes.to_vec(),
+        };
+        out
+    }
+
+    fn accept_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let coding = prop_oneof![
+            Just("gzip"),
+            Just("x-gzip"),
+            Just("GZip"),
+            Just("deflate"),
+            Just("identity"),
+            Just("br"),
+            Just("*"),
+            Just("zstd"),
+        ];
+        let q = prop_oneof![
+            Just(""),
+            Just(";q=0"),
+            Just(";q=1"),
+            Just(";q=0.5"),
+            Just(";q=0.123"),
+            Just(";q=0.1234"),
+            Just(";q=1.000"),
+            Just(";q=1.001"),
+            Just(";q=.5"),
+            Just("; q=0.9"),
+            Just(";q=2"),
+            Just(";Q=0.7"),
+        ];
+        prop::collection::vec((coding, q), 0..4)
+            .prop_map(|items| items.iter().map(|(c, q)| format!("{c}{q}")).collect::<Vec<_>>().join(", "))
+    }
+
+    proptest::proptest! {
+        /// The same coding and `Vary` as tower-http's layer for any `Accept-Encoding` and size, and the same
+        /// bytes once inflated.
+        #[test]
+        fn answers_as_the_compression_layer_did(
+            values in proptest::collection::vec(accept_value(), 0..3),
+            size in proptest::prop_oneof![proptest::strategy::Just(0usize), 1000..1100usize, 4000..5000usize],
+        ) {
+            let body: Vec<u8> = (0..size).map(|i| (i % 11) as u8).collect();
+            let mut headers = HeaderMap::new();
+            let mine = answer(&accept(&values.iter().map(String::as_str).collect::<Vec<_>>()), body.clone(), &mut headers);
+            let h = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().expect("ascii").to_owned());
+            let (encoding, vary) = (h(header::CONTENT_ENCODING), h(header::VARY));
+            let layer = by_the_layer(&values, size);
+            proptest::prop_assert_eq!((&encoding, &vary), (&layer.0, &layer.1), "{:?} at {} bytes", values, size);
+            proptest::prop_assert_eq!(inflate(encoding.as_deref(), &mine), body.clone());
+            proptest::prop_assert_eq!(layer.2, body);
+        }
     }
 }

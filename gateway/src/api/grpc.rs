@@ -433,8 +433,9 @@ impl GrpcInferenceService for GrpcApi {
             status = tracing::field::Empty,
         );
         telemetry::adopt(&span, &headers);
-        // Boxed: the generated server boxes this future, and tracing's wrapper moves it; with the request's state
-        // inline both would copy all of it (callgrind: 2,032 -> 1,967 L1 data misses per request).
+        // Boxed: tracing's wrapper moves this future, and the call's own box (`Dispatch`) copies it; with the
+        // request's state inline both would copy all of it (callgrind, when the generated server still boxed the
+        // call: 2,032 -> 1,967 L1 data misses per request).
         let result = Box::pin(self.infer_in_span(headers, r)).instrument(span.clone()).await;
         span.record("status", result.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
         // Never indexed, like the HTTP header (telemetry::request_id_header says why).

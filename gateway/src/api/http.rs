@@ -1,4 +1,5 @@
-//! Open Inference Protocol (KServe v2) over HTTP. Handlers decode, call `Core`, encode; nothing else lives here.
+//! Open Inference Protocol (KServe v2) over HTTP: the port's service (a dispatcher in front of the axum router, for
+//! the inference routes' sake) and its handlers, which decode, call `Core` and encode; nothing else lives here.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -41,7 +42,7 @@ use tracing::Instrument;
 /// (its inference routes inflate compressed bodies first). Why not the router for all: it boxes the route's service
 /// future and the handler's future, copying kilobytes of request state into fresh memory on every request, which
 /// cost the gateway more L1 data misses per request than the whole of a bare server's work.
-pub fn router(
+pub fn service(
     core: Arc<Core>,
     limits: &Admission,
     cluster: Option<Arc<Cluster>>,
@@ -60,8 +61,8 @@ pub fn router(
 /// zip bomb gets a 413, not the memory. (Answers are compressed by the handler: [`compress`].)
 fn routes(core: Arc<Core>, state: Arc<InferState>, cluster: Option<Arc<Cluster>>, token: AdminToken) -> Router {
     let infer = Router::new()
-        .route("/v2/models/{model}/infer", post(infer_default))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
+        .route(INFER_ROUTE, post(infer_default))
+        .route(INFER_VERSION_ROUTE, post(infer_version))
         .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
         .with_state(state);
 
@@ -90,7 +91,11 @@ fn routes(core: Arc<Core>, state: Arc<InferState>, cluster: Option<Arc<Cluster>>
         .with_state(core)
 }
 
-/// The port's service: [`router`] says why inference requests bypass the router. Generic over the inference
+/// The inference routes, which [`infer_target`] matches without the router.
+const INFER_ROUTE: &str = "/v2/models/{model}/infer";
+const INFER_VERSION_ROUTE: &str = "/v2/models/{model}/versions/{version}/infer";
+
+/// The port's service: [`service`] says why inference requests bypass the router. Generic over the inference
 /// handler only because an `async fn`'s future has no name to write down.
 #[derive(Clone)]
 struct HttpApp<H> {
@@ -383,8 +388,9 @@ async fn infer(state: Arc<InferState>, model: String, version: Option<String>, r
         status = tracing::field::Empty,
     );
     telemetry::adopt(&span, req.headers());
-    // Boxed: the request's state across its awaits is a few KB, and every layer around this handler (tracing,
-    // compression, the router's boxing) would otherwise move all of it, a memcpy per layer and request.
+    // Boxed: the request's state across its awaits is a few KB, which tracing's wrapper and, on the router's path,
+    // axum's box of the handler's future would otherwise copy. (On the direct path, without the box, pinned
+    // rounds measured no faster: 0.997, 0.975, 0.996.)
     let mut resp = Box::pin(infer_in_span(state, model, version, req)).instrument(span.clone()).await;
     span.record("status", resp.status().as_u16());
     if let Some(h) = telemetry::request_id_header(&request_id) {
@@ -414,7 +420,7 @@ async fn infer_in_span(state: Arc<InferState>, model: String, version: Option<St
     // Admission as over gRPC: a permit at once or a 503 (a fast refusal beats a queue no one sees), shared by both
     // protocols. The request timeout bounds the upload (`core.body_read_timeout` is never longer) and, with what
     // is left of it, the inference.
-    let _permit = match admission.admit() {
+    let permit = match admission.admit() {
         Ok(p) => p,
         Err(e) => return failed(core, &slot.name, "", start, e),
     };
@@ -449,6 +455,9 @@ async fn infer_in_span(state: Arc<InferState>, model: String, version: Option<St
             if let Some(c) = &consumer {
                 clients.record(&core.metrics, &v.model, &v.version, c);
             }
+            // The answer is made: compressing it (as the layer that did it before, after the handler) holds no
+            // admission permit.
+            drop(permit);
             let mut r = Response::new(Body::empty());
             let headers = r.headers_mut();
             let bytes = compress::answer(&parts.headers, bytes, headers);
@@ -582,6 +591,9 @@ mod tests {
             Just("versions".to_owned()),
             Just("infer".to_owned()),
             Just("models".to_owned()),
+            Just("stats".to_owned()),
+            Just("ready".to_owned()),
+            Just("config".to_owned()),
             "[a-zA-Z0-9._~%-]{1,6}",
         ]
     }

@@ -1,4 +1,4 @@
-//! Serving a router on a listener with the limits every port needs against hostile or broken clients, and the
+//! Serving a port's HTTP service on a listener with the limits every port needs against hostile or broken clients, and the
 //! phases of a graceful shutdown. (`axum::serve` has neither: a client that sends half a header, or idles on a
 //! keep-alive connection, holds a file descriptor for ever, and enough of them take the process down.)
 //!
@@ -78,8 +78,9 @@ const MAX_REFUSING: usize = 256;
 /// How long a refused connection may take to send the one request it gets an answer to.
 const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves `app` on `listener` until the phase reaches `Closing` and every connection has finished. `draining` is set
-/// together with the `Draining` phase (the core's flag, which readiness reads too).
+/// Serves `app` (an axum router, or the inference port's dispatcher in front of one) on `listener` until the phase
+/// reaches `Closing` and every connection has finished. `draining` is set together with the `Draining` phase (the
+/// core's flag, which readiness reads too).
 pub async fn serve<A>(
     listener: TcpListener,
     app: A,
