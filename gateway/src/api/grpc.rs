@@ -8,9 +8,7 @@
 //! configured request timeout and the client's `grpc-timeout`.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
@@ -20,6 +18,7 @@ use tower::Service;
 use crate::api::admin::AdminToken;
 use crate::api::admission::{self, Admission};
 use crate::api::consumers::Clients;
+use crate::api::dispatch::GrpcApp;
 use crate::api::error::{codes, grpc_status};
 use crate::api::hints::route_hint;
 use crate::api::metadata;
@@ -57,9 +56,8 @@ pub struct GrpcApi {
 /// Compressed messages (tritonclient's `compression_algorithm`, gzip or deflate) are accepted, and answers are
 /// compressed the same way when the client asks for it.
 ///
-/// `ModelInfer` calls go straight to the handler; every other call goes through tonic's router. Why: the router
-/// (an axum router) and the generated server box each call's future, copying its state into fresh memory, which
-/// for the one call that carries the load costs more than the rest of the framework around it.
+/// `ModelInfer` calls go straight to the handler; every other call goes through tonic's router
+/// ([`crate::api::dispatch`] says why).
 pub fn service(
     core: Arc<Core>,
     admission: &Admission,
@@ -83,9 +81,7 @@ pub fn service(
             .accept_compressed(CompressionEncoding::Deflate)
             .send_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Deflate),
-    )
-    .prepare()
-    .into_axum_router();
+    );
     let mut encodings = EnabledCompressionEncodings::default();
     encodings.enable(CompressionEncoding::Gzip);
     encodings.enable(CompressionEncoding::Deflate);
@@ -106,62 +102,7 @@ pub fn service(
             .await
         }
     };
-    GrpcApp { routes, infer }
-}
-
-const MODEL_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
-
-/// The port's service ([`service`] says why `ModelInfer` bypasses the router). Generic over the call's future
-/// only because an `async` block's type has no name to write down.
-#[derive(Clone)]
-struct GrpcApp<I> {
-    /// tonic's `Routes` as the axum router it is, whose future type is public.
-    routes: axum::Router,
-    infer: I,
-}
-
-impl<I, F> Service<http::Request<tonic::body::Body>> for GrpcApp<I>
-where
-    I: Fn(http::Request<tonic::body::Body>) -> F,
-    F: Future<Output = http::Response<tonic::body::Body>>,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = Dispatch<F>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Dispatch<F> {
-        if req.uri().path() == MODEL_INFER_PATH {
-            Dispatch::Infer { fut: Box::pin((self.infer)(req)) }
-        } else {
-            Dispatch::Routes { fut: self.routes.call(req) }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// One call's future. A `ModelInfer` call's is boxed once here: tonic's server stack (its timeout, concurrency
-    /// limit and boxing layers) moves the future it is given several times, and a pointer moves cheaper than the
-    /// call's kilobytes of state (callgrind: 98,558 -> 98,105 instructions and 1,883 -> 1,871 L1 data misses).
-    #[project = DispatchProj]
-    enum Dispatch<F> {
-        Infer { fut: Pin<Box<F>> },
-        Routes { #[pin] fut: axum::routing::future::RouteFuture<Infallible> },
-    }
-}
-
-impl<F: Future<Output = http::Response<tonic::body::Body>>> Future for Dispatch<F> {
-    type Output = Result<http::Response<tonic::body::Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            DispatchProj::Infer { fut } => fut.as_mut().poll(cx).map(Ok),
-            DispatchProj::Routes { fut } => fut.poll(cx).map_ok(|r| r.map(tonic::body::Body::new)),
-        }
-    }
+    GrpcApp::new(routes, infer)
 }
 
 /// A unary handler as tonic's `UnaryService`, keeping the handler's future type rather than a box of it.

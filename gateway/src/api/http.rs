@@ -2,16 +2,13 @@
 //! the inference routes' sake) and its handlers, which decode, call `Core` and encode; nothing else lives here.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::future::RouteFuture;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hyper::body::Incoming;
@@ -22,6 +19,7 @@ use crate::api::admin::AdminToken;
 use crate::api::admission::{self, Admission};
 use crate::api::compress;
 use crate::api::consumers::Clients;
+use crate::api::dispatch::{HttpApp, INFER_ROUTE, INFER_VERSION_ROUTE};
 use crate::api::error::{ApiError, http_status};
 use crate::api::hints::route_hint;
 use crate::api::metadata;
@@ -39,9 +37,7 @@ use tracing::Instrument;
 
 /// The HTTP port's service. An inference request whose body is not compressed and whose names need no decoding
 /// goes straight to its handler; everything else goes through the axum router, which answers it the same way
-/// (its inference routes inflate compressed bodies first). Why not the router for all: it boxes the route's service
-/// future and the handler's future, copying kilobytes of request state into fresh memory on every request, which
-/// cost the gateway more L1 data misses per request than the whole of a bare server's work.
+/// (its inference routes inflate compressed bodies first). [`crate::api::dispatch`] says why.
 pub fn service(
     core: Arc<Core>,
     limits: &Admission,
@@ -89,91 +85,6 @@ fn routes(core: Arc<Core>, state: Arc<InferState>, cluster: Option<Arc<Cluster>>
             (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": msg })))
         })
         .with_state(core)
-}
-
-/// The inference routes, which [`infer_target`] matches without the router.
-const INFER_ROUTE: &str = "/v2/models/{model}/infer";
-const INFER_VERSION_ROUTE: &str = "/v2/models/{model}/versions/{version}/infer";
-
-/// The port's service: [`service`] says why inference requests bypass the router. Generic over the inference
-/// handler only because an `async fn`'s future has no name to write down.
-#[derive(Clone)]
-struct HttpApp<H> {
-    router: Router,
-    state: Arc<InferState>,
-    handler: H,
-}
-
-impl<H, F> Service<hyper::Request<Incoming>> for HttpApp<H>
-where
-    H: Fn(Arc<InferState>, String, Option<String>, Request) -> F,
-    F: Future<Output = Response>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Dispatch<F>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: hyper::Request<Incoming>) -> Dispatch<F> {
-        match infer_target(req.method(), req.uri().path(), req.headers()) {
-            Some((model, version)) => Dispatch::Infer {
-                fut: (self.handler)(
-                    self.state.clone(),
-                    model.to_owned(),
-                    version.map(str::to_owned),
-                    req.map(Body::new),
-                ),
-            },
-            None => Dispatch::Router { fut: self.router.call(req) },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// One request's future, held in place by hyper's connection (no box per request).
-    #[project = DispatchProj]
-    enum Dispatch<F> {
-        Infer { #[pin] fut: F },
-        Router { #[pin] fut: RouteFuture<Infallible> },
-    }
-}
-
-impl<F: Future<Output = Response>> Future for Dispatch<F> {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            DispatchProj::Infer { fut } => fut.poll(cx).map(Ok),
-            DispatchProj::Router { fut } => fut.poll(cx),
-        }
-    }
-}
-
-/// The model and version of `POST /v2/models/{model}[/versions/{version}]/infer`, when the router would add nothing
-/// to the request: no percent-escapes to decode in the names, no `Content-Encoding` to inflate. Everything else,
-/// including every malformed or non-POST request on these paths, is the router's, so it is answered as before.
-fn infer_target<'a>(
-    method: &Method,
-    path: &'a str,
-    headers: &axum::http::HeaderMap,
-) -> Option<(&'a str, Option<&'a str>)> {
-    if method != Method::POST || headers.contains_key(header::CONTENT_ENCODING) {
-        return None;
-    }
-    let names = path.strip_prefix("/v2/models/")?.strip_suffix("/infer")?;
-    if names.contains('%') {
-        return None;
-    }
-    let (model, version) = match names.split_once('/') {
-        None => (names, None),
-        Some((model, rest)) => (model, Some(rest.strip_prefix("versions/")?)),
-    };
-    // An empty name is the router's match too (answered 404 by the handler), so it is taken here the same way.
-    let segment = |s: &str| !s.contains('/');
-    (segment(model) && version.is_none_or(segment)).then_some((model, version))
 }
 
 async fn server_ready(State(core): State<Arc<Core>>) -> Response {
@@ -526,105 +437,4 @@ fn failed(core: &Core, model: &str, version: &str, start: Instant, e: GatewayErr
     core.metrics.request_failed(model, version, "http", code);
     core.metrics.observe_failed_duration(model, version, "http", start.elapsed().as_secs_f64());
     ApiError(e).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use tower::ServiceExt;
-
-    /// What axum's router makes of a request on the inference routes: `Some((model, version))` when one of them
-    /// takes it, with the names as its `Path` extractor decodes them.
-    fn routed(rt: &tokio::runtime::Runtime, method: &Method, path: &str) -> Option<(String, Option<String>)> {
-        let router: Router =
-            Router::new().route("/v2/models/{model}/infer", post(|Path(m): Path<String>| async move { m })).route(
-                "/v2/models/{model}/versions/{version}/infer",
-                post(|Path((m, v)): Path<(String, String)>| async move { format!("{m}\n{v}") }),
-            );
-        let req = Request::builder().method(method).uri(path).body(Body::empty()).ok()?;
-        let resp = rt.block_on(router.oneshot(req)).ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        let body = rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 16)).ok()?;
-        let text = String::from_utf8(body.to_vec()).ok()?;
-        Some(match text.split_once('\n') {
-            Some((m, v)) => (m.to_owned(), Some(v.to_owned())),
-            None => (text, None),
-        })
-    }
-
-    fn target(method: &Method, path: &str, encoded: bool) -> Option<(String, Option<String>)> {
-        let mut headers = axum::http::HeaderMap::new();
-        if encoded {
-            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
-        infer_target(method, path, &headers).map(|(m, v)| (m.to_owned(), v.map(str::to_owned)))
-    }
-
-    #[test]
-    fn the_bypass_takes_the_plain_inference_requests_and_nothing_else() {
-        let post = Method::POST;
-        assert_eq!(target(&post, "/v2/models/digits/infer", false), Some(("digits".into(), None)));
-        assert_eq!(
-            target(&post, "/v2/models/breast-cancer/versions/2/infer", false),
-            Some(("breast-cancer".into(), Some("2".into())))
-        );
-        for path in [
-            "/v2/models/a%2Db/infer",
-            "/v2/models/a/versions/2/3/infer",
-            "/v2/models/a/infer/",
-            "/v2/models/a/version/2/infer",
-            "/v2/models/infer",
-        ] {
-            assert_eq!(target(&post, path, false), None, "{path}");
-        }
-        assert_eq!(target(&post, "/v2/models//infer", false), Some((String::new(), None)), "as the router matches it");
-        assert_eq!(target(&post, "/v2/models/digits/infer", true), None, "a compressed body is inflated by the router");
-        assert_eq!(target(&Method::GET, "/v2/models/digits/infer", false), None, "the router answers 405");
-    }
-
-    fn segment() -> impl Strategy<Value = String> {
-        prop_oneof![
-            Just(String::new()),
-            Just("versions".to_owned()),
-            Just("infer".to_owned()),
-            Just("models".to_owned()),
-            Just("stats".to_owned()),
-            Just("ready".to_owned()),
-            Just("config".to_owned()),
-            "[a-zA-Z0-9._~%-]{1,6}",
-        ]
-    }
-
-    fn path() -> impl Strategy<Value = String> {
-        let segments = prop::collection::vec(segment(), 0..5);
-        (prop_oneof![Just("/v2/models/"), Just("/v2/"), Just("/")], segments).prop_map(|(prefix, s)| {
-            let mut p = format!("{prefix}{}", s.join("/"));
-            if p.len() % 3 != 0 {
-                p.push_str("/infer");
-            }
-            p
-        })
-    }
-
-    proptest! {
-        /// Whatever the path, the bypass takes a request only where the router's inference routes would, with the
-        /// same names, and takes every such request that has no escapes to decode.
-        #[test]
-        fn the_bypass_agrees_with_the_router(path in path(), get in any::<bool>()) {
-            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-            let method = if get { Method::GET } else { Method::POST };
-            let Some(by_router) = routed(&rt, &method, &path) else {
-                prop_assert_eq!(target(&method, &path, false), None);
-                return Ok(());
-            };
-            if path.contains('%') {
-                prop_assert_eq!(target(&method, &path, false), None);
-            } else {
-                prop_assert_eq!(target(&method, &path, false), Some(by_router));
-            }
-        }
-    }
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod compress;
 pub mod consumers;
+pub mod dispatch;
 pub mod error;
 pub mod grpc;
 pub mod head_timer;
