@@ -123,8 +123,8 @@ ab: setup
 # The gateway built with profile-guided optimisation (loadtest/pgo.sh): an instrumented build of what `build` builds
 # serves a training load, and the counts steer the release build, into target/pgo/gateway (PGO_SECONDS per scenario;
 # PGO_BUILD=bare or both treats the bare baseline alike, into target/pgo/bare_server). With
-# GATEWAY_BIN=target/pgo/gateway (and BARE_BIN=target/pgo/bare_server) the scripts that source loadtest/lib.sh, and
-# overload and soak, start them instead of the plain builds. llvm-profdata comes from Debian's llvm-19, which reads
+# GATEWAY_BIN=target/pgo/gateway (and BARE_BIN=target/pgo/bare_server) every measuring script (loadtest/build.sh)
+# starts them instead of the plain builds. llvm-profdata comes from Debian's llvm-19, which reads
 # what rustc's LLVM 22 writes (the default llvm-profdata, LLVM 14, does not); PROFDATA=<path> names another.
 build-pgo: setup $(if $(PROFDATA),,/usr/bin/llvm-profdata-19)
 	loadtest/pgo.sh

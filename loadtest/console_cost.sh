@@ -9,17 +9,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${CONSOLE_SECONDS:-15}
 PAIRS=${CONSOLE_PAIRS:-3}
-# The targets every measuring script builds (loadtest/lib.sh): the same set keeps the release build cached.
-cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
+# The binaries (GW, honouring GATEWAY_BIN, and LT), built first.
+source loadtest/build.sh
 export GATEWAY_ADMIN_TOKEN="console-$$-$RANDOM"
 STATE=$(mktemp -d)
-./target/release/gateway --config config/gateway.toml --http-addr 127.0.0.1:18600 --grpc-addr 127.0.0.1:18601 \
+"$GW" --config config/gateway.toml --http-addr 127.0.0.1:18600 --grpc-addr 127.0.0.1:18601 \
   --metrics-addr 127.0.0.1:18602 --admin-addr 127.0.0.1:18603 --state-dir "$STATE" --log-format json >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$STATE"' EXIT
 for _ in $(seq 1 300); do curl -fs http://127.0.0.1:18600/v2/health/ready >/dev/null 2>&1 && break; sleep 0.1; done
 run() {
-  ./target/release/loadtest run --url http://127.0.0.1:18600 --model breast-cancer \
+  "$LT" run --url http://127.0.0.1:18600 --model breast-cancer \
     --manifest models/breast-cancer/2/manifest.json --duration "$SECONDS_RUN" --warmup 2 --connections 64 --threads 2 \
     --quiet | awk '/^throughput/ {print $2}'
 }

@@ -18,7 +18,8 @@ timeout_s=${DEMO_TIMEOUT:-90}
 rate=${DEMO_RATE:-300}
 python=${PYTHON:-python3}
 
-cargo build --release --locked -q -p gateway -p loadtest --bins --example bare_server
+# The binaries (GW, honouring GATEWAY_BIN, and LT), built first.
+BUILD_QUIET=1 source loadtest/build.sh
 work=$(mktemp -d)
 gw_pid="" load_pid=""
 cleanup() {
@@ -31,11 +32,11 @@ trap cleanup EXIT
 
 export GATEWAY_ADMIN_TOKEN="demo-$$-$RANDOM"
 export GATEWAY_ADMIN_URL=http://127.0.0.1:18003
-admin() { ./target/release/gateway admin "$@"; }
+admin() { "$GW" admin "$@"; }
 view() { "$python" loadtest/demo_view.py "$@"; }
 
 echo "== starting the gateway (config/demo.toml, log in $work/gateway.log)"
-./target/release/gateway --config config/demo.toml --state-dir "$work/state" >"$work/gateway.log" 2>&1 &
+"$GW" --config config/demo.toml --state-dir "$work/state" >"$work/gateway.log" 2>&1 &
 gw_pid=$!
 for _ in $(seq 1 150); do
   if admin show breast-cancer 2>/dev/null | grep -q '"ready": true'; then break; fi
@@ -48,7 +49,7 @@ if [ "$(admin show breast-cancer | view field stable)" != "$stable" ]; then
   admin stable breast-cancer "$stable" --reason "demo: start from version $stable" >/dev/null
 fi
 echo "== stable is version $stable; sending $rate requests/s of held-out rows"
-./target/release/loadtest run --url http://127.0.0.1:18000 --model breast-cancer --rate "$rate" \
+"$LT" run --url http://127.0.0.1:18000 --model breast-cancer --rate "$rate" \
   --duration "$timeout_s" --warmup 0 --rows-file loadtest/data/breast-cancer-test.jsonl --quiet \
   --scenario "demo-$scenario" --out "$work" >"$work/loadtest.log" 2>&1 &
 load_pid=$!

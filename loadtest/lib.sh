@@ -15,13 +15,8 @@
 # GATEWAY_BIN and BARE_BIN, if set, replace the two binaries for the whole script (`make build-pgo` leaves them in
 # target/pgo/gateway and, with PGO_BUILD=bare, target/pgo/bare_server).
 
-# The same targets in every measuring script: building the example enables the dev-dependencies' features, so a
-# script building a different set would rebuild the gateway for the next one.
-cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
-GW=${GATEWAY_BIN:-./target/release/gateway}
-[ -x "$GW" ] || { echo "GATEWAY_BIN=$GW is not an executable (make build-pgo builds target/pgo/gateway)" >&2; exit 1; }
-BARE=${BARE_BIN:-./target/release/examples/bare_server}
-LT=./target/release/loadtest
+# The binaries (GW, BARE, LT), built first.
+source loadtest/build.sh
 DIR=$(mktemp -d)
 pids=()
 server_pin=(${SERVER_CPUS:+taskset -c "$SERVER_CPUS"})

@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${MANY_MODELS:-1000}
 SECONDS_RUN=${MANY_SECONDS:-10}
-# The targets every measuring script builds (loadtest/lib.sh): the same set keeps the release build cached.
-cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
+# The binaries (GW, honouring GATEWAY_BIN, and LT), built first.
+source loadtest/build.sh
 DIR=$(mktemp -d)
 pid=""
 trap 'kill $pid 2>/dev/null || true; rm -rf "$DIR"' EXIT
@@ -29,14 +29,14 @@ repo "$DIR/large" "$N"
 measure() { # label, repository
   local t0 t1 rss
   t0=$(date +%s.%N)
-  ./target/release/gateway --config config/gateway.toml --model-repository "$2" --http-addr 127.0.0.1:18970 \
+  "$GW" --config config/gateway.toml --model-repository "$2" --http-addr 127.0.0.1:18970 \
     --grpc-addr 127.0.0.1:18971 --metrics-addr 127.0.0.1:18972 --admin-addr 127.0.0.1:18973 \
     --state-dir "$DIR/state-$1-$RANDOM" --log-format json >"$DIR/$1.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 6000); do curl -fs http://127.0.0.1:18970/v2/health/ready >/dev/null 2>&1 && break; sleep 0.05; done
   t1=$(date +%s.%N)
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  tput=$(./target/release/loadtest run --url http://127.0.0.1:18970 --model breast-cancer \
+  tput=$("$LT" run --url http://127.0.0.1:18970 --model breast-cancer \
     --manifest models/breast-cancer/1/manifest.json --duration "$SECONDS_RUN" --warmup 2 --connections 64 --threads 2 \
     --fail-on-errors --quiet | awk '/^throughput/ {print $2}')
   kill $pid; wait $pid 2>/dev/null || true; pid=""

@@ -33,10 +33,8 @@ HTTP=127.0.0.1:18200
 OUT=bench-results/overload-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 
-# The targets every measuring script builds (loadtest/lib.sh): the same set keeps the release build cached.
-cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
-GW=${GATEWAY_BIN:-./target/release/gateway}
-LT=./target/release/loadtest
+# The binaries (GW, honouring GATEWAY_BIN, and LT), built first.
+source loadtest/build.sh
 
 sed "s/^max_concurrent_requests = .*/max_concurrent_requests = $LIMIT/" config/gateway.toml >"$OUT/gateway.toml"
 grep -q "^max_concurrent_requests = $LIMIT" "$OUT/gateway.toml" || { echo "config/gateway.toml has no max_concurrent_requests line" >&2; exit 1; }

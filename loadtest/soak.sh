@@ -20,10 +20,8 @@ ADMIN=127.0.0.1:18303
 OUT=bench-results/soak-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 
-# The targets every measuring script builds (loadtest/lib.sh): the same set keeps the release build cached.
-cargo build --release --locked -p gateway -p loadtest --bins --example bare_server
-GW=${GATEWAY_BIN:-./target/release/gateway}
-LT=./target/release/loadtest
+# The binaries (GW, honouring GATEWAY_BIN, and LT), built first.
+source loadtest/build.sh
 
 sed "s|^dir = .*|dir = \"$OUT/capture\"|" config/bench-features.toml >"$OUT/gateway.toml"
 export GATEWAY_ADMIN_TOKEN="soak-$$-$RANDOM"
