@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # `make build-pgo`: the gateway built with profile-guided optimisation, in target/pgo/gateway (loopback only).
 #
-# 1. An instrumented release build (rustc -Cprofile-generate) in target/pgo/gen, of exactly what `make build` builds
+# 1. An instrumented release build (rustc -Cprofile-generate) in target/pgo/gateway-gen, of exactly what `make build` builds
 #    (`-p gateway`: no dev-dependency features such as tokio's test-util).
 # 2. It serves the bundled models with the default config while the load tester sends the traffic a gateway sees:
 #    HTTP with JSON and with binary tensors, gRPC with raw tensors, 1 and 64 rows, a cheap model that runs inline
 #    and a larger one that goes to the inference pool, a canary, health probes and metrics scrapes. It then stops on
 #    SIGTERM like any gateway and exits 0, which writes its counts (to a file of its own, checked).
-# 3. llvm-profdata merges them; rustc -Cprofile-use rebuilds with them in target/pgo/use, so the code a request runs
-#    is laid out hot and straight and the rest moved out of its way. The instrumented build is removed (1.7 GB).
+# 3. llvm-profdata merges them; rustc -Cprofile-use rebuilds with them in target/pgo/gateway-use, so the code a
+#    request runs is laid out hot and straight and the rest moved out of its way. The instrumented build is removed
+#    (1.7 GB).
 #
 # What it buys is measured with `make ab AB_BASE=<a copy of make build's binary> GATEWAY_BIN=target/pgo/gateway`.
 # llvm-profdata has to read what rustc's LLVM writes: Debian's llvm-19 reads rustc 1.95's (LLVM 22) raw profiles,
@@ -19,7 +20,7 @@
 #   PGO_BUILD    what to build: gateway (default), bare (the bare baseline, gateway/examples/bare_server.rs, trained
 #                on both breast-cancer versions over HTTP and gRPC, into target/pgo/bare_server; BARE_BIN makes the
 #                measuring scripts start it, for a like-for-like comparison) or both. As an example the bare server
-#                is built with the dev-dependencies' features, as `loadtest/lib.sh` builds it.
+#                is built with the dev-dependencies' features, as `loadtest/build.sh` builds it.
 #   PROFDATA     llvm-profdata to use (default llvm-profdata-19)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ case "$BUILD" in gateway | bare | both) ;; *) echo "PGO_BUILD=$BUILD: gateway, b
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 PGO=$PWD/target/pgo
 mkdir -p "$PGO"
-# The load tester, the plain gateway (for admin calls) and the bare server come from lib.sh's usual build.
+# The load tester, the plain gateway (for admin calls) and the bare server come from the usual build (build.sh).
 source loadtest/lib.sh
 PLAIN_GW=$GW
 export GATEWAY_ADMIN_TOKEN="pgo-$$-$RANDOM"
@@ -61,18 +62,25 @@ instrumented() { # target dir, cargo args...: RUSTFLAGS as given plus -Cprofile-
   RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-generate=$PGO/unused" \
     cargo build --release --locked --target "$HOST" --target-dir "$dir" "$@"
 }
-optimised() { # profile, target dir, cargo args...
-  local profile=$1 dir=$2
+# What both builds end with: NAME's counts ($PGO/NAME-*.profraw) merged into $PGO/NAME.profdata, the optimised build
+# in $PGO/NAME-use, its binary copied to $PGO/BINARY's file name, and the instrumented build removed.
+optimised() { # name, binary (under release/), cargo args...
+  local name=$1 binary=$2
   shift 2
-  RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$profile" \
-    cargo build --release --locked --target "$HOST" --target-dir "$dir" "$@"
+  ls "$PGO/$name"-*.profraw >/dev/null 2>&1 || { echo "the instrumented $name wrote no profile" >&2; exit 1; }
+  "$PROFDATA" merge -o "$PGO/$name.profdata" "$PGO/$name"-*.profraw
+  RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$PGO/$name.profdata" \
+    cargo build --release --locked --target "$HOST" --target-dir "$PGO/$name-use" "$@"
+  cp "$PGO/$name-use/$HOST/release/$binary" "$PGO/$(basename "$binary")"
+  rm -rf "$PGO/$name-gen"
+  echo "built $PGO/$(basename "$binary")"
 }
 
 if [ "$BUILD" != bare ]; then
   rm -f "$PGO"/gateway-*.profraw "$PGO/gateway.profdata"
-  echo "== gateway 1/3: instrumented build (target/pgo/gen)"
-  instrumented "$PGO/gen" -p gateway
-  LLVM_PROFILE_FILE="$PGO/gateway-%p.profraw" GW="$PGO/gen/$HOST/release/gateway" \
+  echo "== gateway 1/3: instrumented build (target/pgo/gateway-gen)"
+  instrumented "$PGO/gateway-gen" -p gateway
+  LLVM_PROFILE_FILE="$PGO/gateway-%p.profraw" GW="$PGO/gateway-gen/$HOST/release/gateway" \
     start_gateway config/gateway.toml 1960
   wait_ready 19600
 
@@ -106,19 +114,14 @@ if [ "$BUILD" != bare ]; then
   run breast-cancer "" "$H" 1
   run breast-cancer "" "$G" 1
   stop "$GW_PID" gateway
-  ls "$PGO"/gateway-*.profraw >/dev/null 2>&1 || { echo "the instrumented gateway wrote no profile" >&2; exit 1; }
-  "$PROFDATA" merge -o "$PGO/gateway.profdata" "$PGO"/gateway-*.profraw
 
-  echo "== gateway 3/3: optimised build (target/pgo/use)"
-  optimised "$PGO/gateway.profdata" "$PGO/use" -p gateway
-  cp "$PGO/use/$HOST/release/gateway" "$PGO/gateway"
-  rm -rf "$PGO/gen"
-  echo "built $PGO/gateway"
+  echo "== gateway 3/3: optimised build (target/pgo/gateway-use)"
+  optimised gateway gateway -p gateway
 fi
 
 # The same treatment for the bare baseline, so a comparison can also be made like for like.
 [ "$BUILD" != gateway ] || exit 0
-rm -f "$PGO"/bare-*.profraw "$PGO/bare_server.profdata"
+rm -f "$PGO"/bare-*.profraw "$PGO/bare.profdata"
 echo "== bare server: instrumented build, training load, optimised build"
 instrumented "$PGO/bare-gen" -p gateway --example bare_server
 for version in 1 2; do
@@ -130,9 +133,5 @@ for version in 1 2; do
   run breast-cancer "$version" grpc://127.0.0.1:19611 64
   stop "$BARE_PID" "bare server"
 done
-ls "$PGO"/bare-*.profraw >/dev/null 2>&1 || { echo "the instrumented bare server wrote no profile" >&2; exit 1; }
-"$PROFDATA" merge -o "$PGO/bare_server.profdata" "$PGO"/bare-*.profraw
-optimised "$PGO/bare_server.profdata" "$PGO/bare-use" -p gateway --example bare_server
-cp "$PGO/bare-use/$HOST/release/examples/bare_server" "$PGO/bare_server"
-rm -rf "$PGO/bare-gen"
-echo "built $PGO/bare_server (BARE_BIN=$PGO/bare_server)"
+optimised bare examples/bare_server -p gateway --example bare_server
+echo "(measure against it with BARE_BIN=$PGO/bare_server)"
