@@ -162,7 +162,8 @@ many-models: setup
 tls-cost: setup
 	loadtest/tls_cost.sh
 
-# Twice the sustainable rate for 30 s: goodput, admitted p99, how fast refusals come back, memory (OVERLOAD_SECONDS).
+# Twice the sustainable rate for 30 s on digits, 8 rows per request: goodput, admitted p99, how fast refusals come
+# back, memory (OVERLOAD_SECONDS, OVERLOAD_MODEL, OVERLOAD_ROWS, OVERLOAD_LIMIT).
 overload: setup
 	loadtest/overload.sh
 
