@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make build-pgo`: the gateway built with profile-guided optimisation, in target/pgo/gateway (loopback only).
 #
-# 1. An instrumented release build (rustc -Cprofile-generate) in target/pgo/gateway-gen, of exactly what `make build` builds
-#    (`-p gateway`: no dev-dependency features such as tokio's test-util).
+# 1. An instrumented release build (rustc -Cprofile-generate) in target/pgo/gateway-gen, of exactly what `make build`
+#    builds (`-p gateway`: no dev-dependency features such as tokio's test-util).
 # 2. It serves the bundled models with the default config while the load tester sends the traffic a gateway sees:
 #    HTTP with JSON and with binary tensors, gRPC with raw tensors, 1 and 64 rows, a cheap model that runs inline
 #    and a larger one that goes to the inference pool, a canary, health probes and metrics scrapes. It then stops on
