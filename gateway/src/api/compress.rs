@@ -193,7 +193,7 @@ mod tests {
     fn by_the_layer(values: &[String], size: usize) -> (Option<String>, Option<String>, Vec<u8>) {
         use tower::{Layer, ServiceExt};
         use tower_http::compression::{CompressionLayer, predicate::SizeAbove};
-        let body: Vec<u8> = (0..size).map(|i| (i % 11) as u8).collect();
+        let body = body(size);
         let layer =
             CompressionLayer::new().gzip(true).deflate(true).compress_when(SizeAbove::new(MIN_COMPRESSED_BYTES as u16));
         let svc = layer.layer(tower::service_fn(move |_: axum::http::Request<()>| {
@@ -210,6 +210,11 @@ mod tests {
         let (encoding, vary) = (h(header::CONTENT_ENCODING), h(header::VARY));
         let bytes = rt.block_on(axum::body::to_bytes(axum::body::Body::new(resp.into_body()), usize::MAX));
         (encoding.clone(), vary, inflate(encoding.as_deref(), &bytes.expect("body")))
+    }
+
+    /// A compressible answer of `size` bytes, the same for the layer and for [`answer`].
+    fn body(size: usize) -> Vec<u8> {
+        (0..size).map(|i| (i % 11) as u8).collect()
     }
 
     fn inflate(encoding: Option<&str>, bytes: &[u8]) -> Vec<u8> {
@@ -260,9 +265,10 @@ mod tests {
             values in proptest::collection::vec(accept_value(), 0..3),
             size in proptest::prop_oneof![proptest::strategy::Just(0usize), 1000..1100usize, 4000..5000usize],
         ) {
-            let body: Vec<u8> = (0..size).map(|i| (i % 11) as u8).collect();
+            let body = body(size);
             let mut headers = HeaderMap::new();
-            let mine = answer(&accept(&values.iter().map(String::as_str).collect::<Vec<_>>()), body.clone(), &mut headers);
+            let asked: Vec<&str> = values.iter().map(String::as_str).collect();
+            let mine = answer(&accept(&asked), body.clone(), &mut headers);
             let h = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().expect("ascii").to_owned());
             let (encoding, vary) = (h(header::CONTENT_ENCODING), h(header::VARY));
             let layer = by_the_layer(&values, size);

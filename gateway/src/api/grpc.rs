@@ -71,35 +71,27 @@ pub fn service(
 > + Clone
 + Send
 + 'static {
-    let max_body_bytes = admission.max_body_bytes;
-    let api = Arc::new(GrpcApi { core, admission: admission.clone(), token, clients });
-    let routes = tonic::service::Routes::new(
-        GrpcInferenceServiceServer::from_arc(api.clone())
-            .max_decoding_message_size(max_body_bytes)
-            .max_encoding_message_size(usize::MAX)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Deflate)
-            .send_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Deflate),
-    );
+    // One configuration for both paths (the generated server's and the dispatched `ModelInfer`): message limits
+    // (decoding bounded by `server.max_body_bytes`, encoding not) and the encodings accepted and sent.
+    let (max_decoding, max_encoding) = (admission.max_body_bytes, usize::MAX);
     let mut encodings = EnabledCompressionEncodings::default();
-    encodings.enable(CompressionEncoding::Gzip);
-    encodings.enable(CompressionEncoding::Deflate);
+    let api = Arc::new(GrpcApi { core, admission: admission.clone(), token, clients });
+    let mut server = GrpcInferenceServiceServer::from_arc(api.clone())
+        .max_decoding_message_size(max_decoding)
+        .max_encoding_message_size(max_encoding);
+    for e in [CompressionEncoding::Gzip, CompressionEncoding::Deflate] {
+        server = server.accept_compressed(e).send_compressed(e);
+        encodings.enable(e);
+    }
+    let routes = tonic::service::Routes::new(server);
     // What the generated server does for ModelInfer, with the same limits and encodings, minus its boxes.
     let infer = move |req: http::Request<tonic::body::Body>| {
         let api = api.clone();
         async move {
             let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
                 .apply_compression_config(encodings, encodings)
-                .apply_max_message_size_config(Some(max_body_bytes), Some(usize::MAX));
-            grpc.unary(
-                Unary(move |r| {
-                    let api = api.clone();
-                    async move { api.model_infer(r).await }
-                }),
-                req,
-            )
-            .await
+                .apply_max_message_size_config(Some(max_decoding), Some(max_encoding));
+            grpc.unary(Unary(|r| api.model_infer(r)), req).await
         }
     };
     GrpcApp::new(routes, infer)

@@ -1,5 +1,5 @@
-//! Serving a port's HTTP service on a listener with the limits every port needs against hostile or broken clients, and the
-//! phases of a graceful shutdown. (`axum::serve` has neither: a client that sends half a header, or idles on a
+//! Serving a port's HTTP service on a listener with the limits every port needs against hostile or broken clients,
+//! and the phases of a graceful shutdown. (`axum::serve` has neither: a client that sends half a header, or idles on a
 //! keep-alive connection, holds a file descriptor for ever, and enough of them take the process down.)
 //!
 //! - A header-read timeout: a request's head must arrive within `server.header_read_timeout_ms`, counted from the
