@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make overload`: the gateway at twice its sustainable rate (loopback only). First a closed loop finds the
 # sustainable rate; then an open loop asks for twice that for OVERLOAD_SECONDS. Reported: goodput against the
-# sustainable rate, the p99 of admitted requests, how fast refusals (503/429) come back, and the gateway's memory
-# before and after. Admission is the default config's, with the concurrency limit lowered (OVERLOAD_LIMIT) so that
-# shedding, not queueing in the load generator, absorbs the excess.
+# sustainable rate, the p99 of admitted requests, how fast refusals (503/429) come back, the gateway's memory before
+# and after, and the floor (the same generator at the same rate against the bare server, whose core stays mostly
+# idle): what this machine's generator measures when no server is the one that waits. Admission is the default
+# config's, with the concurrency limit lowered (OVERLOAD_LIMIT) so that shedding, not queueing in the load generator,
+# absorbs the excess.
 #
 # The defaults are the scenario the README reports: digits (an MLP whose calls go to the inference pool, where
 # admission sees the queue) with 8 rows per request and a limit of 16. On a model cheap enough to run inline, such as
@@ -77,6 +79,17 @@ kill $sampler 2>/dev/null || true
 curl -fs "http://127.0.0.1:18202/metrics" >"$OUT/metrics-after.txt"
 rss_after=$(rss)
 
+# The floor, in the same run: the same generator at the same rate against the bare server (breast-cancer v1 inline,
+# on the gateway's cpus, which it keeps about a quarter busy). Latency measured there is the generator's own and the
+# kernel's, which no server can go under on this machine.
+"${gw_pin[@]}" "$BARE" 127.0.0.1:18210 models/breast-cancer/1/model.onnx >"$OUT/bare.log" 2>&1 &
+bare=$!
+trap 'kill $pid $bare 2>/dev/null; wait $pid $bare 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:18210/" && break; sleep 0.1; done
+"${lg_pin[@]}" "$LT" run --url http://127.0.0.1:18210 --model breast-cancer --model-version 1 --signature input:FP32:30 \
+  --duration 10 --warmup 2 --quiet --scenario floor --out "$OUT" --rate "$rate" --connections 256 --threads 2 --timeout 5
+kill $bare
+
 python3 - "$OUT" "$max" "$rss_before" "$rss_after" "$MODEL" "$VERSION" <<'PY'
 import json, re, sys
 out, sustainable, before, after = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -123,6 +136,9 @@ print(f"asked            {r['asked_rate']:.0f} req/s for {r['duration_s']:.0f} s
 print(f"goodput          {goodput:.0f} req/s = {goodput / sustainable:.2f} x the sustainable {sustainable:.0f} req/s (goal >= 0.90)")
 print(f"admitted         p50 {ok.get('p50', 0):.3f} ms  p99 {ok.get('p99', 0):.3f} ms  p99.9 {ok.get('p999', 0):.3f} ms (goal p99 < 8 ms)")
 print(f"shed             {shed} answers 503/429: p50 {refused.get('p50', 0):.3f} ms  p99 {refused.get('p99', 0):.3f} ms (goal < 1 ms)")
+floor = json.load(open(f"{out}/floor.json"))
+fl = floor["latency_ms"]
+print(f"floor            p50 {fl['p50']:.3f} ms  p99 {fl['p99']:.3f} ms  p99.9 {fl['p999']:.3f} ms: the same generator at the same rate against the bare server ({floor['failed']} failed)")
 print(f"memory           RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after ({(after - before) / max(before, 1) * 100:+.1f} %)")
 print("(latencies are from each request's intended send time, so a generator falling behind is charged to the server)")
 PY
