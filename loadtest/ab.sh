@@ -3,7 +3,8 @@
 # build (AB_BASE, a copy kept from before the change) and the current release build serve side by side with the bare
 # server, and 1-row closed-loop runs on breast-cancer v1 with 64 connections alternate between the three, AB_ROUNDS
 # times per protocol. On this noisy 2-core machine two runs of one build differ by more than most single steps do;
-# alternating pairs in one run do not. Prints each round and the median of the rounds' after/before ratios.
+# alternating pairs in one run do not. Prints each round (with the most CPU time the hypervisor stole in any of its
+# three runs) and the median of the rounds' after/before ratios.
 #
 #   AB_BASE       the build before the change (required), e.g. `cp target/release/gateway /tmp/gateway-before`
 #   AB_ROUNDS     rounds (default 3)
@@ -34,22 +35,26 @@ wait_ready 19310
 port() { # base: the protocol's URL on that server
   if [ "$proto" = grpc ]; then echo "grpc://127.0.0.1:${1}1"; else echo "http://127.0.0.1:${1}0"; fi
 }
-rate() { # url: closed-loop req/s
+rate() { # url: closed-loop req/s, and the percent of CPU time stolen by the hypervisor meanwhile
   "${lg[@]}" "$LT" run --url "$1" --model breast-cancer --manifest models/breast-cancer/1/manifest.json \
     --signature input:FP32:30 --model-version 1 --duration "$SECONDS_RUN" --warmup 2 --connections 64 --threads 2 \
-    --fail-on-errors --quiet | awk '/^throughput/ {printf "%d", $2}'
+    --fail-on-errors --quiet | awk '/^throughput/ {t = $2} /^steal/ {s = $2} END {printf "%d %s\n", t, s == "" ? 0 : s}'
 }
 echo "== before: $BASE; after: $GW (pinned: ${AB_PIN:-0}); $ROUNDS rounds of $SECONDS_RUN s per run"
-printf '%-6s %-5s %12s %12s %12s %14s %13s\n' round proto "before req/s" "after req/s" "bare req/s" "after/before" "after/bare"
+printf '%-6s %-5s %12s %12s %12s %14s %13s %8s\n' round proto "before req/s" "after req/s" "bare req/s" "after/before" \
+  "after/bare" "steal %"
 for proto in $PROTOCOLS; do
   ratios=()
   for r in $(seq 1 "$ROUNDS"); do
-    a=$(rate "$(port 1930)")
-    b=$(rate "$(port 1931)")
-    c=$(rate "$(port 1932)")
+    read -r a sa < <(rate "$(port 1930)")
+    read -r b sb < <(rate "$(port 1931)")
+    read -r c sc < <(rate "$(port 1932)")
+    # The round's worst steal: above a few percent the pair measured the machine's neighbours too.
+    steal=$(printf '%s\n' "$sa" "$sb" "$sc" | sort -g | tail -1)
     ratio=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b / a}')
     ratios+=("$ratio")
-    printf '%-6s %-5s %12d %12d %12d %14s %13.2f\n' "$r" "$proto" "$a" "$b" "$c" "$ratio" "$(awk -v b="$b" -v c="$c" 'BEGIN {print b / c}')"
+    printf '%-6s %-5s %12d %12d %12d %14s %13.2f %8s\n' "$r" "$proto" "$a" "$b" "$c" "$ratio" \
+      "$(awk -v b="$b" -v c="$c" 'BEGIN {print b / c}')" "$steal"
   done
   printf '%s\n' "${ratios[@]}" | sort -n | awk -v p="$proto" '{v[NR] = $1} END {
     m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2

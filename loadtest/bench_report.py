@@ -1,7 +1,8 @@
 """The ratios `make bench` reports, beside the absolute figures: the gateway against the bare servers (closed-loop
 throughput, open-loop p99), the highest sustained open-loop rate of each as a multiple of 8,333 req/s, and the load
 tester against h2load. Also draws bench.svg (p99 against asked rate from the search, gateway and bare; closed-loop
-throughput of both per model and protocol) without a plotting library."""
+throughput of both per model and protocol) without a plotting library, and names the runs in which the hypervisor took
+CPU time away (steal)."""
 
 import glob
 import json
@@ -10,6 +11,8 @@ import re
 import sys
 
 CARD = 8333
+# As the load tester's summary: steal at or above this percent of the CPU time is named.
+STEAL_WARN_PCT = 2.0
 
 
 def read(path):
@@ -86,6 +89,17 @@ def main(out):
     print("|---|---:|---:|---:|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
+    # The hypervisor's share of the CPU time in each run: a ratio whose two runs differ in it compares neighbours.
+    steal = {}
+    for path in glob.glob(f"{out}/*.json") + glob.glob(f"{out}/search/*.json"):
+        p = (load(path) or {}).get("steal_pct")
+        if p is not None:
+            steal[os.path.basename(path)[:-5]] = p
+    if steal:
+        high = sorted((n for n, p in steal.items() if p >= STEAL_WARN_PCT), key=lambda n: -steal[n])
+        print(f"\nsteal: at most {max(steal.values()):.1f} % of the CPU time over {len(steal)} runs"
+              + (f"; at or above {STEAL_WARN_PCT:.0f} % in " + ", ".join(f"{n} ({steal[n]:.1f} %)" for n in high)
+                 if high else ""))
     plot(out, bars)
 
 

@@ -140,6 +140,9 @@ floor = json.load(open(f"{out}/floor.json"))
 fl = floor["latency_ms"]
 print(f"floor            p50 {fl['p50']:.3f} ms  p99 {fl['p99']:.3f} ms  p99.9 {fl['p999']:.3f} ms: the same generator at the same rate against the bare server ({floor['failed']} failed)")
 print(f"memory           RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after ({(after - before) / max(before, 1) * 100:+.1f} %)")
+steal = [json.load(open(f"{out}/{n}.json")).get("steal_pct") for n in ("sustainable", "overload", "floor")]
+print("steal            " + ", ".join(f"{n} {'n/a' if p is None else f'{p:.1f} %'}" for n, p in zip(("sustainable", "overload", "floor"), steal))
+      + " of the CPU time (the hypervisor's; above a few percent the run measured the neighbours too)")
 print("(latencies are from each request's intended send time, so a generator falling behind is charged to the server)")
 PY
 echo "reports in $OUT"

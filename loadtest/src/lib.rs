@@ -6,10 +6,12 @@
 //! - [`runner`]: open loop at a fixed arrival rate, free of coordinated omission (latency counts from each
 //!   request's intended send time), and closed loop with N concurrent connections.
 //! - [`stats`]: HDR histograms, status/error/version counts, and a per-second timeline.
+//! - [`steal`]: the CPU time a shared virtual machine's hypervisor took away during the run.
 //! - [`report`]: the human summary, the JSON report, the HTML picture, and the table of several reports.
 
 pub mod client;
 pub mod report;
 pub mod runner;
 pub mod stats;
+pub mod steal;
 pub mod workload;

@@ -12,6 +12,7 @@ use indicatif::ProgressBar;
 
 use crate::client::{Conn, Outcome, Request, Target};
 use crate::stats::{Second, Timeline, WorkerStats};
+use crate::steal::CpuTimes;
 use crate::workload::Workload;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,6 +40,8 @@ pub struct RunResult {
     pub seconds: Vec<Second>,
     /// Length of the measured window.
     pub elapsed: Duration,
+    /// The share of the machine's CPU time the hypervisor gave elsewhere during the window (see [`crate::steal`]).
+    pub steal: Option<f64>,
 }
 
 /// Live counters for the progress bar.
@@ -99,6 +102,7 @@ async fn phase(
             k: 0,
         })
         .collect();
+    let cpu = CpuTimes::now();
     let start = Instant::now() + Duration::from_millis(5);
     let end = start + plan.duration;
     let timeline = Arc::new(Timeline::new(start, plan.duration));
@@ -196,7 +200,8 @@ async fn phase(
             Instant::now().saturating_duration_since(start).min(plan.duration.max(Duration::from_millis(1)))
         }
     };
-    Ok((RunResult { stats, seconds: timeline.into_seconds(), elapsed }, conns))
+    let steal = cpu.zip(CpuTimes::now()).and_then(|(before, after)| before.steal_since(after));
+    Ok((RunResult { stats, seconds: timeline.into_seconds(), elapsed, steal }, conns))
 }
 
 struct Worker {

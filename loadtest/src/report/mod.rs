@@ -64,7 +64,14 @@ pub struct Report {
     pub timeline: Vec<Point>,
     /// (percentile, milliseconds) pairs for the distribution plot.
     pub distribution: Vec<(f64, f64)>,
+    /// Percent of the machine's CPU time the hypervisor gave elsewhere during the measured phase, where the system
+    /// tells (`/proc/stat`): above a few percent, the run measured the neighbours as much as the server.
+    #[serde(default)]
+    pub steal_pct: Option<f64>,
 }
+
+/// Steal at or above this share of the CPU time is flagged in the summary.
+pub const STEAL_WARN_PCT: f64 = 2.0;
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
@@ -155,6 +162,7 @@ impl Report {
             versions: r.stats.versions.clone(),
             timeline,
             distribution,
+            steal_pct: r.steal.map(|f| f * 100.0),
         }
     }
 
@@ -189,6 +197,10 @@ impl Report {
             );
         }
         let _ = writeln!(s, "statuses   {}", join(&self.statuses));
+        if let Some(p) = self.steal_pct {
+            let warn = if p >= STEAL_WARN_PCT { " (the hypervisor ran something else: compare with care)" } else { "" };
+            let _ = writeln!(s, "steal      {p:.1} % of the machine's CPU time{warn}");
+        }
         if !self.errors.is_empty() {
             let _ = writeln!(s, "errors     {}", join(&self.errors));
         }
@@ -212,14 +224,14 @@ fn join(m: &BTreeMap<String, u64>) -> String {
 /// A Markdown table of several reports.
 pub fn table(reports: &[Report]) -> String {
     let mut s = String::from(
-        "| scenario | mode | rows/req | asked req/s | achieved req/s | predictions/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | mode | rows/req | asked req/s | achieved req/s | predictions/s | p50 ms | p99 ms | p99.9 ms | max ms | errors \
+         | steal % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in reports {
         let asked = r.asked_rate.map_or_else(|| format!("closed, {} conns", r.connections), |x| format!("{x:.0}"));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
             r.scenario,
             r.mode,
             r.rows_per_request,
@@ -230,7 +242,8 @@ pub fn table(reports: &[Report]) -> String {
             r.latency_ms.p99,
             r.latency_ms.p999,
             r.latency_ms.max,
-            r.failed + r.not_sent
+            r.failed + r.not_sent,
+            r.steal_pct.map_or_else(|| "n/a".to_string(), |p| format!("{p:.1}"))
         );
     }
     s
