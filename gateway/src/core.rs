@@ -81,6 +81,9 @@ pub struct Core {
     pub metrics: Metrics,
     pub max_batch_rows: usize,
     pub max_body_bytes: usize,
+    /// JSON requests at least this long are decoded off the async workers (`inference.decode_offload_bytes`);
+    /// `None`: never.
+    pub decode_offload_bytes: Option<usize>,
     /// Time a client has to send a request body (the sooner of `server.body_read_timeout_ms` and the request
     /// timeout).
     pub body_read_timeout: std::time::Duration,

@@ -304,6 +304,7 @@ fn build_core(config: &Config, resolved: &Resolved) -> anyhow::Result<Arc<Core>>
         metrics,
         max_batch_rows: config.models.max_batch_rows,
         max_body_bytes: config.server.max_body_bytes,
+        decode_offload_bytes: Some(config.inference.decode_offload_bytes).filter(|&n| n > 0),
         body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms).min(resolved.request_timeout),
         strict_readiness: config.server.strict_readiness,
         routing: config.routing.headers().map_err(anyhow::Error::msg)?,

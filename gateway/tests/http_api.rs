@@ -245,3 +245,44 @@ async fn a_timed_out_request_is_answered_504_and_counted() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn long_bodies_decoded_off_the_async_workers_answer_as_on_them() {
+    // The same requests to a gateway that decodes every body on its async workers and to one that decodes any
+    // body over 1 KiB on a blocking thread: the answers and the errors must not tell them apart.
+    let mut on_worker = config(&bundled_models());
+    on_worker.inference.decode_offload_bytes = 0;
+    let mut offloaded = config(&bundled_models());
+    offloaded.inference.decode_offload_bytes = 1024;
+    let (a, b) = (start(on_worker).await, start(offloaded).await);
+    let c = client();
+    let infer = "/v2/models/breast-cancer/versions/1/infer";
+
+    let long = breast_cancer_rows(64).to_string();
+    assert!(long.len() > 1024, "the request must be past the threshold: {} bytes", long.len());
+    let (sa, ra) = post(&c, &url(&a, infer), long.clone()).await;
+    let (sb, rb) = post(&c, &url(&b, infer), long.clone()).await;
+    assert_eq!((sa, sb), (200, 200), "{ra} / {rb}");
+    assert_eq!(ra["outputs"], rb["outputs"]);
+    assert_eq!(rb["outputs"][0]["shape"], json!([64]));
+
+    // A decoding error from the blocking thread is the same 400, naming the same field.
+    let mut bad = breast_cancer_rows(64);
+    bad["inputs"][0]["datatype"] = json!("FP99");
+    let (sa, ea) = post(&c, &url(&a, infer), bad.to_string()).await;
+    let (sb, eb) = post(&c, &url(&b, infer), bad.to_string()).await;
+    assert_eq!((sa, sb), (400, 400));
+    assert_eq!(ea, eb);
+    assert!(eb["error"].as_str().is_some_and(|e| e.contains("FP99")), "{eb}");
+
+    // More long bodies at once than there are decoding permits (one per CPU): they wait, and all are answered.
+    let mut many = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (c, u, body) = (c.clone(), url(&b, infer), long.clone());
+        many.spawn(async move { post(&c, &u, body).await });
+    }
+    while let Some(answer) = many.join_next().await {
+        let (s, r) = answer.expect("task");
+        assert_eq!((s, &r["outputs"]), (200, &ra["outputs"]));
+    }
+}

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 use tower::Service;
 use tower_http::decompression::RequestDecompressionLayer;
 
@@ -29,8 +30,10 @@ use crate::cluster::Cluster;
 use crate::core::Core;
 use crate::error::GatewayError;
 use crate::metrics::{InFlight, UNKNOWN_MODEL};
-use crate::protocol::VERSION_HEADER;
-use crate::protocol::json::{HEADER_LENGTH, ModelMetadata, ServerMetadata, decode_request_parts, encode_answer};
+use crate::protocol::json::{
+    AnswerFormat, HEADER_LENGTH, ModelMetadata, ServerMetadata, decode_request_parts, encode_answer,
+};
+use crate::protocol::{InferRequest, VERSION_HEADER};
 use crate::routing::RouteHint;
 use crate::telemetry::{self, REQUEST_TARGET};
 use tracing::Instrument;
@@ -48,7 +51,9 @@ pub fn service(
 + Clone
 + Send
 + 'static {
-    let state = Arc::new(InferState { core: core.clone(), clients, admission: limits.clone() });
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let state =
+        Arc::new(InferState { core: core.clone(), clients, admission: limits.clone(), decoders: Semaphore::new(cpus) });
     HttpApp { router: routes(core, state.clone(), cluster, token), state, handler: infer }
 }
 
@@ -266,6 +271,8 @@ struct InferState {
     core: Arc<Core>,
     clients: Arc<Clients>,
     admission: Admission,
+    /// One permit per CPU: the long JSON bodies being decoded off the async workers at once.
+    decoders: Semaphore,
 }
 
 async fn infer_default(State(state): State<Arc<InferState>>, Path(model): Path<String>, req: Request) -> Response {
@@ -311,7 +318,7 @@ async fn infer(state: Arc<InferState>, model: String, version: Option<String>, r
 }
 
 async fn infer_in_span(state: Arc<InferState>, model: String, version: Option<String>, req: Request) -> Response {
-    let InferState { core, clients, admission } = &*state;
+    let InferState { core, clients, admission, decoders } = &*state;
     let start = Instant::now();
     // Counted from the headers on, so a slow upload is in flight too (and drained on shutdown).
     let _in_flight = InFlight::new(&core.metrics.in_flight);
@@ -341,15 +348,14 @@ async fn infer_in_span(state: Arc<InferState>, model: String, version: Option<St
         Ok(b) => b,
         Err(e) => return failed(core, &slot.name, "", start, e),
     };
-    let decoded = {
-        let _decode = tracing::debug_span!(target: REQUEST_TARGET, "decode", bytes = body.len()).entered();
-        header_length(&parts.headers).and_then(|n| decode_request_parts(&body, n))
+    let decoded = match header_length(&parts.headers) {
+        Ok(n) => decode(core, decoders, body, n).await,
+        Err(e) => Err(e),
     };
     let (req, format) = match decoded {
         Ok(r) => r,
         Err(e) => return failed(core, &slot.name, "", start, e),
     };
-    drop(body);
     let hint = match route_hint(&parts.headers, &core.routing, version.as_deref()) {
         Ok(h) => h,
         Err(e) => return failed(core, &slot.name, "", start, e),
@@ -390,6 +396,29 @@ async fn infer_in_span(state: Arc<InferState>, model: String, version: Option<St
             failed(core, &slot.name, version, start, e)
         }
     }
+}
+
+/// Decodes a request body: on the async worker when its JSON is short, else on a blocking thread (one per permit of
+/// `decoders`), so that a long parse does not hold up the worker's other connections. Measured on one core shared
+/// with the model, 64-row JSON requests (79 KB): at twice the sustainable rate, refusals came back at p50 0.24 to
+/// 0.32 ms against 1.2 to 1.3 ms, for about 5 % less goodput (two more thread hand-offs per request on a saturated
+/// core); closed loop, no difference (pinned pairs, medians 1.03 and 1.02).
+async fn decode(
+    core: &Core,
+    decoders: &Semaphore,
+    body: axum::body::Bytes,
+    header_len: Option<usize>,
+) -> Result<(InferRequest, AnswerFormat), GatewayError> {
+    let span = tracing::debug_span!(target: REQUEST_TARGET, "decode", bytes = body.len());
+    let json_len = header_len.unwrap_or(body.len());
+    if core.decode_offload_bytes.is_none_or(|at| json_len < at) {
+        return span.in_scope(|| decode_request_parts(&body, header_len));
+    }
+    // Admission bounds the requests that can wait here; the permit bounds the threads parsing at once.
+    let _permit = decoders.acquire().await.map_err(|_| GatewayError::ShuttingDown)?;
+    tokio::task::spawn_blocking(move || span.in_scope(|| decode_request_parts(&body, header_len)))
+        .await
+        .unwrap_or_else(|e| Err(GatewayError::Inference(format!("decoding the request failed: {e}"))))
 }
 
 /// The JSON header's length of a request with binary tensors, from `Inference-Header-Content-Length`; `None`

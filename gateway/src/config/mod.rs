@@ -375,11 +375,16 @@ pub struct InferenceConfig {
     /// the request's own thread when a session is free, skipping two thread hand-offs that cost more than the model
     /// itself; anything slower or larger always goes to the inference threads. 0 turns it off.
     pub inline_max_us: u64,
+    /// A JSON request at least this many bytes long (the JSON part, with binary tensors) is decoded on a blocking
+    /// thread, at most one per CPU at a time, instead of on the async worker, which meanwhile goes on serving its
+    /// other connections and refusing what admission sheds. JSON numbers parse at about 1 ns per byte, so the
+    /// default (64 KiB) is about 50 µs of work, the same bound as `inline_max_us`. 0: every body on the worker.
+    pub decode_offload_bytes: usize,
 }
 
 impl Default for InferenceConfig {
     fn default() -> Self {
-        Self { threads: 0, queue_capacity: 1024, intra_op_threads: 1, inline_max_us: 50 }
+        Self { threads: 0, queue_capacity: 1024, intra_op_threads: 1, inline_max_us: 50, decode_offload_bytes: 65_536 }
     }
 }
 
