@@ -55,7 +55,9 @@ where
 /// A timer is armed only then: most requests' work (a body that arrived with the headers, a call run inline) is
 /// done at its first poll, and a tokio timer would cost each of them a runtime handle lookup, a clock read and a
 /// timer entry. Work that finishes at once is never thrown away, however long its first poll took: a deadline is
-/// there so that nothing waits forever, and that poll did not wait.
+/// there so that nothing waits forever, and that poll did not wait. Once it has waited, the deadline comes first:
+/// work found done at a poll after the deadline passed (its wake-up came late, on a busy machine) is an answer past
+/// the limit, so it is the timeout, not a late success.
 pub fn bounded<F, L, E>(work: F, limit: L, elapsed: E) -> Bounded<F, L, E>
 where
     F: Future,
@@ -87,22 +89,23 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        if let Poll::Ready(out) = this.work.poll(cx) {
-            return Poll::Ready(out);
-        }
-        let timer = match this.timer {
-            Some(t) => t,
-            None => {
-                let limit = this.limit.take().map_or(Duration::ZERO, |l| l());
-                this.timer.insert(Box::pin(tokio::time::sleep(limit)))
+        let mut this = self.project();
+        let waited = this.timer.is_some();
+        if !waited {
+            if let Poll::Ready(out) = this.work.as_mut().poll(cx) {
+                return Poll::Ready(out);
             }
-        };
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+            let limit = this.limit.take().map_or(Duration::ZERO, |l| l());
+            *this.timer = Some(Box::pin(tokio::time::sleep(limit)));
         }
-        let elapsed = this.elapsed.take().expect("Bounded polled after it completed");
-        Poll::Ready(elapsed())
+        // Waited before (or starts waiting now, with the work just polled): the deadline first.
+        if let Some(timer) = this.timer.as_mut()
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            let elapsed = this.elapsed.take().expect("Bounded polled after it completed");
+            return Poll::Ready(elapsed());
+        }
+        if waited { this.work.poll(cx) } else { Poll::Pending }
     }
 }
 
@@ -141,6 +144,32 @@ mod tests {
             8
         };
         assert_eq!(bounded(quick, || Duration::from_secs(1), gave_up).await, 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_found_done_after_the_deadline_is_the_timeout() {
+        // Work that is pending at its first poll and done at the next, which comes only after the deadline (a late
+        // wake-up on a busy machine): an answer past the limit is the timeout.
+        let mut polls = 0;
+        let work = std::future::poll_fn(move |_| {
+            polls += 1;
+            if polls == 1 { Poll::Pending } else { Poll::Ready(5) }
+        });
+        let mut b = std::pin::pin!(bounded(work, || Duration::from_secs(1), || -1));
+        let waker = std::task::Waker::noop();
+        assert!(b.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(b.as_mut().poll(&mut Context::from_waker(waker)), Poll::Ready(-1));
+        // Before the deadline the same work is its output.
+        let mut polls = 0;
+        let work = std::future::poll_fn(move |_| {
+            polls += 1;
+            if polls == 1 { Poll::Pending } else { Poll::Ready(5) }
+        });
+        let mut b = std::pin::pin!(bounded(work, || Duration::from_secs(1), || -1));
+        assert!(b.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(b.as_mut().poll(&mut Context::from_waker(waker)), Poll::Ready(5));
     }
 
     #[tokio::test(start_paused = true)]
