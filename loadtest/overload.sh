@@ -34,23 +34,23 @@ if [ "$(nproc)" -ge 2 ]; then
   GATEWAY_CPUS=${GATEWAY_CPUS:-0}
   LOADGEN_CPUS=${LOADGEN_CPUS:-1-$(( $(nproc) - 1 ))}
 fi
-gw_pin=(${GATEWAY_CPUS:+taskset -c "$GATEWAY_CPUS"})
 lg_pin=(${LOADGEN_CPUS:+taskset -c "$LOADGEN_CPUS"})
 HTTP=127.0.0.1:18200
 OUT=bench-results/overload-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 
-# The binaries (GW, honouring GATEWAY_BIN, and LT), built first.
-source loadtest/build.sh
+# The binaries (GW, honouring GATEWAY_BIN, BARE and LT), built first, and the helpers that start the servers on
+# the gateway's cpus, with their logs in the report folder.
+SERVER_CPUS=${GATEWAY_CPUS:-}
+LOG_DIR=$OUT
+source loadtest/lib.sh
 
 sed "s/^max_concurrent_requests = .*/max_concurrent_requests = $LIMIT/" config/gateway.toml >"$OUT/gateway.toml"
 grep -q "^max_concurrent_requests = $LIMIT" "$OUT/gateway.toml" || { echo "config/gateway.toml has no max_concurrent_requests line" >&2; exit 1; }
 export GATEWAY_ADMIN_TOKEN="overload-$$-$RANDOM"
-"${gw_pin[@]}" "$GW" --config "$OUT/gateway.toml" --http-addr "$HTTP" --grpc-addr 127.0.0.1:18201 --metrics-addr 127.0.0.1:18202 \
-  --admin-addr 127.0.0.1:18203 --state-dir "$OUT/state" --log-format json >"$OUT/gateway.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do curl -fs "http://$HTTP/v2/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+start_gateway "$OUT/gateway.toml" 1820
+pid=$GW_PID
+wait_ready 18200
 rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 
 "${lg_pin[@]}" "$LT" run --url "http://$HTTP" --model "$MODEL" --manifest "$MANIFEST" --duration 10 --warmup 3 --quiet \
@@ -82,13 +82,10 @@ rss_after=$(rss)
 # The floor, in the same run: the same generator at the same rate against the bare server (breast-cancer v1 inline,
 # on the gateway's cpus, which it keeps about a quarter busy). Latency measured there is the generator's own and the
 # kernel's, which no server can go under on this machine.
-"${gw_pin[@]}" "$BARE" 127.0.0.1:18210 models/breast-cancer/1/model.onnx >"$OUT/bare.log" 2>&1 &
-bare=$!
-trap 'kill $pid $bare 2>/dev/null; wait $pid $bare 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:18210/" && break; sleep 0.1; done
+start_bare 1 1821
 "${lg_pin[@]}" "$LT" run --url http://127.0.0.1:18210 --model breast-cancer --model-version 1 --signature input:FP32:30 \
   --duration 10 --warmup 2 --quiet --scenario floor --out "$OUT" --rate "$rate" --connections 256 --threads 2 --timeout 5
-kill $bare
+kill "$BARE_PID"
 
 python3 - "$OUT" "$max" "$rss_before" "$rss_after" "$MODEL" "$VERSION" <<'PY'
 import json, re, sys

@@ -57,5 +57,16 @@ class ClosedLoopRounds(unittest.TestCase):
             self.assertIn("p99 ms (median of 1 pair; each: 1.20) | 0.600 | 0.500 | 1.20 | <= 1.2 |", text)
 
 
+class Steal(unittest.TestCase):
+    def test_the_runs_the_load_tester_flagged_are_named(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(d, "cmp-v1-http-gateway-r1", achieved_rps=900, steal_pct=0.4, steal_high=False)
+            write(d, "cmp-v1-http-bare-r1", achieved_rps=1000, steal_pct=7.5, steal_high=True)
+            line = next(line for line in report(d).splitlines() if line.startswith("steal:"))
+            self.assertIn("at most 7.5 % of the CPU time over 2 runs", line)
+            self.assertIn("flagged high by the load tester in cmp-v1-http-bare-r1 (7.5 %)", line)
+            self.assertNotIn("gateway", line)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::routing::post;
 use bytes::Bytes;
 use loadtest::client::Target;
+use loadtest::report::Report;
 use loadtest::runner::{Mode, Plan, RunResult, run};
 use loadtest::workload::Workload;
 
@@ -49,16 +50,19 @@ fn workload() -> Arc<Workload> {
     Arc::new(Workload { bodies: vec![Bytes::from_static(b"{}")], rows_per_request: 1, header_lens: Vec::new() })
 }
 
-async fn go(addr: SocketAddr, mode: Mode, connections: usize, secs: f64) -> RunResult {
-    let plan = Plan {
+fn plan(mode: Mode, connections: usize, secs: f64) -> Plan {
+    Plan {
         mode,
         connections,
         duration: Duration::from_secs_f64(secs),
         warmup: Duration::ZERO,
         timeout: Duration::from_secs(5),
         max_requests: None,
-    };
-    run(&plan, target(addr), workload(), None).await.expect("run")
+    }
+}
+
+async fn go(addr: SocketAddr, mode: Mode, connections: usize, secs: f64) -> RunResult {
+    run(&plan(mode, connections, secs), target(addr), workload(), None).await.expect("run")
 }
 
 fn ms(r: &RunResult, q: f64) -> f64 {
@@ -91,6 +95,13 @@ async fn open_loop_keeps_its_schedule() {
     // The hypervisor's share of the window is read where the system tells it.
     if cfg!(target_os = "linux") {
         assert!(r.steal.is_some_and(|s| (0.0..=1.0).contains(&s)), "steal {:?}", r.steal);
+    }
+    // The report carries the verdict on it, so the scripts that read reports need no threshold of their own.
+    let mut r = r;
+    for (steal, high) in [(None, false), (Some(0.015), false), (Some(0.025), true)] {
+        r.steal = steal;
+        let report = Report::build("open", "t", "m", &plan(Mode::Open { rate: 400.0 }, 8, 2.0), 1, &r);
+        assert_eq!(report.steal_high, high, "steal {steal:?}");
     }
 }
 

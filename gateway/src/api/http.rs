@@ -415,7 +415,8 @@ async fn decode(
         return span.in_scope(|| decode_request_parts(&body, header_len));
     }
     // Admission bounds the requests that can wait here; the permit bounds the threads parsing at once.
-    let _permit = decoders.acquire().await.map_err(|_| GatewayError::ShuttingDown)?;
+    // `acquire` fails only on a closed semaphore, and nothing closes this one.
+    let _permit = decoders.acquire().await.expect("the decoders' semaphore is never closed");
     tokio::task::spawn_blocking(move || span.in_scope(|| decode_request_parts(&body, header_len)))
         .await
         .unwrap_or_else(|e| Err(GatewayError::Inference(format!("decoding the request failed: {e}"))))

@@ -68,6 +68,10 @@ pub struct Report {
     /// tells (`/proc/stat`): above a few percent, the run measured the neighbours as much as the server.
     #[serde(default)]
     pub steal_pct: Option<f64>,
+    /// Whether that share reached `STEAL_WARN_PCT`: the scripts that read reports (bench_report.py) take the verdict
+    /// from here rather than keeping a threshold of their own.
+    #[serde(default)]
+    pub steal_high: bool,
 }
 
 /// Steal at or above this share of the CPU time is flagged in the summary.
@@ -163,6 +167,7 @@ impl Report {
             timeline,
             distribution,
             steal_pct: r.steal.map(|f| f * 100.0),
+            steal_high: r.steal.is_some_and(|f| f * 100.0 >= STEAL_WARN_PCT),
         }
     }
 
@@ -198,7 +203,7 @@ impl Report {
         }
         let _ = writeln!(s, "statuses   {}", join(&self.statuses));
         if let Some(p) = self.steal_pct {
-            let warn = if p >= STEAL_WARN_PCT { " (the hypervisor ran something else: compare with care)" } else { "" };
+            let warn = if self.steal_high { " (the hypervisor ran something else: compare with care)" } else { "" };
             let _ = writeln!(s, "steal      {p:.1} % of the machine's CPU time{warn}");
         }
         if !self.errors.is_empty() {
