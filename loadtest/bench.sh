@@ -5,7 +5,7 @@
 # 1. Against the bare servers (gateway/examples/bare_server.rs: axum or tonic plus ONNX Runtime, inference inline,
 #    nothing else), with the gateway on its default config (`make run`'s), 1 row per request, alternating runs:
 #    closed loop at 64 connections on breast-cancer v1 (logistic regression) and v2 (100 boosted trees), over HTTP
-#    and gRPC; open loop at 8,333 req/s (the card's 500k predictions per minute) on v1 over HTTP.
+#    and gRPC; open loop at 8,333 req/s (the card's 500k predictions per minute) on v1 over HTTP and gRPC.
 # 2. The highest open-loop rate sustained with p99 <= 8 ms and no errors, for the gateway and the bare server (v1,
 #    HTTP): rates step up by 8,333 req/s until one fails, then a bisection narrows it.
 # 3. The standard scenarios: rows per request, gRPC (cross-checked with h2load), the binary extension, every feature
@@ -66,9 +66,14 @@ done
 # Open loop: one pair's p99 swings by 2x on this kind of machine, so BENCH_OPEN_ROUNDS alternating pairs, and the
 # report takes each side's median.
 for r in $(seq 1 "${BENCH_OPEN_ROUNDS:-3}"); do
-  run "cmp-open-8333-v1-http-gateway-r$r" --rate 8333 --connections 32 --model-version 1 --signature input:FP32:30
-  URL=http://127.0.0.1:18100 run "cmp-open-8333-v1-http-bare-r$r" --rate 8333 --connections 32 --model-version 1 \
-    --signature input:FP32:30
+  for proto in http grpc; do
+    if [ "$proto" = http ]; then gw=http://$HTTP bare_url=http://127.0.0.1:18100; else
+      gw=grpc://127.0.0.1:18001 bare_url=grpc://127.0.0.1:18101; fi
+    URL=$gw run "cmp-open-8333-v1-$proto-gateway-r$r" --rate 8333 --connections 32 --model-version 1 \
+      --signature input:FP32:30
+    URL=$bare_url run "cmp-open-8333-v1-$proto-bare-r$r" --rate 8333 --connections 32 --model-version 1 \
+      --signature input:FP32:30
+  done
 done
 
 # ---- 2. The highest sustained open-loop rate, gateway and bare.

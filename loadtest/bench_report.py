@@ -57,13 +57,14 @@ def main(out):
                     label += f" (medians of {len(rounds)} pairs; each ratio: {', '.join(f'{x:.2f}' for x in ratios)})"
                 rows.append((label, f"{g_rps:,.0f}", f"{b_rps:,.0f}", f"{median(ratios):.2f}", ">= 1.0"))
                 bars.append((f"v{v} {proto.upper()}", g_rps, b_rps, median(ratios)))
-    rounds = pairs(out, "cmp-open-8333-v1-http")
-    if rounds:
-        for q in ("p50", "p99"):
+    for proto in ("http", "grpc"):
+        rounds = pairs(out, f"cmp-open-8333-v1-{proto}")
+        for q in ("p50", "p99") if rounds else ():
             gq = median([g["latency_ms"][q] for g, _ in rounds])
             bq = median([b["latency_ms"][q] for _, b in rounds])
             each = ", ".join(f"{g['latency_ms'][q] / b['latency_ms'][q]:.2f}" for g, b in rounds)
-            rows.append((f"open loop 8,333 req/s, v1, HTTP: {q} ms (median of {len(rounds)} pair{'s' if len(rounds) > 1 else ''}; each: {each})",
+            n = f"{len(rounds)} pair{'s' if len(rounds) > 1 else ''}"
+            rows.append((f"open loop 8,333 req/s, v1, {proto.upper()}: {q} ms (median of {n}; each: {each})",
                          f"{gq:.3f}", f"{bq:.3f}", f"{gq / bq:.2f}", "<= 1.2" if q == "p99" else ""))
     found = {}
     for name in ("gateway", "bare"):

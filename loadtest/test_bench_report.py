@@ -56,6 +56,16 @@ class ClosedLoopRounds(unittest.TestCase):
             self.assertIn("| closed loop, 64 connections, v1, HTTP: req/s | 920 | 1,000 | 0.92 | >= 1.0 |", text)
             self.assertIn("p99 ms (median of 1 pair; each: 1.20) | 0.600 | 0.500 | 1.20 | <= 1.2 |", text)
 
+    def test_open_loop_pairs_of_both_protocols(self):
+        with tempfile.TemporaryDirectory() as d:
+            for r, (g, b) in enumerate([(0.9, 0.8), (1.2, 1.0), (0.7, 0.7)], 1):
+                write(d, f"cmp-open-8333-v1-grpc-gateway-r{r}", latency_ms={"p50": 0.3, "p99": g})
+                write(d, f"cmp-open-8333-v1-grpc-bare-r{r}", latency_ms={"p50": 0.3, "p99": b})
+            text = report(d)
+            self.assertIn("| open loop 8,333 req/s, v1, GRPC: p99 ms (median of 3 pairs; each: 1.12, 1.20, 1.00) "
+                          "| 0.900 | 0.800 | 1.12 | <= 1.2 |", text)
+            self.assertNotIn("v1, HTTP", text)
+
 
 class Steal(unittest.TestCase):
     def test_the_runs_the_load_tester_flagged_are_named(self):
