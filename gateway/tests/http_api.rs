@@ -48,6 +48,49 @@ fn close(got: &Value, want: &Value, tol: f64) -> bool {
 }
 
 /// Every golden example of every bundled version, sent over HTTP, single row and batch, pinned to its version.
+/// The caller's `x-request-id` comes back over both protocols. Without one, an id is made up only where a log or a
+/// trace records the request (tracing.rs checks that case): this gateway records nothing, so it answers with none.
+#[tokio::test]
+async fn a_request_id_comes_back_when_sent_and_none_is_made_up_where_nothing_records_it() {
+    let gw = start(config(&bundled_models())).await;
+    let c = client();
+    for sent in [None, Some("req-7")] {
+        let mut req = c.post(url(&gw, "/v2/models/breast-cancer/infer")).body(breast_cancer_rows(1).to_string());
+        if let Some(id) = sent {
+            req = req.header("x-request-id", id);
+        }
+        let r = req.send().await.expect("sent");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers().get("x-request-id").and_then(|v| v.to_str().ok()), sent, "HTTP");
+
+        let mut grpc = gateway::protocol::pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
+            format!("http://{}", gw.grpc_addr),
+        )
+        .await
+        .expect("grpc");
+        let mut req = tonic::Request::new(gateway::protocol::pb::ModelInferRequest {
+            model_name: "breast-cancer".into(),
+            inputs: vec![gateway::protocol::pb::model_infer_request::InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 30],
+                contents: Some(gateway::protocol::pb::InferTensorContents {
+                    fp32_contents: vec![1.0; 30],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        if let Some(id) = sent {
+            req.metadata_mut().insert("x-request-id", id.parse().expect("ascii"));
+        }
+        let answer = grpc.model_infer(req).await.expect("grpc infer");
+        assert_eq!(answer.metadata().get("x-request-id").and_then(|v| v.to_str().ok()), sent, "gRPC");
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn predictions_match_the_golden_outputs() {
     let gw = start(config(&bundled_models())).await;

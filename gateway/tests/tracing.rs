@@ -132,7 +132,8 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
     });
     req.metadata_mut().insert("traceparent", format!("00-{grpc_trace}-b7ad6b7169203331-01").parse().expect("ascii"));
     let answer = client.model_infer(req).await.expect("grpc infer");
-    assert!(answer.metadata().get("x-request-id").is_some(), "a request id is made up when none was sent");
+    let made_up = answer.metadata().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert!(made_up.is_some(), "a request id is made up when none was sent and the span is recorded");
 
     // Wait for the exporter.
     let started = Instant::now();
@@ -169,6 +170,8 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
     }
     let http_root = spans.iter().find(|s| hex(&s.trace_id) == trace && s.name == "request").expect("root");
     assert_eq!(attr(http_root, "request_id").as_deref(), Some("req-42"));
+    let grpc_root = spans.iter().find(|s| hex(&s.trace_id) == grpc_trace && s.name == "request").expect("root");
+    assert_eq!(attr(grpc_root, "request_id"), made_up, "the id made up is the one the trace holds");
 
     // The trace id is in the log lines written inside a request.
     let _ = c

@@ -353,7 +353,6 @@ impl GrpcInferenceService for GrpcApi {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (meta, _, r) = req.into_parts();
         let headers = meta.into_headers();
-        let request_id = telemetry::request_id(&headers);
         let span = tracing::debug_span!(
             target: REQUEST_TARGET,
             "request",
@@ -361,10 +360,11 @@ impl GrpcInferenceService for GrpcApi {
             protocol = "grpc",
             model = %r.model_name,
             version = tracing::field::Empty,
-            request_id = %request_id,
+            request_id = tracing::field::Empty,
             trace_id = tracing::field::Empty,
             status = tracing::field::Empty,
         );
+        let request_id = telemetry::request_id(&headers, &span);
         telemetry::adopt(&span, &headers);
         // Boxed: tracing's wrapper moves this future, and the call's own box (`Dispatch`) copies it; with the
         // request's state inline both would copy all of it (callgrind, when the generated server still boxed the
@@ -372,7 +372,7 @@ impl GrpcInferenceService for GrpcApi {
         let result = Box::pin(self.infer_in_span(headers, r)).instrument(span.clone()).await;
         span.record("status", result.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
         // Never indexed, like the HTTP header (telemetry::request_id_header says why).
-        let id = tonic::metadata::MetadataValue::try_from(request_id.as_str()).ok().map(|mut v| {
+        let id = request_id.and_then(|id| tonic::metadata::MetadataValue::try_from(id).ok()).map(|mut v| {
             v.set_sensitive(true);
             v
         });

@@ -293,7 +293,6 @@ const HEADER_LENGTH_NAME: header::HeaderName = header::HeaderName::from_static(H
 
 /// Runs a request inside its `request` span (joined to the caller's trace) and tags the answer with its id.
 async fn infer(state: Arc<InferState>, model: String, version: Option<String>, req: Request) -> Response {
-    let request_id = telemetry::request_id(req.headers());
     let span = tracing::debug_span!(
         target: REQUEST_TARGET,
         "request",
@@ -301,17 +300,18 @@ async fn infer(state: Arc<InferState>, model: String, version: Option<String>, r
         protocol = "http",
         model = %model,
         version = tracing::field::Empty,
-        request_id = %request_id,
+        request_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         status = tracing::field::Empty,
     );
+    let request_id = telemetry::request_id(req.headers(), &span);
     telemetry::adopt(&span, req.headers());
     // Boxed: the request's state across its awaits is a few KB, which tracing's wrapper and, on the router's path,
     // axum's box of the handler's future would otherwise copy. (On the direct path, without the box, pinned
     // rounds measured no faster: 0.997, 0.975, 0.996.)
     let mut resp = Box::pin(infer_in_span(state, model, version, req)).instrument(span.clone()).await;
     span.record("status", resp.status().as_u16());
-    if let Some(h) = telemetry::request_id_header(&request_id) {
+    if let Some(h) = request_id.as_deref().and_then(telemetry::request_id_header) {
         resp.headers_mut().insert(telemetry::REQUEST_ID, h);
     }
     resp
