@@ -2,12 +2,13 @@
 # `make ab AB_BASE=path/to/gateway`: one change measured as alternating pairs (loopback only). An earlier gateway
 # build (AB_BASE, a copy kept from before the change) and the current release build serve side by side with the bare
 # server, and 1-row closed-loop runs on breast-cancer v1 with 64 connections alternate between the three, AB_ROUNDS
-# times per protocol, each round starting with the next of the three. On this noisy 2-core machine two runs of one
-# build differ by more than most single steps do; alternating pairs in one run do not. Prints each round (with the
-# most CPU time the hypervisor stole in any of its three runs) and the median of the rounds' after/before ratios.
+# times per protocol, in reversed order every other round (an even AB_ROUNDS balances it). On this noisy 2-core
+# machine two runs of one build differ by more than most single steps do; alternating pairs in one run do not.
+# Prints each round (with the most CPU time the hypervisor stole in any of its three runs) and the median of the
+# rounds' after/before ratios.
 #
 #   AB_BASE       the build before the change (required), e.g. `cp target/release/gateway /tmp/gateway-before`
-#   AB_ROUNDS     rounds (default 3)
+#   AB_ROUNDS     rounds (default 4)
 #   AB_SECONDS    measured seconds per run (default 8)
 #   AB_PROTOCOLS  protocols (default "http grpc")
 #   AB_PIN        1: the three servers on cpu 0 and the load tester on the other cpus, so each server's rate shows
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${AB_BASE:?set AB_BASE to the gateway binary built before the change}
 [ -x "$BASE" ] || { echo "AB_BASE=$BASE is not an executable" >&2; exit 1; }
-ROUNDS=${AB_ROUNDS:-3}
+ROUNDS=${AB_ROUNDS:-4}
 SECONDS_RUN=${AB_SECONDS:-8}
 PROTOCOLS=${AB_PROTOCOLS:-http grpc}
 lg=()
@@ -46,11 +47,13 @@ printf '%-6s %-5s %12s %12s %12s %14s %13s %8s\n' round proto "before req/s" "af
 for proto in $PROTOCOLS; do
   ratios=()
   for r in $(seq 1 "$ROUNDS"); do
-    # The order rotates by round: run with one build on both sides, a fixed order put the second run of a round at
-    # 0.91 to 0.98 of the first over gRPC in five rounds out of five (median 0.96), a bias as large as most steps.
+    # The order reverses every round (before, after, bare; then bare, after, before), so each pair of servers runs
+    # in both orders alike: with one build on both sides, a fixed order put the second run of a round at 0.91 to
+    # 0.98 of the first over gRPC in five rounds out of five (median 0.96), a bias as large as most steps.
+    order=(1930 1931 1932)
+    [ $((r % 2)) = 0 ] && order=(1932 1931 1930)
     declare -A got=()
-    for i in 0 1 2; do
-      p=$((1930 + (i + r - 1) % 3))
+    for p in "${order[@]}"; do
       got[$p]=$(rate "$(port "$p")")
     done
     read -r a sa <<<"${got[1930]}"

@@ -47,7 +47,6 @@ fn close(got: &Value, want: &Value, tol: f64) -> bool {
         })
 }
 
-/// Every golden example of every bundled version, sent over HTTP, single row and batch, pinned to its version.
 /// The caller's `x-request-id` comes back over both protocols. Without one, an id is made up only where a log or a
 /// trace records the request (tracing.rs checks that case): this gateway records nothing, so it answers with none.
 #[tokio::test]
@@ -91,6 +90,7 @@ async fn a_request_id_comes_back_when_sent_and_none_is_made_up_where_nothing_rec
     gw.shutdown().await;
 }
 
+/// Every golden example of every bundled version, sent over HTTP, single row and batch, pinned to its version.
 #[tokio::test]
 async fn predictions_match_the_golden_outputs() {
     let gw = start(config(&bundled_models())).await;

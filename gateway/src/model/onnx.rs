@@ -227,14 +227,15 @@ impl OnnxModel {
         if rows > INLINE_MAX_ROWS || self.inline_max_ns == 0 {
             return;
         }
-        // One call counts for at most four times the threshold. The time is wall time, so a call preempted for a
+        // One call counts for at most three times the threshold. The time is wall time, so a call preempted for a
         // scheduler tick (4 ms on a 250 Hz kernel) would otherwise send a 5 µs model to the pool on its own, and
         // with the load generator on the same two cores that sent enough calls to the pool to double a 1-row gRPC
         // request's time in Triton's `success` statistic (10 to 12 µs, with this bound 5.5).
-        let x = u64::try_from(phases.total().as_nanos()).unwrap_or(u64::MAX).min(self.inline_max_ns.saturating_mul(4));
+        let x = u64::try_from(phases.total().as_nanos()).unwrap_or(u64::MAX).min(self.inline_max_ns.saturating_mul(3));
         let old = self.small_call_ns.load(Ordering::Relaxed);
-        // An average over about the last eight calls: one or two slow calls (a page fault, a preemption) do not
-        // flip the choice, a model that really got slower does within three calls. Races only lose an update.
+        // An average over about the last eight calls: for a model well under the threshold, one or two slow calls in
+        // a row (a page fault, a preemption) do not flip the choice, and a model that really got slower moves within
+        // three calls. Races only lose an update.
         let new = if old == u64::MAX { x } else { old - old / 8 + x / 8 };
         self.small_call_ns.store(new, Ordering::Relaxed);
     }
@@ -407,22 +408,26 @@ mod tests {
     }
 
     /// The estimate is of wall time, so a cheap model's call can take a whole scheduler tick when its thread is
-    /// preempted; one or two such calls leave the model inline, three in a row move it to the pool.
+    /// preempted; one or two such calls in a row leave the model inline, three in a row move it to the pool.
     #[test]
     fn a_preempted_call_does_not_send_a_cheap_model_to_the_pool() {
         let m = bundled_v1(Duration::from_micros(50));
+        let inline = |m: &OnnxModel| m.small_call_ns.load(Ordering::Relaxed) <= m.inline_max_ns;
         let cheap = Phases { infer: Duration::from_micros(5), ..Phases::default() };
         let preempted = Phases { infer: Duration::from_millis(4), ..Phases::default() };
         for _ in 0..8 {
             m.observe(1, cheap);
         }
         m.observe(1, preempted);
-        m.observe(1, cheap);
+        assert!(inline(&m), "one call preempted for a tick: still inline");
         m.observe(1, preempted);
-        assert!(m.try_inline(rows(1), 1).is_ok(), "two calls preempted for a tick: still inline");
-        for _ in 0..3 {
-            m.observe(1, preempted);
+        assert!(inline(&m), "two in a row: still inline");
+        m.observe(1, preempted);
+        assert!(!inline(&m), "slow three times running: the pool");
+        assert!(m.try_inline(rows(1), 1).is_err());
+        for _ in 0..16 {
+            m.observe(1, cheap);
         }
-        assert!(m.try_inline(rows(1), 1).is_err(), "slow three times running: the pool");
+        assert!(m.try_inline(rows(1), 1).is_ok(), "cheap again: inline again");
     }
 }
