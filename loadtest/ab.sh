@@ -2,13 +2,14 @@
 # `make ab AB_BASE=path/to/gateway`: one change measured as alternating pairs (loopback only). An earlier gateway
 # build (AB_BASE, a copy kept from before the change) and the current release build serve side by side with the bare
 # server, and 1-row closed-loop runs on breast-cancer v1 with 64 connections alternate between the three, AB_ROUNDS
-# times per protocol, in reversed order every other round (an even AB_ROUNDS balances it). On this noisy 2-core
-# machine two runs of one build differ by more than most single steps do; alternating pairs in one run do not.
+# times per protocol, each round in the next of the six orders of the three (six rounds balance them). On this
+# noisy 2-core machine two runs of one build differ by more than most single steps do; alternating pairs in one run
+# do not.
 # Prints each round (with the most CPU time the hypervisor stole in any of its three runs) and the median of the
 # rounds' after/before ratios.
 #
 #   AB_BASE       the build before the change (required), e.g. `cp target/release/gateway /tmp/gateway-before`
-#   AB_ROUNDS     rounds (default 4)
+#   AB_ROUNDS     rounds (default 6)
 #   AB_SECONDS    measured seconds per run (default 8)
 #   AB_PROTOCOLS  protocols (default "http grpc")
 #   AB_PIN        1: the three servers on cpu 0 and the load tester on the other cpus, so each server's rate shows
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${AB_BASE:?set AB_BASE to the gateway binary built before the change}
 [ -x "$BASE" ] || { echo "AB_BASE=$BASE is not an executable" >&2; exit 1; }
-ROUNDS=${AB_ROUNDS:-4}
+ROUNDS=${AB_ROUNDS:-6}
 SECONDS_RUN=${AB_SECONDS:-8}
 PROTOCOLS=${AB_PROTOCOLS:-http grpc}
 lg=()
@@ -42,16 +43,16 @@ rate() { # url: closed-loop req/s, and the percent of CPU time stolen by the hyp
     --fail-on-errors --quiet | awk '/^throughput/ {t = $2} /^steal/ {s = $2} END {printf "%d %s\n", t, s == "" ? 0 : s}'
 }
 echo "== before: $BASE; after: $GW (pinned: ${AB_PIN:-0}); $ROUNDS rounds of $SECONDS_RUN s per run"
+ORDERS=("1930 1931 1932" "1931 1932 1930" "1932 1930 1931" "1932 1931 1930" "1930 1932 1931" "1931 1930 1932")
 printf '%-6s %-5s %12s %12s %12s %14s %13s %8s\n' round proto "before req/s" "after req/s" "bare req/s" "after/before" \
   "after/bare" "steal %"
 for proto in $PROTOCOLS; do
   ratios=()
   for r in $(seq 1 "$ROUNDS"); do
-    # The order reverses every round (before, after, bare; then bare, after, before), so each pair of servers runs
-    # in both orders alike: with one build on both sides, a fixed order put the second run of a round at 0.91 to
-    # 0.98 of the first over gRPC in five rounds out of five (median 0.96), a bias as large as most steps.
-    order=(1930 1931 1932)
-    [ $((r % 2)) = 0 ] && order=(1932 1931 1930)
+    # Each round takes the next of the six orders of the three servers, so over six rounds each server runs first,
+    # second and third alike and no build gains from its position. (With one build on both sides the medians still
+    # ranged from 0.93 to 1.04 over gRPC, whatever the order: steps under about 5 % need more than one run.)
+    read -ra order <<<"${ORDERS[$(((r - 1) % 6))]}"
     declare -A got=()
     for p in "${order[@]}"; do
       got[$p]=$(rate "$(port "$p")")

@@ -47,8 +47,8 @@ start_gateway config/gateway.toml 1800
 wait_ready 18000
 start_bare 1 1810
 start_bare 2 1811
-# Which side of a pair runs first alternates by round (an even number of rounds balances it): with one build on
-# both sides, a fixed order put the second run at 0.96 of the first over gRPC (make ab, five rounds of five below 1).
+# Which side of a pair runs first alternates by round (an even number of rounds balances it), so neither side
+# gains from its position.
 sides() { if [ $(($1 % 2)) = 1 ]; then echo gateway bare; else echo bare gateway; fi; }
 side_url() { if [ "$1" = gateway ]; then echo "$gw"; else echo "$bare_url"; fi; }
 # Closed loop: two runs of one server differ by about 5 % here, so BENCH_CLOSED_ROUNDS rounds of alternating pairs
