@@ -4,9 +4,8 @@
 # server, and 1-row closed-loop runs on breast-cancer v1 with 64 connections alternate between the three, AB_ROUNDS
 # times per protocol, each round in the next of the six orders of the three (six rounds balance them). On this
 # noisy 2-core machine two runs of one build differ by more than most single steps do; alternating pairs in one run
-# do not.
-# Prints each round (with the most CPU time the hypervisor stole in any of its three runs) and the median of the
-# rounds' after/before ratios.
+# do not. Prints each round (with the most CPU time the hypervisor stole in any of its three runs) and the median
+# of the rounds' after/before ratios.
 #
 #   AB_BASE       the build before the change (required), e.g. `cp target/release/gateway /tmp/gateway-before`
 #   AB_ROUNDS     rounds (default 6)

@@ -50,15 +50,17 @@ start_bare 2 1811
 # Which side of a pair runs first alternates by round (an even number of rounds balances it), so neither side
 # gains from its position.
 sides() { if [ $(($1 % 2)) = 1 ]; then echo gateway bare; else echo bare gateway; fi; }
+urls() { # protocol, the bare server's base port: sets gw and bare_url
+  if [ "$1" = http ]; then gw=http://$HTTP bare_url=http://127.0.0.1:${2}0; else
+    gw=grpc://127.0.0.1:18001 bare_url=grpc://127.0.0.1:${2}1; fi
+}
 side_url() { if [ "$1" = gateway ]; then echo "$gw"; else echo "$bare_url"; fi; }
 # Closed loop: two runs of one server differ by about 5 % here, so BENCH_CLOSED_ROUNDS rounds of alternating pairs
 # (each round goes through every model and protocol once), and the report takes the median of each pair's ratio.
 for r in $(seq 1 "${BENCH_CLOSED_ROUNDS:-3}"); do
   for v in 1 2; do
-    bare_port=$((18100 + 10 * (v - 1)))
     for proto in http grpc; do
-      if [ "$proto" = http ]; then gw=http://$HTTP bare_url=http://127.0.0.1:$bare_port; else
-        gw=grpc://127.0.0.1:18001 bare_url=grpc://127.0.0.1:$((bare_port + 1)); fi
+      urls "$proto" $((1810 + v - 1))
       # --signature: the bare servers answer inference only, no metadata.
       for side in $(sides "$r"); do
         URL=$(side_url "$side") run "cmp-v$v-$proto-$side-r$r" --connections 64 --threads 2 --model-version "$v" \
@@ -71,8 +73,7 @@ done
 # report takes each side's median.
 for r in $(seq 1 "${BENCH_OPEN_ROUNDS:-3}"); do
   for proto in http grpc; do
-    if [ "$proto" = http ]; then gw=http://$HTTP bare_url=http://127.0.0.1:18100; else
-      gw=grpc://127.0.0.1:18001 bare_url=grpc://127.0.0.1:18101; fi
+    urls "$proto" 1810
     for side in $(sides "$r"); do
       URL=$(side_url "$side") run "cmp-open-8333-v1-$proto-$side-r$r" --rate 8333 --connections 32 --model-version 1 \
         --signature input:FP32:30

@@ -20,21 +20,6 @@ struct Tally {
     failed: AtomicUsize,
 }
 
-fn grpc_request() -> pb::ModelInferRequest {
-    let data: Vec<f32> = breast_cancer_means().iter().map(|&x| x as f32).collect();
-    pb::ModelInferRequest {
-        model_name: "breast-cancer".into(),
-        inputs: vec![pb::model_infer_request::InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 30],
-            parameters: Default::default(),
-            contents: Some(pb::InferTensorContents { fp32_contents: data, ..Default::default() }),
-        }],
-        ..Default::default()
-    }
-}
-
 async fn one_run(run: usize) -> (usize, usize) {
     let mut cfg = config(&bundled_models());
     cfg.server.drain_ms = 500;
@@ -87,7 +72,7 @@ async fn one_run(run: usize) -> (usize, usize) {
         clients.push(tokio::spawn(async move {
             let mut c = GrpcInferenceServiceClient::connect(addr).await.expect("grpc connects");
             while ready.load(Ordering::Relaxed) {
-                match c.model_infer(grpc_request()).await {
+                match c.model_infer(breast_cancer_grpc_request()).await {
                     Ok(_) => tally.ok.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
                         eprintln!("run {run}: gRPC request failed: {e:?}");

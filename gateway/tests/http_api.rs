@@ -67,20 +67,7 @@ async fn a_request_id_comes_back_when_sent_and_none_is_made_up_where_nothing_rec
         )
         .await
         .expect("grpc");
-        let mut req = tonic::Request::new(gateway::protocol::pb::ModelInferRequest {
-            model_name: "breast-cancer".into(),
-            inputs: vec![gateway::protocol::pb::model_infer_request::InferInputTensor {
-                name: "input".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, 30],
-                contents: Some(gateway::protocol::pb::InferTensorContents {
-                    fp32_contents: vec![1.0; 30],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
+        let mut req = tonic::Request::new(breast_cancer_grpc_request());
         if let Some(id) = sent {
             req.metadata_mut().insert("x-request-id", id.parse().expect("ascii"));
         }

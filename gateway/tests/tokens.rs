@@ -182,23 +182,7 @@ async fn inference_keys_and_declared_consumers() {
     assert_eq!(r.status().as_u16(), 200);
 
     let mut grpc = GrpcInferenceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.expect("grpc");
-    let request = || {
-        let input = pb::model_infer_request::InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 30],
-            parameters: Default::default(),
-            contents: Some(pb::InferTensorContents {
-                fp32_contents: breast_cancer_means().into_iter().map(|x| x as f32).collect(),
-                ..Default::default()
-            }),
-        };
-        tonic::Request::new(pb::ModelInferRequest {
-            model_name: "breast-cancer".into(),
-            inputs: vec![input],
-            ..Default::default()
-        })
-    };
+    let request = || tonic::Request::new(breast_cancer_grpc_request());
     let e = grpc.model_infer(request()).await.expect_err("no key");
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
     let mut with_key = request();

@@ -119,17 +119,7 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
         pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
             .await
             .expect("grpc");
-    let mut req = tonic::Request::new(pb::ModelInferRequest {
-        model_name: "breast-cancer".into(),
-        inputs: vec![pb::model_infer_request::InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 30],
-            parameters: Default::default(),
-            contents: Some(pb::InferTensorContents { fp32_contents: vec![1.0; 30], ..Default::default() }),
-        }],
-        ..Default::default()
-    });
+    let mut req = tonic::Request::new(breast_cancer_grpc_request());
     req.metadata_mut().insert("traceparent", format!("00-{grpc_trace}-b7ad6b7169203331-01").parse().expect("ascii"));
     let answer = client.model_infer(req).await.expect("grpc infer");
     let made_up = answer.metadata().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -154,6 +154,25 @@ pub fn breast_cancer_rows(rows: usize) -> Value {
     serde_json::json!({"inputs": [{"name": "input", "shape": [rows, 30], "datatype": "FP32", "data": data}]})
 }
 
+/// The gRPC form of `breast_cancer_rows(1)`: one row of the training means, as typed FP32 contents.
+pub fn breast_cancer_grpc_request() -> gateway::protocol::pb::ModelInferRequest {
+    use gateway::protocol::pb;
+    pb::ModelInferRequest {
+        model_name: "breast-cancer".into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 30],
+            parameters: Default::default(),
+            contents: Some(pb::InferTensorContents {
+                fp32_contents: breast_cancer_means().into_iter().map(|x| x as f32).collect(),
+                ..Default::default()
+            }),
+        }],
+        ..Default::default()
+    }
+}
+
 /// Writes `config` as TOML beside its state directory, for a gateway started as a separate process, with the
 /// HTTP and gRPC listeners on the given ports.
 pub fn config_file(mut config: Config, http: u16, grpc: u16) -> PathBuf {
