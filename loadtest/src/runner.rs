@@ -11,7 +11,7 @@ use anyhow::bail;
 use indicatif::ProgressBar;
 
 use crate::client::{Conn, Outcome, Request, Target};
-use crate::stats::{Second, Timeline, WorkerStats};
+use crate::stats::{Recorder, Second, Stats};
 use crate::steal::CpuTimes;
 use crate::workload::Workload;
 
@@ -36,19 +36,12 @@ pub struct Plan {
 
 #[derive(Debug)]
 pub struct RunResult {
-    pub stats: WorkerStats,
+    pub stats: Stats,
     pub seconds: Vec<Second>,
     /// Length of the measured window.
     pub elapsed: Duration,
     /// The share of the machine's CPU time the hypervisor gave elsewhere during the window (see [`crate::steal`]).
     pub steal: Option<f64>,
-}
-
-/// Live counters for the progress bar.
-#[derive(Debug, Default)]
-struct Live {
-    done: AtomicU64,
-    failed: AtomicU64,
 }
 
 /// Runs the warm-up (not recorded) and then the measured phase.
@@ -84,9 +77,8 @@ async fn phase(
     progress: Option<ProgressBar>,
     conns: Vec<Option<Conn>>,
 ) -> anyhow::Result<(RunResult, Vec<Option<Conn>>)> {
-    // The workers, their histograms among them, exist before the clock starts: 256 workers' histograms are about
-    // 70 MB, and allocating them after the first requests were due charged those requests a 40 to 90 ms stall in
-    // every open-loop run's first second (against any server).
+    // The workers and the histograms exist before the clock starts: allocating histograms after the first requests
+    // were due once charged those requests a 40 to 90 ms stall in every open-loop run's first second.
     let n = conns.len();
     let ready: Vec<Worker> = conns
         .into_iter()
@@ -97,7 +89,6 @@ async fn phase(
             conn,
             target: target.clone(),
             workload: workload.clone(),
-            stats: WorkerStats::default(),
             rng: fastrand::Rng::with_seed(id as u64),
             k: 0,
         })
@@ -105,9 +96,9 @@ async fn phase(
     let cpu = CpuTimes::now();
     let start = Instant::now() + Duration::from_millis(5);
     let end = start + plan.duration;
-    let timeline = Arc::new(Timeline::new(start, plan.duration));
-    let live = Arc::new(Live::default());
-    let limit = plan.max_requests.unwrap_or(u64::MAX);
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let recorder = Arc::new(Recorder::new(start, plan.duration, threads));
+    let limit = plan.max_requests;
 
     let (tx, rx) = async_channel::unbounded::<Instant>();
     let dispatcher = match plan.mode {
@@ -117,7 +108,7 @@ async fn phase(
                 let mut i: u64 = 0;
                 loop {
                     let due = start + interval.mul_f64(i as f64);
-                    if due >= end || i >= limit {
+                    if due >= end || limit.is_some_and(|l| i >= l) {
                         break;
                     }
                     let now = Instant::now();
@@ -140,7 +131,7 @@ async fn phase(
     let sent = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for mut w in ready {
-        let (timeline, live, rx, sent) = (timeline.clone(), live.clone(), rx.clone(), sent.clone());
+        let (recorder, rx, sent) = (recorder.clone(), rx.clone(), sent.clone());
         let (mode, timeout) = (plan.mode, plan.timeout);
         workers.spawn(async move {
             match mode {
@@ -148,25 +139,26 @@ async fn phase(
                     while let Ok(intended) = rx.recv().await {
                         if Instant::now() > end + timeout {
                             // The run is over and this request never got a connection: count it, don't send it.
-                            w.stats.not_sent += 1;
+                            recorder.not_sent();
                             continue;
                         }
-                        w.one(intended, timeout, &timeline, &live).await;
+                        w.one(intended, timeout, &recorder).await;
                     }
                 }
                 Mode::Closed => {
-                    while Instant::now() < end && sent.fetch_add(1, Ordering::Relaxed) < limit {
-                        w.one(Instant::now(), timeout, &timeline, &live).await;
+                    // The shared count only when there is a limit: it is one more cache line both cores write.
+                    while Instant::now() < end && limit.is_none_or(|l| sent.fetch_add(1, Ordering::Relaxed) < l) {
+                        w.one(Instant::now(), timeout, &recorder).await;
                     }
                 }
             }
-            (w.stats, w.conn)
+            w.conn
         });
     }
     drop(rx);
 
     let ticker = progress.map(|p| {
-        let live = live.clone();
+        let recorder = recorder.clone();
         p.set_length(plan.duration.as_secs().max(1));
         p.set_message("running");
         tokio::spawn(async move {
@@ -174,18 +166,15 @@ async fn phase(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let t = Instant::now().saturating_duration_since(start);
                 p.set_position(t.as_secs().min(p.length().unwrap_or(0)));
-                let (d, f) = (live.done.load(Ordering::Relaxed), live.failed.load(Ordering::Relaxed));
+                let (d, f) = recorder.counts();
                 p.set_message(format!("{d} requests, {f} failed, {:.0} req/s", d as f64 / t.as_secs_f64().max(1e-3)));
             }
         })
     });
 
-    let mut stats = WorkerStats::default();
     let mut conns = Vec::with_capacity(n);
-    while let Some(r) = workers.join_next().await {
-        let (s, c) = r?;
-        stats.merge(&s);
-        conns.push(c);
+    while let Some(c) = workers.join_next().await {
+        conns.push(c?);
     }
     if let Some(d) = dispatcher {
         let _ = d.join();
@@ -193,7 +182,8 @@ async fn phase(
     if let Some(t) = ticker {
         t.abort();
     }
-    let timeline = Arc::try_unwrap(timeline).map_err(|_| anyhow::anyhow!("timeline still shared"))?;
+    let recorder = Arc::try_unwrap(recorder).map_err(|_| anyhow::anyhow!("recorder still shared"))?;
+    let (stats, seconds) = recorder.finish();
     let elapsed = match plan.mode {
         Mode::Open { .. } => plan.duration,
         Mode::Closed => {
@@ -201,7 +191,7 @@ async fn phase(
         }
     };
     let steal = cpu.zip(CpuTimes::now()).and_then(|(before, after)| before.steal_since(after));
-    Ok((RunResult { stats, seconds: timeline.into_seconds(), elapsed, steal }, conns))
+    Ok((RunResult { stats, seconds, elapsed, steal }, conns))
 }
 
 struct Worker {
@@ -210,13 +200,12 @@ struct Worker {
     conn: Option<Conn>,
     target: Arc<Target>,
     workload: Arc<Workload>,
-    stats: WorkerStats,
     rng: fastrand::Rng,
     k: usize,
 }
 
 impl Worker {
-    async fn one(&mut self, intended: Instant, timeout: Duration, timeline: &Timeline, live: &Live) {
+    async fn one(&mut self, intended: Instant, timeout: Duration, recorder: &Recorder) {
         let i = self.id + self.k * self.n;
         let req = Request {
             body: self.workload.body(i),
@@ -231,13 +220,7 @@ impl Worker {
             None => Outcome::Failed("connect"),
         };
         let latency = Instant::now().saturating_duration_since(intended);
-        let ok = matches!(outcome, Outcome::Ok { .. });
-        self.stats.record(latency, &outcome);
-        timeline.record(intended, latency, ok);
-        live.done.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            live.failed.fetch_add(1, Ordering::Relaxed);
-        }
+        recorder.record(intended, latency, &outcome);
         // After a timeout or a broken connection the connection's state is unknown: start a fresh one.
         if matches!(outcome, Outcome::Failed(_)) || self.conn.as_ref().is_none_or(Conn::is_closed) {
             self.conn = Conn::connect(&self.target).await.ok();

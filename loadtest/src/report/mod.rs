@@ -95,7 +95,7 @@ fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Option<Percentiles> {
 }
 
 /// The successful answers' latencies: every answer's, less the refusals'.
-fn ok_only(s: &crate::stats::WorkerStats) -> hdrhistogram::Histogram<u64> {
+fn ok_only(s: &crate::stats::Stats) -> hdrhistogram::Histogram<u64> {
     let mut h = s.hist.clone();
     // Both share bounds and the refusals are a subset, so the subtraction cannot fail.
     let _ = h.subtract(&s.refused);
