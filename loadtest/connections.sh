@@ -2,8 +2,9 @@
 # `make connections`: cost flat as connections grow. One gateway (the bundled config, with room for the load:
 # server.max_connections and max_concurrent_requests 12,000, an inference queue as long) under closed-loop 1-row
 # load from 64 and from CONN_MANY (10,000) keep-alive connections, alternating CONN_PAIRS times. Prints throughput
-# and p99 of each run, the many/64 throughput ratio (goal: within 10 %), and the gateway's resident memory during
-# each run, from which the memory per connection. Raises the open-files soft limit to the hard one first (the
+# and p99 of each run, the many/64 throughput ratio (goal: within 10 %), the CPU time per request of the server and
+# of the load tester (which share the two cores: the ratio of throughputs is the two costs' together), and the
+# gateway's resident memory during each run, from which the memory per connection. Raises the open-files soft limit to the hard one first (the
 # gateway and the load tester, separate processes, each hold CONN_MANY sockets). Then the same pair against the bare
 # server, for the share of the loss that is not the gateway's. Loopback only.
 #
@@ -36,24 +37,34 @@ start_gateway "$DIR/gateway.toml" 1920
 wait_ready 19200
 rss() { awk '/VmRSS/ {print $2}' "/proc/${1:-$GW_PID}/status"; }
 
-run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run" (of the gateway unless another pid)
+run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run server_us lt_us" (CPU per request; the
+  # server is the gateway unless another pid)
   local mid out
   ( sleep $((SECONDS_RUN / 2 + 3)); rss "${3:-$GW_PID}" >"$DIR/rss" ) &
   mid=$!
   # --signature: the bare server answers inference only, no metadata.
   out=$("$LT" run --url "${2:-http://127.0.0.1:19200}" --model breast-cancer \
     --manifest models/breast-cancer/2/manifest.json --signature input:FP32:30 \
-    --duration "$SECONDS_RUN" --warmup 3 --connections "$1" --threads 2 --timeout 30 --fail-on-errors --quiet)
+    --duration "$SECONDS_RUN" --warmup 3 --connections "$1" --threads 2 --timeout 30 --fail-on-errors --quiet \
+    --server-pid "${3:-$GW_PID}")
   wait "$mid"
-  echo "$out" | awk -v rss="$(cat "$DIR/rss")" '/^throughput/ {t = $2} /^latency/ {p99 = $9} END {print t, p99, rss}'
+  # "cpu        per request: load tester 9.30 us, server 12.60 us"
+  echo "$out" | awk -v rss="$(cat "$DIR/rss")" '/^throughput/ {t = $2} /^latency/ {p99 = $9}
+    /^cpu/ {lt = $6; sv = $9} END {print t, p99, rss, sv, lt}'
 }
 printf '%-6s %14s %10s %12s %14s %10s %12s %8s\n' pair "64: req/s" "p99 ms" "RSS MiB" "$MANY: req/s" "p99 ms" "RSS MiB" ratio
+cpu_line() { # who us1 us2: CPU per request at 64 and at many connections, and how much it grew
+  awk -v w="$1" -v a="$2" -v b="$3" -v n="$MANY" 'BEGIN {
+    printf "       %-13s CPU per request: %.2f us at 64, %.2f us at %d (x %.2f)\n", w, a, b, n, b / a }'
+}
 for i in $(seq 1 "$PAIRS"); do
-  read -r t1 p1 r1 < <(run 64)
-  read -r t2 p2 r2 < <(run "$MANY")
+  read -r t1 p1 r1 s1 l1 < <(run 64)
+  read -r t2 p2 r2 s2 l2 < <(run "$MANY")
   awk -v i="$i" -v t1="$t1" -v p1="$p1" -v r1="$r1" -v t2="$t2" -v p2="$p2" -v r2="$r2" -v n="$MANY" 'BEGIN {
     printf "%-6s %14d %10s %12.1f %14d %10s %12.1f %8.2f\n", i, t1, p1, r1 / 1024, t2, p2, r2 / 1024, t2 / t1
     printf "       memory per connection: %.1f KiB ((RSS at %d - RSS at 64) / %d)\n", (r2 - r1) / (n - 64), n, n - 64 }'
+  cpu_line "gateway's" "$s1" "$s2"
+  cpu_line "load tester's" "$l1" "$l2"
 done
 echo "RSS after the runs: $(( $(rss) / 1024 )) MiB"
 # The gateway hands freed heap memory back every 10 s (malloc_trim): what the connections took should be gone.
@@ -64,8 +75,10 @@ echo "RSS 15 s later: $(( $(rss) / 1024 )) MiB"
 # stable): how much of the loss at many connections is the gateway's, and how much the kernel's and the load
 # tester's on the same two cores.
 start_bare 2 1921
-read -r b1 bp1 br1 < <(run 64 http://127.0.0.1:19210 "$BARE_PID")
-read -r b2 bp2 br2 < <(run "$MANY" http://127.0.0.1:19210 "$BARE_PID")
+read -r b1 bp1 br1 bs1 bl1 < <(run 64 http://127.0.0.1:19210 "$BARE_PID")
+read -r b2 bp2 br2 bs2 bl2 < <(run "$MANY" http://127.0.0.1:19210 "$BARE_PID")
 awk -v b1="$b1" -v p1="$bp1" -v r1="$br1" -v b2="$b2" -v p2="$bp2" -v r2="$br2" -v n="$MANY" 'BEGIN {
   printf "bare server: 64: %d req/s (p99 %s ms), %d: %d req/s (p99 %s ms), ratio %.2f\n", b1, p1, n, b2, p2, b2 / b1
   printf "       memory per connection: %.1f KiB\n", (r2 - r1) / (n - 64) }'
+cpu_line "bare server's" "$bs1" "$bs2"
+cpu_line "load tester's" "$bl1" "$bl2"

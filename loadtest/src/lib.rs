@@ -7,9 +7,11 @@
 //!   request's intended send time), and closed loop with N concurrent connections.
 //! - [`stats`]: HDR histograms, status/error/version counts, and a per-second timeline.
 //! - [`steal`]: the CPU time a shared virtual machine's hypervisor took away during the run.
+//! - [`cputime`]: the CPU time the load tester and, if named, the server spent per request.
 //! - [`report`]: the human summary, the JSON report, the HTML picture, and the table of several reports.
 
 pub mod client;
+pub mod cputime;
 pub mod report;
 pub mod runner;
 pub mod stats;

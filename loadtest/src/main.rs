@@ -65,6 +65,10 @@ struct RunArgs {
     /// Stop after this many requests in the measured phase.
     #[arg(long)]
     max_requests: Option<u64>,
+    /// The server's process id, when it runs on this machine: its CPU time per request in the measured phase is
+    /// reported beside the load tester's own.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Manifest whose training baseline bounds the random rows (min/max per feature).
     #[arg(long)]
     manifest: Option<PathBuf>,
@@ -231,6 +235,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         warmup: Duration::from_secs_f64(a.warmup),
         timeout: Duration::from_secs_f64(a.timeout),
         max_requests: a.max_requests,
+        server_pid: a.server_pid,
     };
     let progress = (!a.quiet).then(|| {
         let p = ProgressBar::new(plan.duration.as_secs());

@@ -11,6 +11,7 @@ use anyhow::bail;
 use indicatif::ProgressBar;
 
 use crate::client::{Conn, Outcome, Request, Target};
+use crate::cputime::{Spent, Window};
 use crate::stats::{Recorder, Second, Stats};
 use crate::steal::CpuTimes;
 use crate::workload::Workload;
@@ -32,6 +33,9 @@ pub struct Plan {
     pub timeout: Duration,
     /// Upper bound on requests in the measured phase.
     pub max_requests: Option<u64>,
+    /// The server's process on this machine, whose CPU time over the measured phase is reported beside the load
+    /// tester's own.
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -42,6 +46,8 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// The share of the machine's CPU time the hypervisor gave elsewhere during the window (see [`crate::steal`]).
     pub steal: Option<f64>,
+    /// CPU time the load tester and the server spent during the window.
+    pub cpu: Spent,
 }
 
 /// Runs the warm-up (not recorded) and then the measured phase.
@@ -94,6 +100,7 @@ async fn phase(
         })
         .collect();
     let cpu = CpuTimes::now();
+    let window = Window::start(plan.server_pid);
     let start = Instant::now() + Duration::from_millis(5);
     let end = start + plan.duration;
     let threads = tokio::runtime::Handle::current().metrics().num_workers();
@@ -191,7 +198,8 @@ async fn phase(
         }
     };
     let steal = cpu.zip(CpuTimes::now()).and_then(|(before, after)| before.steal_since(after));
-    Ok((RunResult { stats, seconds, elapsed, steal }, conns))
+    let cpu = window.end();
+    Ok((RunResult { stats, seconds, elapsed, steal, cpu }, conns))
 }
 
 struct Worker {

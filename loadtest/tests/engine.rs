@@ -58,6 +58,7 @@ fn plan(mode: Mode, connections: usize, secs: f64) -> Plan {
         warmup: Duration::ZERO,
         timeout: Duration::from_secs(5),
         max_requests: None,
+        server_pid: None,
     }
 }
 
@@ -116,4 +117,24 @@ async fn a_stall_is_charged_to_every_request_behind_it() {
     let slow = (r.stats.hist.len() as f64 * (1.0 - r.stats.hist.quantile_below(100_000))) as u64;
     assert!(slow >= 30, "requests slower than 100 ms: {slow}");
     assert!(ms(&r, 0.9) >= 50.0, "p90 {}", ms(&r, 0.9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_per_request_of_the_load_tester_and_a_named_server() {
+    // The server runs in this process, so naming this process as the server must give the same CPU time.
+    let addr = server(Duration::ZERO, u64::MAX, Duration::ZERO).await;
+    let p = Plan { server_pid: Some(std::process::id()), ..plan(Mode::Closed, 4, 1.0) };
+    let r = run(&p, target(addr), workload(), None).await.expect("run");
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let (lt, server) = (r.cpu.load_tester.expect("own cpu"), r.cpu.server.expect("server cpu"));
+    // Some thousands of requests (the server's timer rounds each up to 1 ms) cost more than one 10 ms tick.
+    assert!(lt >= 0.02, "{lt} s");
+    assert!((lt - server).abs() <= 0.02, "{lt} against {server}: one process, read twice in a row");
+    let report = Report::build("closed", "t", "m", &p, 1, &r);
+    let per = report.cpu_us_per_request.expect("per request");
+    assert!((per - lt * 1e6 / r.stats.completed() as f64).abs() < 1e-6, "{per}");
+    assert!(report.summary().contains("cpu        per request: load tester"), "{}", report.summary());
+    assert!(report.server_cpu_us_per_request.is_some());
 }

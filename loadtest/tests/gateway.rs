@@ -65,6 +65,7 @@ async fn report_counts_add_up_against_the_real_gateway() {
             warmup: Duration::from_millis(200),
             timeout: Duration::from_secs(5),
             max_requests: Some(5000),
+            server_pid: None,
         };
         let r = run(&plan, target.clone(), wl.clone(), None).await.expect("run");
         let report = Report::build(name, "test", "breast-cancer", &plan, 2, &r);
@@ -113,6 +114,7 @@ async fn report_counts_add_up_against_the_real_gateway() {
         warmup: Duration::from_millis(200),
         timeout: Duration::from_secs(5),
         max_requests: Some(2000),
+        server_pid: None,
     };
     let r = run(&plan, grpc, Arc::new(wl), None).await.expect("run");
     let report = Report::build("grpc", "test", "breast-cancer", &plan, 2, &r);

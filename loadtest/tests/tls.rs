@@ -83,6 +83,7 @@ async fn a_certificate_rotated_under_load_fails_no_request() {
         warmup: Duration::from_millis(200),
         timeout: Duration::from_secs(5),
         max_requests: None,
+        server_pid: None,
     };
     let (http_plan, grpc_plan) = (plan(8), plan(4));
 

@@ -72,6 +72,12 @@ pub struct Report {
     /// from here rather than keeping a threshold of their own.
     #[serde(default)]
     pub steal_high: bool,
+    /// CPU time the load tester spent per completed request in the measured phase, in microseconds.
+    #[serde(default)]
+    pub cpu_us_per_request: Option<f64>,
+    /// CPU time the server (`--server-pid`) spent per completed request in the measured phase, in microseconds.
+    #[serde(default)]
+    pub server_cpu_us_per_request: Option<f64>,
 }
 
 /// Steal at or above this share of the CPU time is flagged in the summary.
@@ -109,6 +115,8 @@ impl Report {
             if h.is_empty() { 0.0 } else { ms(h.value_at_quantile(x)) }
         };
         let secs = r.elapsed.as_secs_f64().max(1e-9);
+        let done = r.stats.completed();
+        let per_request = |cpu: Option<f64>| cpu.filter(|_| done > 0).map(|c| c * 1e6 / done as f64);
         let n_secs = plan.duration.as_secs() as usize;
         let timeline = r
             .seconds
@@ -168,6 +176,8 @@ impl Report {
             distribution,
             steal_pct: r.steal.map(|f| f * 100.0),
             steal_high: r.steal.is_some_and(|f| f * 100.0 >= STEAL_WARN_PCT),
+            cpu_us_per_request: per_request(r.cpu.load_tester),
+            server_cpu_us_per_request: per_request(r.cpu.server),
         }
     }
 
@@ -205,6 +215,10 @@ impl Report {
         if let Some(p) = self.steal_pct {
             let warn = if self.steal_high { " (the hypervisor ran something else: compare with care)" } else { "" };
             let _ = writeln!(s, "steal      {p:.1} % of the machine's CPU time{warn}");
+        }
+        if let Some(lt) = self.cpu_us_per_request {
+            let server = self.server_cpu_us_per_request.map_or_else(String::new, |c| format!(", server {c:.2} us"));
+            let _ = writeln!(s, "cpu        per request: load tester {lt:.2} us{server}");
         }
         if !self.errors.is_empty() {
             let _ = writeln!(s, "errors     {}", join(&self.errors));
