@@ -11,6 +11,9 @@
 #   CONN_MANY     connections in the large runs (default 10000)
 #   CONN_SECONDS  measured seconds per run (default 10)
 #   CONN_PAIRS    alternating pairs (default 2)
+#   CONN_PIN      1: the server on cpu 0 and the load tester on the other cpus (one thread each), as when the load
+#                 comes from other machines; by default they share all cpus, and each one's cost per request grows
+#                 with the other's working set as the connections grow
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MANY=${CONN_MANY:-10000}
@@ -19,6 +22,12 @@ PAIRS=${CONN_PAIRS:-2}
 ulimit -n "$(ulimit -Hn)"
 need=$((MANY + 1024))
 [ "$(ulimit -n)" -ge "$need" ] || { echo "the open-files limit $(ulimit -n) is below $need; raise it" >&2; exit 1; }
+lt_pin=()
+threads=2
+if [ "${CONN_PIN:-0}" = 1 ]; then
+  [ "$(nproc)" -ge 2 ] || { echo "CONN_PIN=1 needs 2 cpus" >&2; exit 1; }
+  SERVER_CPUS=0 lt_pin=(taskset -c "1-$(($(nproc) - 1))") threads=$(($(nproc) - 1))
+fi
 source loadtest/lib.sh
 
 sed -e "s/^max_connections = .*/max_connections = 12000/" \
@@ -43,9 +52,9 @@ run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run server_us
   ( sleep $((SECONDS_RUN / 2 + 3)); rss "${3:-$GW_PID}" >"$DIR/rss" ) &
   mid=$!
   # --signature: the bare server answers inference only, no metadata.
-  out=$("$LT" run --url "${2:-http://127.0.0.1:19200}" --model breast-cancer \
+  out=$("${lt_pin[@]}" "$LT" run --url "${2:-http://127.0.0.1:19200}" --model breast-cancer \
     --manifest models/breast-cancer/2/manifest.json --signature input:FP32:30 \
-    --duration "$SECONDS_RUN" --warmup 3 --connections "$1" --threads 2 --timeout 30 --fail-on-errors --quiet \
+    --duration "$SECONDS_RUN" --warmup 3 --connections "$1" --threads "$threads" --timeout 30 --fail-on-errors --quiet \
     --server-pid "${3:-$GW_PID}")
   wait "$mid"
   # "cpu        per request: load tester 9.30 us, server 12.60 us"
