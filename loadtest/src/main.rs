@@ -146,8 +146,15 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(args) => {
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()?;
+            // Every second task from the shared queue, as the gateway does: with thousands of connections the
+            // default interval left some of the generator's own tasks waiting in it, and the latencies charged
+            // that to the server (10,000 connections, one thread, against the gateway: p99.9 0.42 s and max 0.52 s
+            // with the default, 0.34 and 0.34 s with 2).
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.threads.max(1))
+                .global_queue_interval(2)
+                .enable_all()
+                .build()?;
             rt.block_on(run_cmd(*args))
         }
     }
