@@ -4,14 +4,14 @@
 # load from 64 and from CONN_MANY (10,000) keep-alive connections, alternating CONN_PAIRS times. Prints throughput
 # and p99 of each run, the many/64 throughput ratio (goal: within 10 %), the CPU time per request of the server and
 # of the load tester (which share the two cores: the ratio of throughputs is the two costs' together), and the
-# gateway's resident memory during each run, from which the memory per connection. Raises the open-files soft limit to the hard one first (the
-# gateway and the load tester, separate processes, each hold CONN_MANY sockets). Then the same pair against the bare
-# server, for the share of the loss that is not the gateway's. Loopback only.
+# gateway's resident memory during each run, from which the memory per connection. Raises the open-files soft limit
+# to the hard one first (the gateway and the load tester, separate processes, each hold CONN_MANY sockets). Then the
+# same pair against the bare server, for the share of the loss that is not the gateway's. Loopback only.
 #
 #   CONN_MANY     connections in the large runs (default 10000)
 #   CONN_SECONDS  measured seconds per run (default 10)
 #   CONN_PAIRS    alternating pairs (default 2)
-#   CONN_PIN      1: the server on cpu 0 and the load tester on the other cpus (one thread each), as when the load
+#   CONN_PIN      1: the server on cpu 0 and the load tester on the other cpus (a thread per cpu), as when the load
 #                 comes from other machines; by default they share all cpus, and each one's cost per request grows
 #                 with the other's working set as the connections grow
 set -euo pipefail
@@ -59,11 +59,13 @@ run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run server_us
   wait "$mid"
   # "cpu        per request: load tester 9.30 us, server 12.60 us"
   echo "$out" | awk -v rss="$(cat "$DIR/rss")" '/^throughput/ {t = $2} /^latency/ {p99 = $9}
-    /^cpu/ {lt = $6; sv = $9} END {print t, p99, rss, sv, lt}'
+    /^cpu/ {lt = $6; sv = $9}
+    END {print t, p99, rss, (sv == "" ? "-" : sv), (lt == "" ? "-" : lt)}'
 }
 printf '%-6s %14s %10s %12s %14s %10s %12s %8s\n' pair "64: req/s" "p99 ms" "RSS MiB" "$MANY: req/s" "p99 ms" "RSS MiB" ratio
-cpu_line() { # who us1 us2: CPU per request at 64 and at many connections, and how much it grew
+cpu_line() { # who us1 us2: CPU per request at 64 and at many connections, and how much it grew ("-": not read)
   awk -v w="$1" -v a="$2" -v b="$3" -v n="$MANY" 'BEGIN {
+    if (a == "-" || b == "-" || a + 0 == 0) { printf "       %-13s CPU per request: not read\n", w; exit }
     printf "       %-13s CPU per request: %.2f us at 64, %.2f us at %d (x %.2f)\n", w, a, b, n, b / a }'
 }
 for i in $(seq 1 "$PAIRS"); do

@@ -83,6 +83,6 @@ done
 wait "${pids[0]}" "${pids[1]}" || true
 
 python3 loadtest/soak_report.py "$OUT/resources.csv" "$WARMUP" "$OUT/soak.svg"
-tail -n 4 "$OUT/http.txt" "$OUT/grpc.txt" | grep -E "requests|latency|==>" || true
+grep -E "^(requests|latency|cpu)" "$OUT/http.txt" "$OUT/grpc.txt" || true
 echo "events: $(curl -s -H "Authorization: Bearer $GATEWAY_ADMIN_TOKEN" "http://$ADMIN/admin/models/$MODEL/events" | python3 -c 'import json,sys,collections;print(dict(collections.Counter(e["kind"] for e in json.load(sys.stdin))))')"
 echo "reports in $OUT"

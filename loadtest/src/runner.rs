@@ -99,12 +99,13 @@ async fn phase(
             k: 0,
         })
         .collect();
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let recorder = Recorder::new(plan.duration, threads);
     let cpu = CpuTimes::now();
     let window = Window::start(plan.server_pid);
     let start = Instant::now() + Duration::from_millis(5);
     let end = start + plan.duration;
-    let threads = tokio::runtime::Handle::current().metrics().num_workers();
-    let recorder = Arc::new(Recorder::new(start, plan.duration, threads));
+    let recorder = Arc::new(recorder.starting(start));
     let limit = plan.max_requests;
 
     let (tx, rx) = async_channel::unbounded::<Instant>();

@@ -1,9 +1,10 @@
 //! Measurements: HDR histograms, outcome counts and a per-second timeline for the picture, kept per generator
 //! thread (a [`Recorder`]'s shards, merged at the end), so no two threads write the same memory per request.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -122,6 +123,10 @@ impl Timeline {
         Self { start, secs: vec![sec; n] }
     }
 
+    fn start_at(&mut self, start: Instant) {
+        self.start = start;
+    }
+
     pub fn record(&mut self, intended: Instant, latency: Duration, ok: bool) {
         let i = intended.saturating_duration_since(self.start).as_secs() as usize;
         if let Some(s) = self.secs.get_mut(i) {
@@ -152,29 +157,56 @@ impl Timeline {
 struct Shard(Mutex<(Stats, Timeline)>);
 
 /// A run's measurements, one shard per generator thread. A request is recorded in its thread's shard, under a lock
-/// no other thread takes while the run lasts, so the histograms stay in that core's cache however many connections
-/// there are. (They were per connection before: two 140 KB histograms each, 2.8 GB written at 10,000 connections,
+/// no other worker thread takes while the run lasts (the progress bar reads each shard a few times a second), so the
+/// histograms stay in that core's cache however many connections there are. (They were per connection before: two 140 KB histograms each, 2.8 GB written at 10,000 connections,
 /// and every answer touched a cold one; with all threads sharing one lock per second of the timeline besides.)
 pub struct Recorder {
+    /// Tells this recorder's thread numbers from those a thread kept from an earlier one (a process may run many).
+    id: u64,
+    /// The next thread's shard.
+    next: AtomicUsize,
     shards: Box<[Shard]>,
 }
 
-/// The shard index of the calling thread: threads take the next one the first time they record.
-fn slot() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
-    SLOT.with(|s| *s)
+thread_local! {
+    /// The recorder this thread last recorded in, and its shard there.
+    static SLOT: Cell<(u64, usize)> = const { Cell::new((u64::MAX, 0)) };
 }
 
 impl Recorder {
-    /// `threads` shards (the runtime's worker threads; more threads than shards share them, still correct).
-    pub fn new(start: Instant, duration: Duration, threads: usize) -> Self {
-        let shards = (0..threads.max(1)).map(|_| Shard(Mutex::new((Stats::default(), Timeline::new(start, duration)))));
-        Self { shards: shards.collect() }
+    /// `threads` shards (the runtime's worker threads; more threads than shards share them in turn, still correct).
+    /// The timeline counts seconds from now until [`Recorder::starting`] says when the run starts: the memory is
+    /// taken before the clock starts, not in its first second.
+    pub fn new(duration: Duration, threads: usize) -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let now = Instant::now();
+        let shards = (0..threads.max(1)).map(|_| Shard(Mutex::new((Stats::default(), Timeline::new(now, duration)))));
+        Self { id: IDS.fetch_add(1, Ordering::Relaxed), next: AtomicUsize::new(0), shards: shards.collect() }
+    }
+
+    /// The same recorder, its timeline's seconds counted from `start`.
+    pub fn starting(mut self, start: Instant) -> Self {
+        for shard in self.shards.iter_mut() {
+            shard.0.get_mut().unwrap_or_else(|p| p.into_inner()).1.start_at(start);
+        }
+        self
+    }
+
+    /// The calling thread's shard: threads take the next one the first time they record here.
+    fn slot(&self) -> usize {
+        SLOT.with(|c| {
+            let (id, slot) = c.get();
+            if id == self.id {
+                return slot;
+            }
+            let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+            c.set((self.id, slot));
+            slot
+        })
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Stats, &mut Timeline) -> R) -> R {
-        let shard = &self.shards[slot() % self.shards.len()];
+        let shard = &self.shards[self.slot()];
         let mut g = shard.0.lock().unwrap_or_else(|p| p.into_inner());
         let (stats, timeline) = &mut *g;
         f(stats, timeline)
@@ -251,7 +283,7 @@ mod tests {
     fn a_recorder_merges_every_threads_shard() {
         let start = Instant::now();
         // Three threads on two shards: two of them share one, which must not lose anything either.
-        let r = std::sync::Arc::new(Recorder::new(start, Duration::from_secs(2), 2));
+        let r = std::sync::Arc::new(Recorder::new(Duration::from_secs(2), 2).starting(start));
         let threads: Vec<_> = (0..3u64)
             .map(|t| {
                 let r = r.clone();

@@ -131,7 +131,7 @@ async fn cpu_per_request_of_the_load_tester_and_a_named_server() {
     let (lt, server) = (r.cpu.load_tester.expect("own cpu"), r.cpu.server.expect("server cpu"));
     // Some thousands of requests (the server's timer rounds each up to 1 ms) cost more than one 10 ms tick.
     assert!(lt >= 0.02, "{lt} s");
-    assert!((lt - server).abs() <= 0.02, "{lt} against {server}: one process, read twice in a row");
+    assert!((lt - server).abs() <= 0.025, "{lt} against {server}: one process, read twice in a row");
     let report = Report::build("closed", "t", "m", &p, 1, &r);
     let per = report.cpu_us_per_request.expect("per request");
     assert!((per - lt * 1e6 / r.stats.completed() as f64).abs() < 1e-6, "{per}");
