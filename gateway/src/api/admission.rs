@@ -98,9 +98,11 @@ where
             let limit = this.limit.take().map_or(Duration::ZERO, |l| l());
             *this.timer = Some(Box::pin(tokio::time::sleep(limit)));
         }
-        // Waited before (or starts waiting now, with the work just polled): the deadline first.
+        // Waited before (or starts waiting now, with the work just polled): the deadline first. By the clock too,
+        // not only the timer: the runtime fires timers when it turns its driver, and a busy runtime can poll a task
+        // woken by another thread (an inference thread's answer) before it does, its timer past due but not fired.
         if let Some(timer) = this.timer.as_mut()
-            && timer.as_mut().poll(cx).is_ready()
+            && (timer.as_mut().poll(cx).is_ready() || (waited && timer.deadline() <= tokio::time::Instant::now()))
         {
             let elapsed = this.elapsed.take().expect("Bounded polled after it completed");
             return Poll::Ready(elapsed());
@@ -170,6 +172,22 @@ mod tests {
         assert!(b.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
         tokio::time::advance(Duration::from_millis(500)).await;
         assert_eq!(b.as_mut().poll(&mut Context::from_waker(waker)), Poll::Ready(5));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_past_due_is_the_timeout_before_the_runtime_fires_its_timer() {
+        // The runtime fires timers when it turns its driver; this task never yields, so the driver does not turn
+        // between its two polls, as on a busy runtime that polls a task another thread woke before it turns it.
+        let mut polls = 0;
+        let work = std::future::poll_fn(move |_| {
+            polls += 1;
+            if polls == 1 { Poll::Pending } else { Poll::Ready(5) }
+        });
+        let mut b = std::pin::pin!(bounded(work, || Duration::from_millis(1), || -1));
+        let waker = std::task::Waker::noop();
+        assert!(b.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(b.as_mut().poll(&mut Context::from_waker(waker)), Poll::Ready(-1), "a late success");
     }
 
     #[tokio::test(start_paused = true)]
