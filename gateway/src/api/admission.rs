@@ -148,26 +148,27 @@ mod tests {
         assert_eq!(bounded(quick, || Duration::from_secs(1), gave_up).await, 8);
     }
 
+    /// Work pending at its first poll and done (5) at the next.
+    fn pending_once() -> impl Future<Output = i32> {
+        let mut polls = 0;
+        std::future::poll_fn(move |_| {
+            polls += 1;
+            if polls == 1 { Poll::Pending } else { Poll::Ready(5) }
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn work_found_done_after_the_deadline_is_the_timeout() {
         // Work that is pending at its first poll and done at the next, which comes only after the deadline (a late
         // wake-up on a busy machine): an answer past the limit is the timeout.
-        let mut polls = 0;
-        let work = std::future::poll_fn(move |_| {
-            polls += 1;
-            if polls == 1 { Poll::Pending } else { Poll::Ready(5) }
-        });
+        let work = pending_once();
         let mut b = std::pin::pin!(bounded(work, || Duration::from_secs(1), || -1));
         let waker = std::task::Waker::noop();
         assert!(b.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(b.as_mut().poll(&mut Context::from_waker(waker)), Poll::Ready(-1));
         // Before the deadline the same work is its output.
-        let mut polls = 0;
-        let work = std::future::poll_fn(move |_| {
-            polls += 1;
-            if polls == 1 { Poll::Pending } else { Poll::Ready(5) }
-        });
+        let work = pending_once();
         let mut b = std::pin::pin!(bounded(work, || Duration::from_secs(1), || -1));
         assert!(b.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
         tokio::time::advance(Duration::from_millis(500)).await;
@@ -178,11 +179,7 @@ mod tests {
     async fn a_deadline_past_due_is_the_timeout_before_the_runtime_fires_its_timer() {
         // The runtime fires timers when it turns its driver; this task never yields, so the driver does not turn
         // between its two polls, as on a busy runtime that polls a task another thread woke before it turns it.
-        let mut polls = 0;
-        let work = std::future::poll_fn(move |_| {
-            polls += 1;
-            if polls == 1 { Poll::Pending } else { Poll::Ready(5) }
-        });
+        let work = pending_once();
         let mut b = std::pin::pin!(bounded(work, || Duration::from_millis(1), || -1));
         let waker = std::task::Waker::noop();
         assert!(b.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
