@@ -54,10 +54,10 @@ where
 /// Runs `work`, and once it has waited `limit()` (counted from when it first has to wait) gives up with `elapsed()`.
 /// A timer is armed only then: most requests' work (a body that arrived with the headers, a call run inline) is
 /// done at its first poll, and a tokio timer would cost each of them a runtime handle lookup, a clock read and a
-/// timer entry. Work that finishes at once is never thrown away, however long its first poll took: a deadline is
-/// there so that nothing waits forever, and that poll did not wait. Once it has waited, the deadline comes first:
-/// work found done at a poll after the deadline passed (its wake-up came late, on a busy machine) is an answer past
-/// the limit, so it is the timeout, not a late success.
+/// timer entry. The deadline comes first at every poll: work found done after it passed is an answer past the
+/// limit, so it is the timeout, not a late success. That holds at the first poll too (`limit()` is then read once,
+/// one clock read): a call handed to the inference pool finishes within that poll when the thread is preempted
+/// between handing it over and looking for the answer, which on a loaded machine takes a whole scheduler tick.
 pub fn bounded<F, L, E>(work: F, limit: L, elapsed: E) -> Bounded<F, L, E>
 where
     F: Future,
@@ -92,10 +92,15 @@ where
         let mut this = self.project();
         let waited = this.timer.is_some();
         if !waited {
-            if let Poll::Ready(out) = this.work.as_mut().poll(cx) {
+            let ready = this.work.as_mut().poll(cx);
+            let limit = this.limit.take().map_or(Duration::ZERO, |l| l());
+            if let Poll::Ready(out) = ready {
+                if limit.is_zero() {
+                    let elapsed = this.elapsed.take().expect("Bounded polled after it completed");
+                    return Poll::Ready(elapsed());
+                }
                 return Poll::Ready(out);
             }
-            let limit = this.limit.take().map_or(Duration::ZERO, |l| l());
             *this.timer = Some(Box::pin(tokio::time::sleep(limit)));
         }
         // Waited before (or starts waiting now, with the work just polled): the deadline first. By the clock too,
@@ -132,8 +137,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bounded_work_is_timed_only_once_it_waits() {
         let gave_up = || -1;
-        // Done at the first poll: kept, even with no time left.
-        assert_eq!(bounded(async { 7 }, || Duration::ZERO, gave_up).await, 7);
+        // Done at the first poll, within the limit: its output.
+        assert_eq!(bounded(async { 7 }, || Duration::from_millis(1), gave_up).await, 7);
+        // Done at the first poll, but past the deadline by then (a preempted poll): the timeout.
+        assert_eq!(bounded(async { 7 }, || Duration::ZERO, gave_up).await, -1);
         // Waits past the limit: given up on.
         let slow = async {
             tokio::time::sleep(Duration::from_secs(5)).await;
