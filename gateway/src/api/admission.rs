@@ -94,21 +94,21 @@ where
         if !waited {
             let ready = this.work.as_mut().poll(cx);
             let limit = this.limit.take().map_or(Duration::ZERO, |l| l());
-            if let Poll::Ready(out) = ready {
-                if limit.is_zero() {
-                    let elapsed = this.elapsed.take().expect("Bounded polled after it completed");
-                    return Poll::Ready(elapsed());
-                }
-                return Poll::Ready(out);
+            match ready {
+                // Past due at the first poll, done or not: the timeout below, with no timer.
+                _ if limit.is_zero() => {}
+                Poll::Ready(out) => return Poll::Ready(out),
+                Poll::Pending => *this.timer = Some(Box::pin(tokio::time::sleep(limit))),
             }
-            *this.timer = Some(Box::pin(tokio::time::sleep(limit)));
         }
-        // Waited before (or starts waiting now, with the work just polled): the deadline first. By the clock too,
-        // not only the timer: the runtime fires timers when it turns its driver, and a busy runtime can poll a task
-        // woken by another thread (an inference thread's answer) before it does, its timer past due but not fired.
-        if let Some(timer) = this.timer.as_mut()
-            && (timer.as_mut().poll(cx).is_ready() || (waited && timer.deadline() <= tokio::time::Instant::now()))
-        {
+        // The deadline first. By the clock too, not only the timer: the runtime fires timers when it turns its
+        // driver, and a busy runtime can poll a task woken by another thread (an inference thread's answer) before
+        // it does, its timer past due but not fired.
+        let in_time = this
+            .timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_pending() && t.deadline() > tokio::time::Instant::now());
+        if !in_time {
             let elapsed = this.elapsed.take().expect("Bounded polled after it completed");
             return Poll::Ready(elapsed());
         }
