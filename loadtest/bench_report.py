@@ -1,8 +1,8 @@
 """The ratios `make bench` reports, beside the absolute figures: the gateway against the bare servers (closed-loop
-throughput, open-loop p99), the highest sustained open-loop rate of each as a multiple of 8,333 req/s, and the load
-tester against h2load. Also draws bench.svg (p99 against asked rate from the search, gateway and bare; closed-loop
-throughput of both per model and protocol) without a plotting library, and names the runs in which the hypervisor took
-CPU time away (steal)."""
+throughput, open-loop p99), the highest sustained open-loop rate of each as a multiple of 8,333 req/s, the load
+tester against h2load, and dynamic batching on the digits MLP against the same model unbatched. Also draws bench.svg
+(p99 against asked rate from the search, gateway and bare; closed-loop throughput of both per model and protocol)
+without a plotting library, and names the runs in which the hypervisor took CPU time away (steal)."""
 
 import glob
 import json
@@ -28,16 +28,43 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def pairs(out, prefix):
-    """The alternating gateway/bare runs of one comparison: `{prefix}-gateway-r1`, `-bare-r1`, `-r2`, ...; older
-    reports hold one unnumbered pair. Rounds with a side missing are left out."""
-    n = len(glob.glob(f"{out}/{prefix}-gateway-r*.json"))
-    found = [(load(f"{out}/{prefix}-gateway-r{r}.json"), load(f"{out}/{prefix}-bare-r{r}.json")) for r in range(1, n + 1)]
-    found = [(g, b) for g, b in found if g and b]
+def pairs(out, prefix, sides=("gateway", "bare")):
+    """The alternating runs of one comparison between two sides (by default the gateway and the bare server):
+    `{prefix}-gateway-r1`, `-bare-r1`, `-r2`, ...; older reports hold one unnumbered pair. Rounds with a side missing
+    are left out."""
+    a, b = sides
+    n = len(glob.glob(f"{out}/{prefix}-{a}-r*.json"))
+    found = [(load(f"{out}/{prefix}-{a}-r{r}.json"), load(f"{out}/{prefix}-{b}-r{r}.json")) for r in range(1, n + 1)]
+    found = [(x, y) for x, y in found if x and y]
     if not found:
-        g, b = load(f"{out}/{prefix}-gateway.json"), load(f"{out}/{prefix}-bare.json")
-        found = [(g, b)] if g and b else []
+        x, y = load(f"{out}/{prefix}-{a}.json"), load(f"{out}/{prefix}-{b}.json")
+        found = [(x, y)] if x and y else []
     return found
+
+
+def batching(out):
+    """Dynamic batching's goal on the digits MLP, 64 one-row clients: at least 2 x the unbatched throughput with an
+    equal or better p99. Rows of (measure, batched, unbatched, ratio, goal), each the median over the pairs."""
+    rounds = pairs(out, "cmp-digits", ("batched", "unbatched"))
+    if not rounds:
+        # Reports from before the pairs: one run of each, at different times.
+        x = load(f"{out}/7b-digits-closed-64conn-batching.json")
+        y = load(f"{out}/7a-digits-closed-64conn-unbatched.json")
+        rounds = [(x, y)] if x and y else []
+    if not rounds:
+        return []
+    n = f"{len(rounds)} pair{'s' if len(rounds) > 1 else ''}"
+    rates = [x["predictions_per_s"] / y["predictions_per_s"] for x, y in rounds]
+    p99s = [x["latency_ms"]["p99"] / y["latency_ms"]["p99"] for x, y in rounds]
+    each = lambda xs: ", ".join(f"{v:.2f}" for v in xs)
+    return [
+        (f"predictions/s (median of {n}; each ratio: {each(rates)})",
+         f"{median([x['predictions_per_s'] for x, _ in rounds]):,.0f}",
+         f"{median([y['predictions_per_s'] for _, y in rounds]):,.0f}", f"{median(rates):.2f}", ">= 2.0"),
+        (f"p99 ms (median of {n}; each ratio: {each(p99s)})",
+         f"{median([x['latency_ms']['p99'] for x, _ in rounds]):.3f}",
+         f"{median([y['latency_ms']['p99'] for _, y in rounds]):.3f}", f"{median(p99s):.2f}", "<= 1.0"),
+    ]
 
 
 def main(out):
@@ -88,6 +115,12 @@ def main(out):
     print("|---|---:|---:|---:|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
+    batched = batching(out)
+    if batched:
+        print("\n| dynamic batching, digits MLP, 64 one-row clients | batched | unbatched | ratio | goal |")
+        print("|---|---:|---:|---:|---|")
+        for r in batched:
+            print("| " + " | ".join(r) + " |")
     # The hypervisor's share of the CPU time in each run: a ratio whose two runs differ in it compares neighbours.
     # Which share is high is the load tester's verdict (steal_high), so the threshold lives in one place.
     steal, high = {}, []

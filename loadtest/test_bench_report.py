@@ -1,5 +1,6 @@
 """The ratios `make bench` prints: alternating pairs are read by round, each comparison reports the median of its
-pairs' ratios, and older report folders (one unnumbered pair) still read. Run by `make test-python`."""
+pairs' ratios (the gateway against the bare servers, and batched against unbatched), and older report folders (one
+unnumbered pair) still read. Run by `make test-python`."""
 
 import contextlib
 import io
@@ -65,6 +66,35 @@ class ClosedLoopRounds(unittest.TestCase):
             self.assertIn("| open loop 8,333 req/s, v1, GRPC: p99 ms (median of 3 pairs; each: 1.12, 1.20, 1.00) "
                           "| 0.900 | 0.800 | 1.12 | <= 1.2 |", text)
             self.assertNotIn("v1, HTTP", text)
+
+
+class Batching(unittest.TestCase):
+    def test_median_of_the_pairs_for_throughput_and_p99_against_the_goals(self):
+        with tempfile.TemporaryDirectory() as d:
+            # Throughput ratios 2.10, 1.50 and 2.05 (median 2.05); p99 ratios 0.50, 1.20 and 0.40 (median 0.50).
+            for r, (b, u, b99, u99) in enumerate([(84000, 40000, 1.0, 2.0), (60000, 40000, 2.4, 2.0),
+                                                  (82000, 40000, 1.2, 3.0)], 1):
+                write(d, f"cmp-digits-batched-r{r}", predictions_per_s=b, latency_ms={"p99": b99})
+                write(d, f"cmp-digits-unbatched-r{r}", predictions_per_s=u, latency_ms={"p99": u99})
+            text = report(d)
+            self.assertIn("| dynamic batching, digits MLP, 64 one-row clients | batched | unbatched | ratio | goal |",
+                          text)
+            self.assertIn("| predictions/s (median of 3 pairs; each ratio: 2.10, 1.50, 2.05) | 82,000 | 40,000 | 2.05 "
+                          "| >= 2.0 |", text)
+            self.assertIn("| p99 ms (median of 3 pairs; each ratio: 0.50, 1.20, 0.40) | 1.200 | 2.000 | 0.50 "
+                          "| <= 1.0 |", text)
+
+    def test_older_reports_with_one_run_of_each_still_read(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(d, "7b-digits-closed-64conn-batching", predictions_per_s=82448, latency_ms={"p99": 1.6})
+            write(d, "7a-digits-closed-64conn-unbatched", predictions_per_s=42090, latency_ms={"p99": 3.2})
+            self.assertIn("| predictions/s (median of 1 pair; each ratio: 1.96) | 82,448 | 42,090 | 1.96 | >= 2.0 |",
+                          report(d))
+
+    def test_no_table_without_both_sides(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(d, "cmp-digits-batched-r1", predictions_per_s=1, latency_ms={"p99": 1})
+            self.assertNotIn("dynamic batching", report(d))
 
 
 class Steal(unittest.TestCase):
