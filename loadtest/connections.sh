@@ -6,7 +6,8 @@
 # of the load tester (which share the two cores: the ratio of throughputs is the two costs' together), and the
 # gateway's resident memory during each run, from which the memory per connection. Raises the open-files soft limit
 # to the hard one first (the gateway and the load tester, separate processes, each hold CONN_MANY sockets). Then the
-# same pair against the bare server, for the share of the loss that is not the gateway's. Loopback only.
+# same pair against the bare server, for the share of the loss that is not the gateway's, and a curve over
+# CONN_CURVE connection counts, both servers. Loopback only.
 #
 #   CONN_MANY     connections in the large runs (default 10000)
 #   CONN_SECONDS  measured seconds per run (default 10)
@@ -14,6 +15,9 @@
 #   CONN_PIN      1: the server on cpu 0 and the load tester on the other cpus (a thread per cpu), as when the load
 #                 comes from other machines; by default they share all cpus, and each one's cost per request grows
 #                 with the other's working set as the connections grow
+#   CONN_CURVE    connection counts of the curve at the end (default "256 512 1000 2000 5000"; empty: no curve):
+#                 throughput and the server's CPU per request at each, the gateway and the bare server in turn,
+#                 against 64 connections in the same curve, to show where the cost stops being flat
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MANY=${CONN_MANY:-10000}
@@ -93,3 +97,22 @@ awk -v b1="$b1" -v p1="$bp1" -v r1="$br1" -v b2="$b2" -v p2="$bp2" -v r2="$br2" 
   printf "       memory per connection: %.1f KiB\n", (r2 - r1) / (n - 64) }'
 cpu_line "bare server's" "$bs1" "$bs2"
 cpu_line "load tester's" "$bl1" "$bl2"
+
+# The curve: where the cost per request stops being flat, for both servers (each point the gateway, then the bare
+# server, right after each other). On this 2-core VM (1 MiB of L2 per core), pinned, both lost 10 to 15 % between 256 and
+# 1,000 connections and little more up to 10,000: the knee is where the connections' hot state leaves the cache.
+CURVE=${CONN_CURVE-256 512 1000 2000 5000}
+if [ -n "$CURVE" ]; then
+  echo
+  printf '%-11s %13s %7s %10s %7s %13s %7s %10s %7s\n' connections "gateway req/s" "x 64" "us/req" "x 64" \
+    "bare req/s" "x 64" "us/req" "x 64"
+  for n in 64 $CURVE; do
+    read -r gt _ _ gs _ < <(run "$n")
+    read -r bt _ _ bs _ < <(run "$n" http://127.0.0.1:19210 "$BARE_PID")
+    [ "$n" = 64 ] && { gt0=$gt gs0=$gs bt0=$bt bs0=$bs; }
+    awk -v n="$n" -v gt="$gt" -v gs="$gs" -v bt="$bt" -v bs="$bs" -v gt0="$gt0" -v gs0="$gs0" -v bt0="$bt0" \
+      -v bs0="$bs0" 'function x(a, b) { return (a == "-" || b == "-" || b + 0 == 0) ? "-" : sprintf("%.2f", a / b) }
+      BEGIN { printf "%-11d %13d %7s %10s %7s %13d %7s %10s %7s\n", n, gt, x(gt, gt0), gs, x(gs, gs0), bt, x(bt, bt0),
+        bs, x(bs, bs0) }'
+  done
+fi
