@@ -151,7 +151,8 @@ rows-curve: setup
 console-cost: setup $(VENV)/.installed /usr/bin/chromedriver
 	loadtest/console_cost.sh
 
-# Dynamic batching on the digits MLP: throughput and p99 off against on, from 1 to 64 connections (CURVE_SECONDS).
+# Dynamic batching on the digits MLP: throughput and p99 off against on, from 1 to 64 connections (CURVE_SECONDS;
+# CURVE_PIN=1 puts the gateways on one cpu and the load tester on the others).
 batching-curve: setup
 	loadtest/batching_curve.sh
 

@@ -5,17 +5,26 @@
 # p99 for both and the ratio. Loopback only.
 #
 #   CURVE_SECONDS  measured seconds per run (default 10)
+#   CURVE_PIN      1: both gateways on cpu 0 and the load tester on the other cpus (a thread per cpu), as when the
+#                  load comes from other machines; by default all share all cpus, so the load tester's cost per
+#                  request (about the same on both sides) is charged to each, and the ratios come out smaller
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${CURVE_SECONDS:-10}
+lg=()
+threads=2
+if [ "${CURVE_PIN:-0}" = 1 ]; then
+  [ "$(nproc)" -ge 2 ] || { echo "CURVE_PIN=1 needs 2 cpus" >&2; exit 1; }
+  SERVER_CPUS=0 lg=(taskset -c "1-$(($(nproc) - 1))") threads=$(($(nproc) - 1))
+fi
 source loadtest/lib.sh
 start_gateway config/gateway.toml 1880
 start_gateway config/bench-batching.toml 1881
 wait_ready 18800
 wait_ready 18810
 run() { # port, connections, rows
-  "$LT" run --url "http://127.0.0.1:$1" --model digits --manifest models/digits/1/manifest.json \
-    --duration "$SECONDS_RUN" --warmup 2 --connections "$2" --rows "$3" --threads 2 --fail-on-errors --quiet |
+  "${lg[@]}" "$LT" run --url "http://127.0.0.1:$1" --model digits --manifest models/digits/1/manifest.json \
+    --duration "$SECONDS_RUN" --warmup 2 --connections "$2" --rows "$3" --threads "$threads" --fail-on-errors --quiet |
     awk '/^throughput/ {t = $4} /^latency/ {p99 = $9} END {print t, p99}'
 }
 printf '%-22s %24s %24s %8s\n' "load" "unbatched pred/s  p99 ms" "batched pred/s  p99 ms" "ratio"
