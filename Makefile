@@ -137,8 +137,9 @@ build-pgo: setup $(if $(PROFDATA),,/usr/bin/llvm-profdata-19)
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends valgrind || \
 		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends valgrind; }
 
-# Closed-loop throughput, CPU per request and memory with 10,000 connections against 64, alternating (CONN_MANY,
-# CONN_SECONDS, CONN_PAIRS; CONN_PIN=1 puts the server and the load tester on separate cpus).
+# Closed-loop throughput, CPU per request and memory with 10,000 connections against 64, alternating, then a curve
+# over CONN_CURVE connection counts, gateway and bare server (CONN_MANY, CONN_SECONDS, CONN_PAIRS, CONN_CURVE;
+# CONN_PIN=1 puts the server and the load tester on separate cpus).
 connections: setup
 	loadtest/connections.sh
 

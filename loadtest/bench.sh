@@ -156,11 +156,11 @@ run 5-closed-64conn-batching --connections 64 --threads 2
 # The model batching is for: digits, an MLP whose one-row call costs about 70 µs (10 µs per row at 64 rows). The
 # goal (at least 2 x unbatched) is a ratio of two runs, so, as for the bare servers, BENCH_CLOSED_ROUNDS alternating
 # pairs against a gateway on the default config (batching off) serving beside it, and the report takes the median.
-start_gateway config/gateway.toml 1820
-wait_ready 18200
+start_gateway config/gateway.toml 1850
+wait_ready 18500
 for r in $(seq 1 "${BENCH_CLOSED_ROUNDS:-3}"); do
   for side in $(sides "$r" batched unbatched); do
-    if [ "$side" = batched ]; then url=http://$HTTP; else url=http://127.0.0.1:18200; fi
+    if [ "$side" = batched ]; then url=http://$HTTP; else url=http://127.0.0.1:18500; fi
     URL=$url MODEL=digits MANIFEST=models/digits/1/manifest.json run "cmp-digits-$side-r$r" --connections 64 --threads 2
   done
 done

@@ -33,8 +33,10 @@ def pairs(out, prefix, sides=("gateway", "bare")):
     `{prefix}-gateway-r1`, `-bare-r1`, `-r2`, ...; older reports hold one unnumbered pair. Rounds with a side missing
     are left out."""
     a, b = sides
-    n = len(glob.glob(f"{out}/{prefix}-{a}-r*.json"))
-    found = [(load(f"{out}/{prefix}-{a}-r{r}.json"), load(f"{out}/{prefix}-{b}-r{r}.json")) for r in range(1, n + 1)]
+    # The round numbers present, in order: a round missing in the middle leaves the later ones in.
+    rounds = sorted(int(m.group(1)) for f in glob.glob(f"{out}/{prefix}-{a}-r*.json")
+                    if (m := re.fullmatch(r"r(\d+)\.json", os.path.basename(f)[len(f"{prefix}-{a}-"):])))
+    found = [(load(f"{out}/{prefix}-{a}-r{r}.json"), load(f"{out}/{prefix}-{b}-r{r}.json")) for r in rounds]
     found = [(x, y) for x, y in found if x and y]
     if not found:
         x, y = load(f"{out}/{prefix}-{a}.json"), load(f"{out}/{prefix}-{b}.json")

@@ -88,8 +88,25 @@ class Batching(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             write(d, "7b-digits-closed-64conn-batching", predictions_per_s=82448, latency_ms={"p99": 1.6})
             write(d, "7a-digits-closed-64conn-unbatched", predictions_per_s=42090, latency_ms={"p99": 3.2})
+            text = report(d)
             self.assertIn("| predictions/s (median of 1 pair; each ratio: 1.96) | 82,448 | 42,090 | 1.96 | >= 2.0 |",
-                          report(d))
+                          text)
+            self.assertIn("| p99 ms (median of 1 pair; each ratio: 0.50) | 1.600 | 3.200 | 0.50 | <= 1.0 |", text)
+
+    def test_pairs_win_over_the_older_names_and_a_missing_round_leaves_the_later_ones(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(d, "7b-digits-closed-64conn-batching", predictions_per_s=10, latency_ms={"p99": 9.0})
+            write(d, "7a-digits-closed-64conn-unbatched", predictions_per_s=10, latency_ms={"p99": 1.0})
+            # Round 2 has only one side; rounds 1 and 3 count.
+            for r, (b, u) in ((1, (80, 40)), (3, (90, 40))):
+                write(d, f"cmp-digits-batched-r{r}", predictions_per_s=b, latency_ms={"p99": 1.0})
+                write(d, f"cmp-digits-unbatched-r{r}", predictions_per_s=u, latency_ms={"p99": 2.0})
+            write(d, "cmp-digits-unbatched-r2", predictions_per_s=1, latency_ms={"p99": 1.0})
+            text = report(d)
+            self.assertIn("| predictions/s (median of 2 pairs; each ratio: 2.00, 2.25) | 85 | 40 | 2.12 | >= 2.0 |",
+                          text)
+            self.assertIn("| p99 ms (median of 2 pairs; each ratio: 0.50, 0.50) | 1.000 | 2.000 | 0.50 | <= 1.0 |",
+                          text)
 
     def test_no_table_without_both_sides(self):
         with tempfile.TemporaryDirectory() as d:
