@@ -115,8 +115,8 @@ profile: setup /usr/bin/valgrind
 	loadtest/profile.sh
 
 # One change measured as alternating closed-loop pairs against the build before it, beside the bare server:
-# AB_BASE=<that build's gateway binary> (AB_ROUNDS, AB_SECONDS, AB_PROTOCOLS; AB_PIN=1 puts the servers on one cpu
-# and the load tester on the others).
+# AB_BASE=<that build's gateway binary> (AB_ROUNDS, AB_SECONDS, AB_PROTOCOLS, AB_VERSION; AB_PIN=1 puts the servers on
+# one cpu and the load tester on the others).
 ab: setup
 	loadtest/ab.sh
 

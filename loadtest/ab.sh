@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # `make ab AB_BASE=path/to/gateway`: one change measured as alternating pairs (loopback only). An earlier gateway
 # build (AB_BASE, a copy kept from before the change) and the current release build serve side by side with the bare
-# server, and 1-row closed-loop runs on breast-cancer v1 with 64 connections alternate between the three, AB_ROUNDS
-# times per protocol, each round in the next of the six orders of the three (six rounds balance them). On this
-# noisy 2-core machine two runs of one build differ by more than most single steps do; alternating pairs in one run
-# do not. Prints each round (with the most CPU time the hypervisor stole in any of its three runs) and the median
+# server, and 1-row closed-loop runs on breast-cancer v1 (AB_VERSION) with 64 connections alternate between the three,
+# AB_ROUNDS times per protocol, each round in the next of the six orders of the three (six rounds balance them). On
+# this noisy 2-core machine two runs of one build differ by more than most single steps do; alternating pairs in one
+# run do not. Prints each round (with the most CPU time the hypervisor stole in any of its three runs) and the median
 # of the rounds' after/before ratios.
 #
 #   AB_BASE       the build before the change (required), e.g. `cp target/release/gateway /tmp/gateway-before`
 #   AB_ROUNDS     rounds (default 6)
 #   AB_SECONDS    measured seconds per run (default 8)
 #   AB_PROTOCOLS  protocols (default "http grpc")
+#   AB_VERSION    breast-cancer version, for the three servers alike (default 1, the logistic regression; 2 is the
+#                 100 boosted trees)
 #   AB_PIN        1: the three servers on cpu 0 and the load tester on the other cpus, so each server's rate shows
 #                 its own cost per request, out of the load tester's way (default 0: all on all cpus, as make bench)
 set -euo pipefail
@@ -20,6 +22,9 @@ BASE=${AB_BASE:?set AB_BASE to the gateway binary built before the change}
 ROUNDS=${AB_ROUNDS:-6}
 SECONDS_RUN=${AB_SECONDS:-8}
 PROTOCOLS=${AB_PROTOCOLS:-http grpc}
+VERSION=${AB_VERSION:-1}
+[ -f "models/breast-cancer/$VERSION/model.onnx" ] ||
+  { echo "AB_VERSION=$VERSION: no such bundled version" >&2; exit 1; }
 lg=()
 if [ "${AB_PIN:-0}" = 1 ]; then
   [ "$(nproc)" -ge 2 ] || { echo "AB_PIN=1 needs 2 cpus" >&2; exit 1; }
@@ -29,7 +34,7 @@ source loadtest/lib.sh
 export GATEWAY_ADMIN_TOKEN="ab-$$-$RANDOM"
 GW="$BASE" start_gateway config/gateway.toml 1930
 start_gateway config/gateway.toml 1931
-start_bare 1 1932
+start_bare "$VERSION" 1932
 wait_ready 19300
 wait_ready 19310
 
@@ -37,11 +42,13 @@ port() { # base: the protocol's URL on that server
   if [ "$proto" = grpc ]; then echo "grpc://127.0.0.1:${1}1"; else echo "http://127.0.0.1:${1}0"; fi
 }
 rate() { # url: closed-loop req/s, and the percent of CPU time stolen by the hypervisor meanwhile
-  "${lg[@]}" "$LT" run --url "$1" --model breast-cancer --manifest models/breast-cancer/1/manifest.json \
-    --signature input:FP32:30 --model-version 1 --duration "$SECONDS_RUN" --warmup 2 --connections 64 --threads 2 \
+  "${lg[@]}" "$LT" run --url "$1" --model breast-cancer --manifest "models/breast-cancer/$VERSION/manifest.json" \
+    --signature input:FP32:30 --model-version "$VERSION" --duration "$SECONDS_RUN" --warmup 2 --connections 64 \
+    --threads 2 \
     --fail-on-errors --quiet | awk '/^throughput/ {t = $2} /^steal/ {s = $2} END {printf "%d %s\n", t, s == "" ? 0 : s}'
 }
-echo "== before: $BASE; after: $GW (pinned: ${AB_PIN:-0}); $ROUNDS rounds of $SECONDS_RUN s per run"
+echo "== before: $BASE; after: $GW (pinned: ${AB_PIN:-0}); breast-cancer v$VERSION;" \
+  "$ROUNDS rounds of $SECONDS_RUN s per run"
 ORDERS=("1930 1931 1932" "1931 1932 1930" "1932 1930 1931" "1932 1931 1930" "1930 1932 1931" "1931 1930 1932")
 printf '%-6s %-5s %12s %12s %12s %14s %13s %8s\n' round proto "before req/s" "after req/s" "bare req/s" "after/before" \
   "after/bare" "steal %"
