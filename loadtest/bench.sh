@@ -153,7 +153,7 @@ stop
 start_gateway config/bench-batching.toml 1800
 wait_ready 18000
 run 5-closed-64conn-batching --connections 64 --threads 2
-# The model batching is for: digits, an MLP whose one-row call costs about 70 µs (10 µs per row at 64 rows). The
+# The model batching is for: digits, an MLP whose one-row call costs about 23 µs (3.5 µs per row at 64 rows). The
 # goal (at least 2 x unbatched) is a ratio of two runs, so, as for the bare servers, BENCH_CLOSED_ROUNDS alternating
 # pairs against a gateway on the default config (batching off) serving beside it, and the report takes the median.
 start_gateway config/gateway.toml 1850
