@@ -25,12 +25,8 @@ PROTOCOLS=${AB_PROTOCOLS:-http grpc}
 VERSION=${AB_VERSION:-1}
 [ -f "models/breast-cancer/$VERSION/model.onnx" ] ||
   { echo "AB_VERSION=$VERSION: no such bundled version" >&2; exit 1; }
-lg=()
-if [ "${AB_PIN:-0}" = 1 ]; then
-  [ "$(nproc)" -ge 2 ] || { echo "AB_PIN=1 needs 2 cpus" >&2; exit 1; }
-  SERVER_CPUS=0 lg=(taskset -c "1-$(($(nproc) - 1))")
-fi
 source loadtest/lib.sh
+if [ "${AB_PIN:-0}" = 1 ]; then pin_apart AB_PIN; fi
 export GATEWAY_ADMIN_TOKEN="ab-$$-$RANDOM"
 GW="$BASE" start_gateway config/gateway.toml 1930
 start_gateway config/gateway.toml 1931
@@ -42,7 +38,7 @@ port() { # base: the protocol's URL on that server
   if [ "$proto" = grpc ]; then echo "grpc://127.0.0.1:${1}1"; else echo "http://127.0.0.1:${1}0"; fi
 }
 rate() { # url: closed-loop req/s, and the percent of CPU time stolen by the hypervisor meanwhile
-  "${lg[@]}" "$LT" run --url "$1" --model breast-cancer --manifest "models/breast-cancer/$VERSION/manifest.json" \
+  "${LT_PIN[@]}" "$LT" run --url "$1" --model breast-cancer --manifest "models/breast-cancer/$VERSION/manifest.json" \
     --signature input:FP32:30 --model-version "$VERSION" --duration "$SECONDS_RUN" --warmup 2 --connections 64 \
     --threads 2 \
     --fail-on-errors --quiet | awk '/^throughput/ {t = $2} /^steal/ {s = $2} END {printf "%d %s\n", t, s == "" ? 0 : s}'

@@ -11,19 +11,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${CURVE_SECONDS:-10}
-lg=()
-threads=2
-if [ "${CURVE_PIN:-0}" = 1 ]; then
-  [ "$(nproc)" -ge 2 ] || { echo "CURVE_PIN=1 needs 2 cpus" >&2; exit 1; }
-  SERVER_CPUS=0 lg=(taskset -c "1-$(($(nproc) - 1))") threads=$(($(nproc) - 1))
-fi
 source loadtest/lib.sh
+threads=2
+if [ "${CURVE_PIN:-0}" = 1 ]; then pin_apart CURVE_PIN; threads=$LT_THREADS; fi
 start_gateway config/gateway.toml 1880
 start_gateway config/bench-batching.toml 1881
 wait_ready 18800
 wait_ready 18810
 run() { # port, connections, rows
-  "${lg[@]}" "$LT" run --url "http://127.0.0.1:$1" --model digits --manifest models/digits/1/manifest.json \
+  "${LT_PIN[@]}" "$LT" run --url "http://127.0.0.1:$1" --model digits --manifest models/digits/1/manifest.json \
     --duration "$SECONDS_RUN" --warmup 2 --connections "$2" --rows "$3" --threads "$threads" --fail-on-errors --quiet |
     awk '/^throughput/ {t = $4} /^latency/ {p99 = $9} END {print t, p99}'
 }

@@ -44,6 +44,14 @@ def pairs(out, prefix, sides=("gateway", "bare")):
     return found
 
 
+def table(sides, rows):
+    """A Markdown table of (measure, one side, the other, ratio, goal) rows under the given first three headers."""
+    print("| " + " | ".join(sides) + " | ratio | goal |")
+    print("|---|---:|---:|---:|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
 def batching(out):
     """Dynamic batching's goal on the digits MLP, 64 one-row clients: at least 2 x the unbatched throughput with an
     equal or better p99. Rows of (measure, batched, unbatched, ratio, goal), each the median over the pairs."""
@@ -113,16 +121,11 @@ def main(out):
             rows.append(("load tester against h2load, gRPC 64 connections: req/s", f"{ours['achieved_rps']:,.0f}",
                          f"h2load {theirs:,.0f}", f"{ours['achieved_rps'] / theirs:.2f}", "0.9-1.1"))
 
-    print("| measure | gateway | bare | ratio | goal |")
-    print("|---|---:|---:|---:|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    table(("measure", "gateway", "bare"), rows)
     batched = batching(out)
     if batched:
-        print("\n| dynamic batching, digits MLP, 64 one-row clients | batched | unbatched | ratio | goal |")
-        print("|---|---:|---:|---:|---|")
-        for r in batched:
-            print("| " + " | ".join(r) + " |")
+        print()
+        table(("dynamic batching, digits MLP, 64 one-row clients", "batched", "unbatched"), batched)
     # The hypervisor's share of the CPU time in each run: a ratio whose two runs differ in it compares neighbours.
     # Which share is high is the load tester's verdict (steal_high), so the threshold lives in one place.
     steal, high = {}, []

@@ -29,13 +29,9 @@ most=$MANY
 for n in $CURVE; do [ "$n" -le "$most" ] || most=$n; done
 need=$((most + 1024))
 [ "$(ulimit -n)" -ge "$need" ] || { echo "the open-files limit $(ulimit -n) is below $need; raise it" >&2; exit 1; }
-lt_pin=()
-threads=2
-if [ "${CONN_PIN:-0}" = 1 ]; then
-  [ "$(nproc)" -ge 2 ] || { echo "CONN_PIN=1 needs 2 cpus" >&2; exit 1; }
-  SERVER_CPUS=0 lt_pin=(taskset -c "1-$(($(nproc) - 1))") threads=$(($(nproc) - 1))
-fi
 source loadtest/lib.sh
+threads=2
+if [ "${CONN_PIN:-0}" = 1 ]; then pin_apart CONN_PIN; threads=$LT_THREADS; fi
 
 sed -e "s/^max_connections = .*/max_connections = 12000/" \
   -e "s/^max_concurrent_requests = .*/max_concurrent_requests = 12000/" config/gateway.toml >"$DIR/gateway.toml"
@@ -59,7 +55,7 @@ run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run server_us
   ( sleep $((SECONDS_RUN / 2 + 3)); rss "${3:-$GW_PID}" >"$DIR/rss" ) &
   mid=$!
   # --signature: the bare server answers inference only, no metadata.
-  out=$("${lt_pin[@]}" "$LT" run --url "${2:-http://127.0.0.1:19200}" --model breast-cancer \
+  out=$("${LT_PIN[@]}" "$LT" run --url "${2:-http://127.0.0.1:19200}" --model breast-cancer \
     --manifest models/breast-cancer/2/manifest.json --signature input:FP32:30 \
     --duration "$SECONDS_RUN" --warmup 3 --connections "$1" --threads "$threads" --timeout 30 --fail-on-errors --quiet \
     --server-pid "${3:-$GW_PID}")

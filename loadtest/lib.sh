@@ -9,6 +9,10 @@
 #   start_bare VERSION BASE                       the bare baseline (gateway/examples/bare_server.rs) on
 #                                                 breast-cancer VERSION, HTTP ${BASE}0, gRPC ${BASE}1; pid in BARE_PID
 #   proc_cpu_ticks PID                            "user system" CPU time of a process so far, in clock ticks
+#   pin_apart SETTING                             the servers started after it on cpu 0 and the load tester on the
+#                                                 other cpus: sets server_pin, LT_PIN (prefix the load tester's
+#                                                 command with "${LT_PIN[@]}") and LT_THREADS (a thread per cpu);
+#                                                 SETTING names what asked for it, in the error on a 1-cpu machine
 #
 # SERVER_CPUS, if set before sourcing, pins every server these functions start to those cpus (taskset -c); GW may be
 # overridden for one call (`GW=path start_gateway ...`) to start another build, and BARE likewise for start_bare;
@@ -20,6 +24,7 @@ source loadtest/build.sh
 DIR=$(mktemp -d)
 pids=()
 server_pin=(${SERVER_CPUS:+taskset -c "$SERVER_CPUS"})
+LT_PIN=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
 
 start_gateway() {
@@ -51,6 +56,11 @@ start_bare() { # version, base: the bare baseline on breast-cancer VERSION, HTTP
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/${2}0") 2>/dev/null && return 0; sleep 0.1; done
   echo "the bare server on port ${2}0 did not start" >&2
   exit 1
+}
+
+pin_apart() {
+  [ "$(nproc)" -ge 2 ] || { echo "$1=1 needs 2 cpus" >&2; exit 1; }
+  server_pin=(taskset -c 0) LT_PIN=(taskset -c "1-$(($(nproc) - 1))") LT_THREADS=$(($(nproc) - 1))
 }
 
 proc_cpu_ticks() {

@@ -158,8 +158,9 @@ struct Shard(Mutex<(Stats, Timeline)>);
 
 /// A run's measurements, one shard per generator thread. A request is recorded in its thread's shard, under a lock
 /// no other worker thread takes while the run lasts (the progress bar reads each shard a few times a second), so the
-/// histograms stay in that core's cache however many connections there are. (They were per connection before: two 140 KB histograms each, 2.8 GB written at 10,000 connections,
-/// and every answer touched a cold one; with all threads sharing one lock per second of the timeline besides.)
+/// histograms stay in that core's cache however many connections there are. (They were per connection before: two
+/// 140 KB histograms each, 2.8 GB written at 10,000 connections, and every answer touched a cold one; with all
+/// threads sharing one lock per second of the timeline besides.)
 pub struct Recorder {
     /// Tells this recorder's thread numbers from those a thread kept from an earlier one (a process may run many).
     id: u64,
