@@ -137,11 +137,20 @@ build-pgo: setup $(if $(PROFDATA),,/usr/bin/llvm-profdata-19)
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends valgrind || \
 		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends valgrind; }
 
+# Debian's nginx binary unpacked into .nginx/ rather than installed: installing the package would start a system
+# service on port 80. It needs only libraries every Debian has (libc, libcrypt, libpcre2, libssl, zlib).
+NGINX := .nginx/usr/sbin/nginx
+$(NGINX):
+	rm -rf .nginx && mkdir -p .nginx
+	cd .nginx && { apt-get download nginx || { $(SUDO) apt-get update && apt-get download nginx; }; }
+	dpkg-deb -x .nginx/nginx_*.deb .nginx && rm .nginx/nginx_*.deb
+	@test -x $(NGINX) || { echo "Debian's nginx package did not contain $(NGINX)"; exit 1; }
+
 # Closed-loop throughput, CPU per request and memory with 10,000 connections against 64, alternating, then a curve
 # over CONN_CURVE connection counts, gateway and bare server (CONN_MANY, CONN_SECONDS, CONN_PAIRS, CONN_CURVE;
-# CONN_PIN=1 puts the server and the load tester on separate cpus).
-connections: setup
-	loadtest/connections.sh
+# CONN_PIN=1 puts the server and the load tester on separate cpus). nginx with a fixed answer is the third server.
+connections: setup $(NGINX)
+	NGINX=$(CURDIR)/$(NGINX) loadtest/connections.sh
 
 # Predictions/s and p99 from 1 to 1,024 rows per request, both models, JSON and binary (CURVE_SECONDS).
 rows-curve: setup

@@ -6,8 +6,9 @@
 # of the load tester (which share the two cores: the ratio of throughputs is the two costs' together), and the
 # gateway's resident memory during each run, from which the memory per connection. Raises the open-files soft limit
 # to the hard one first (the gateway and the load tester, separate processes, each hold CONN_MANY sockets). Then the
-# same pair against the bare server, for the share of the loss that is not the gateway's, and a curve over
-# CONN_CURVE connection counts, both servers. Loopback only.
+# same pair against the bare server, for the share of the loss that is not the gateway's, and against nginx with a
+# fixed answer, for the kernel's share; each server's CPU per request is split into user and system time. Then a
+# curve over CONN_CURVE connection counts, the gateway and the bare server. Loopback only.
 #
 #   CONN_MANY     connections in the large runs (default 10000)
 #   CONN_SECONDS  measured seconds per run (default 10)
@@ -18,6 +19,7 @@
 #   CONN_CURVE    connection counts of the curve at the end (default "256 512 1000 2000 5000"; empty: no curve):
 #                 throughput and the server's CPU per request at each, the gateway and the bare server in turn,
 #                 against 64 connections in the same curve, to show where the cost stops being flat
+#   NGINX         the nginx binary (default: nginx on the PATH; `make connections` unpacks Debian's into .nginx/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MANY=${CONN_MANY:-10000}
@@ -49,35 +51,41 @@ start_gateway "$DIR/gateway.toml" 1920
 wait_ready 19200
 rss() { awk '/VmRSS/ {print $2}' "/proc/${1:-$GW_PID}/status"; }
 
-run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run server_us lt_us" (CPU per request; the
-  # server is the gateway unless another pid)
-  local mid out
-  ( sleep $((SECONDS_RUN / 2 + 3)); rss "${3:-$GW_PID}" >"$DIR/rss" ) &
+run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run server_us lt_us user_share" (CPU per
+  # request; the server is the gateway unless another pid; user_share: the server's user time over its user and
+  # system time from the end of the warm-up on, so the CPU per request splits into its own code and the kernel's)
+  local pid=${3:-$GW_PID} mid out
+  ( sleep 3; proc_cpu_ticks "$pid" >"$DIR/ticks"; sleep $((SECONDS_RUN / 2)); rss "$pid" >"$DIR/rss" ) &
   mid=$!
-  # --signature: the bare server answers inference only, no metadata.
+  # --signature: the bare server and nginx answer inference only, no metadata.
   out=$("${LT_PIN[@]}" "$LT" run --url "${2:-http://127.0.0.1:19200}" --model breast-cancer \
     --manifest models/breast-cancer/2/manifest.json --signature input:FP32:30 \
     --duration "$SECONDS_RUN" --warmup 3 --connections "$1" --threads "$threads" --timeout 30 --fail-on-errors --quiet \
-    --server-pid "${3:-$GW_PID}")
+    --server-pid "$pid")
   wait "$mid"
   # "cpu        per request: load tester 9.30 us, server 12.60 us"
-  echo "$out" | awk -v rss="$(cat "$DIR/rss")" '/^throughput/ {t = $2} /^latency/ {p99 = $9}
-    /^cpu/ {lt = $6; sv = $9}
-    END {print t, p99, rss, (sv == "" ? "-" : sv), (lt == "" ? "-" : lt)}'
+  echo "$out" | awk -v rss="$(cat "$DIR/rss")" -v t0="$(cat "$DIR/ticks")" -v t1="$(proc_cpu_ticks "$pid")" '
+    /^throughput/ {t = $2} /^latency/ {p99 = $9} /^cpu/ {lt = $6; sv = $9}
+    END { split(t0, a); split(t1, b); u = b[1] - a[1]; k = b[2] - a[2]
+      print t, p99, rss, (sv == "" ? "-" : sv), (lt == "" ? "-" : lt), (u + k > 0 ? u / (u + k) : "-") }'
 }
 printf '%-6s %14s %10s %12s %14s %10s %12s %8s\n' pair "64: req/s" "p99 ms" "RSS MiB" "$MANY: req/s" "p99 ms" "RSS MiB" ratio
-cpu_line() { # who us1 us2: CPU per request at 64 and at many connections, and how much it grew ("-": not read)
-  awk -v w="$1" -v a="$2" -v b="$3" -v n="$MANY" 'BEGIN {
+cpu_line() { # who us1 us2 [share1 share2]: CPU per request at 64 and at many connections, how much it grew, and
+  # (with the user shares) how much of it was the server's own code and how much the kernel's ("-": not read)
+  awk -v w="$1" -v a="$2" -v b="$3" -v sa="${4:--}" -v sb="${5:--}" -v n="$MANY" 'BEGIN {
     if (a == "-" || b == "-" || a + 0 == 0) { printf "       %-13s CPU per request: not read\n", w; exit }
-    printf "       %-13s CPU per request: %.2f us at 64, %.2f us at %d (x %.2f)\n", w, a, b, n, b / a }'
+    printf "       %-13s CPU per request: %.2f us at 64, %.2f us at %d (x %.2f)\n", w, a, b, n, b / a
+    if (sa != "-" && sb != "-")
+      printf "       %-13s   user %.2f -> %.2f us (+%.2f), system %.2f -> %.2f us (+%.2f)\n", "", a * sa, b * sb,
+        b * sb - a * sa, a * (1 - sa), b * (1 - sb), b * (1 - sb) - a * (1 - sa) }'
 }
 for i in $(seq 1 "$PAIRS"); do
-  read -r t1 p1 r1 s1 l1 < <(run 64)
-  read -r t2 p2 r2 s2 l2 < <(run "$MANY")
+  read -r t1 p1 r1 s1 l1 u1 < <(run 64)
+  read -r t2 p2 r2 s2 l2 u2 < <(run "$MANY")
   awk -v i="$i" -v t1="$t1" -v p1="$p1" -v r1="$r1" -v t2="$t2" -v p2="$p2" -v r2="$r2" -v n="$MANY" 'BEGIN {
     printf "%-6s %14d %10s %12.1f %14d %10s %12.1f %8.2f\n", i, t1, p1, r1 / 1024, t2, p2, r2 / 1024, t2 / t1
     printf "       memory per connection: %.1f KiB ((RSS at %d - RSS at 64) / %d)\n", (r2 - r1) / (n - 64), n, n - 64 }'
-  cpu_line "gateway's" "$s1" "$s2"
+  cpu_line "gateway's" "$s1" "$s2" "$u1" "$u2"
   cpu_line "load tester's" "$l1" "$l2"
 done
 echo "RSS after the runs: $(( $(rss) / 1024 )) MiB"
@@ -89,13 +97,35 @@ echo "RSS 15 s later: $(( $(rss) / 1024 )) MiB"
 # stable): how much of the loss at many connections is the gateway's, and how much the kernel's and the load
 # tester's on the same two cores.
 start_bare 2 1921
-read -r b1 bp1 br1 bs1 bl1 < <(run 64 http://127.0.0.1:19210 "$BARE_PID")
-read -r b2 bp2 br2 bs2 bl2 < <(run "$MANY" http://127.0.0.1:19210 "$BARE_PID")
+read -r b1 bp1 br1 bs1 bl1 bu1 < <(run 64 http://127.0.0.1:19210 "$BARE_PID")
+read -r b2 bp2 br2 bs2 bl2 bu2 < <(run "$MANY" http://127.0.0.1:19210 "$BARE_PID")
 awk -v b1="$b1" -v p1="$bp1" -v r1="$br1" -v b2="$b2" -v p2="$bp2" -v r2="$br2" -v n="$MANY" 'BEGIN {
   printf "bare server: 64: %d req/s (p99 %s ms), %d: %d req/s (p99 %s ms), ratio %.2f\n", b1, p1, n, b2, p2, b2 / b1
   printf "       memory per connection: %.1f KiB\n", (r2 - r1) / (n - 64) }'
-cpu_line "bare server's" "$bs1" "$bs2"
+cpu_line "bare server's" "$bs1" "$bs2" "$bu1" "$bu2"
 cpu_line "load tester's" "$bl1" "$bl2"
+
+# And against nginx answering every request with a fixed body (loadtest/nginx-fixed.conf; one worker process, one
+# thread): no inference, no JSON, no Rust. Its CPU per request is nearly all the kernel's, so this pair shows what
+# the kernel's per-connection cost alone does to a server as the connections grow.
+sed -e "s|@DIR@|$DIR|g" -e "s|@PORT@|19220|" -e "s|@NOFILE@|$(ulimit -n)|g" loadtest/nginx-fixed.conf >"$DIR/nginx.conf"
+mkdir -p "$DIR/nginx"
+"${server_pin[@]}" "${NGINX:-nginx}" -e stderr -c "$DIR/nginx.conf" -p "$DIR/nginx" >"$DIR/nginx.log" 2>&1 &
+pids+=($!)
+NGINX_PID=''
+for _ in $(seq 1 100); do
+  NGINX_PID=$(pgrep -P "${pids[-1]}" | head -1) && (exec 3<>/dev/tcp/127.0.0.1/19220) 2>/dev/null && break
+  NGINX_PID=''
+  sleep 0.1
+done
+[ -n "$NGINX_PID" ] || { echo "nginx did not start; its log:" >&2; cat "$DIR/nginx.log" >&2; exit 1; }
+read -r n1 np1 nr1 ns1 nl1 nu1 < <(run 64 http://127.0.0.1:19220 "$NGINX_PID")
+read -r n2 np2 nr2 ns2 nl2 nu2 < <(run "$MANY" http://127.0.0.1:19220 "$NGINX_PID")
+awk -v n1="$n1" -v p1="$np1" -v n2="$n2" -v p2="$np2" -v n="$MANY" 'BEGIN {
+  printf "nginx, fixed answer: 64: %d req/s (p99 %s ms), %d: %d req/s (p99 %s ms), ratio %.2f\n", n1, p1, n, n2, p2,
+    n2 / n1 }'
+cpu_line "nginx's" "$ns1" "$ns2" "$nu1" "$nu2"
+cpu_line "load tester's" "$nl1" "$nl2"
 
 # The curve: where the cost per request stops being flat, for both servers (at each point the gateway, then the
 # bare server, right after each other); what it showed on this machine is in the README (Against bare servers).
