@@ -8,7 +8,7 @@
 # to the hard one first (the gateway and the load tester, separate processes, each hold CONN_MANY sockets). Then the
 # same pair against the bare server, for the share of the loss that is not the gateway's, and against nginx with a
 # fixed answer, for the kernel's share; each server's CPU per request is split into user and system time. Then a
-# curve over CONN_CURVE connection counts, the gateway and the bare server. Loopback only.
+# curve over CONN_CURVE connection counts, the three servers. Loopback only.
 #
 #   CONN_MANY     connections in the large runs (default 10000)
 #   CONN_SECONDS  measured seconds per run (default 10)
@@ -17,7 +17,7 @@
 #                 comes from other machines; by default they share all cpus, and each one's cost per request grows
 #                 with the other's working set as the connections grow
 #   CONN_CURVE    connection counts of the curve at the end (default "256 512 1000 2000 5000"; empty: no curve):
-#                 throughput and the server's CPU per request at each, the gateway and the bare server in turn,
+#                 throughput and the server's CPU per request at each, the three servers in turn,
 #                 against 64 connections in the same curve, to show where the cost stops being flat
 #   NGINX         the nginx binary (default: nginx on the PATH; `make connections` unpacks Debian's into .nginx/)
 set -euo pipefail
@@ -127,23 +127,25 @@ awk -v n1="$n1" -v p1="$np1" -v n2="$n2" -v p2="$np2" -v n="$MANY" 'BEGIN {
 cpu_line "nginx's" "$ns1" "$ns2" "$nu1" "$nu2"
 cpu_line "load tester's" "$nl1" "$nl2"
 
-# The curve: where the cost per request stops being flat, for both servers (at each point the gateway, then the
-# bare server, right after each other); what it showed on this machine is in the README (Against bare servers).
+# The curve: where the cost per request stops being flat, for the three servers (at each point the gateway, the bare
+# server and nginx right after each other); what it showed on this machine is in the README (Against bare servers).
 if [ -n "$CURVE" ]; then
   echo
-  printf '%-11s %13s %7s %10s %7s %13s %7s %10s %7s\n' connections "gateway req/s" "x 64" "us/req" "x 64" \
-    "bare req/s" "x 64" "us/req" "x 64"
+  printf '%-11s %13s %7s %10s %7s %13s %7s %10s %7s %7s %7s\n' connections "gateway req/s" "x 64" "us/req" "x 64" \
+    "bare req/s" "x 64" "us/req" "x 64" "nginx" "us x 64"
   for n in 64 $CURVE; do
     # 64 is the curve's base, measured first.
     [ "$n" = 64 ] && [ -n "${gt0:-}" ] && continue
-    gt='' bt=''
+    gt='' bt='' nt=''
     read -r gt _ _ gs _ < <(run "$n") || true
     read -r bt _ _ bs _ < <(run "$n" http://127.0.0.1:19210 "$BARE_PID") || true
-    [ -n "$gt" ] && [ -n "$bt" ] || { echo "a run of the curve failed at $n connections" >&2; exit 1; }
-    [ "$n" = 64 ] && { gt0=$gt gs0=$gs bt0=$bt bs0=$bs; }
-    awk -v n="$n" -v gt="$gt" -v gs="$gs" -v bt="$bt" -v bs="$bs" -v gt0="$gt0" -v gs0="$gs0" -v bt0="$bt0" \
-      -v bs0="$bs0" 'function x(a, b) { return (a == "-" || b == "-" || b + 0 == 0) ? "-" : sprintf("%.2f", a / b) }
-      BEGIN { printf "%-11d %13d %7s %10s %7s %13d %7s %10s %7s\n", n, gt, x(gt, gt0), gs, x(gs, gs0), bt, x(bt, bt0),
-        bs, x(bs, bs0) }'
+    read -r nt _ _ ns _ < <(run "$n" http://127.0.0.1:19220 "$NGINX_PID") || true
+    [ -n "$gt" ] && [ -n "$bt" ] && [ -n "$nt" ] || { echo "a run of the curve failed at $n connections" >&2; exit 1; }
+    [ "$n" = 64 ] && { gt0=$gt gs0=$gs bt0=$bt bs0=$bs nt0=$nt ns0=$ns; }
+    awk -v n="$n" -v gt="$gt" -v gs="$gs" -v bt="$bt" -v bs="$bs" -v nt="$nt" -v ns="$ns" -v gt0="$gt0" -v gs0="$gs0" \
+      -v bt0="$bt0" -v bs0="$bs0" -v nt0="$nt0" -v ns0="$ns0" \
+      'function x(a, b) { return (a == "-" || b == "-" || b + 0 == 0) ? "-" : sprintf("%.2f", a / b) }
+      BEGIN { printf "%-11d %13d %7s %10s %7s %13d %7s %10s %7s %7s %7s\n", n, gt, x(gt, gt0), gs, x(gs, gs0), bt,
+        x(bt, bt0), bs, x(bs, bs0), x(nt, nt0), x(ns, ns0) }'
   done
 fi
