@@ -146,9 +146,10 @@ $(NGINX):
 	dpkg-deb -x .nginx/nginx_*.deb .nginx && rm .nginx/nginx_*.deb
 	@test -x $(NGINX) || { echo "Debian's nginx package did not contain $(NGINX)"; exit 1; }
 
-# Closed-loop throughput, CPU per request and memory with 10,000 connections against 64, alternating, then a curve
-# over CONN_CURVE connection counts, gateway and bare server (CONN_MANY, CONN_SECONDS, CONN_PAIRS, CONN_CURVE;
-# CONN_PIN=1 puts the server and the load tester on separate cpus). nginx with a fixed answer is the third server.
+# Closed-loop throughput, CPU per request (user and system) and memory with 10,000 connections against 64,
+# alternating, then a curve over CONN_CURVE connection counts: the gateway, the bare server and nginx with a fixed
+# answer (CONN_MANY, CONN_SECONDS, CONN_PAIRS, CONN_CURVE; CONN_PIN=1 puts the servers and the load tester on
+# separate cpus).
 connections: setup $(NGINX)
 	NGINX=$(CURDIR)/$(NGINX) loadtest/connections.sh
 

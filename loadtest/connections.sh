@@ -51,11 +51,10 @@ start_gateway "$DIR/gateway.toml" 1920
 wait_ready 19200
 rss() { awk '/VmRSS/ {print $2}' "/proc/${1:-$GW_PID}/status"; }
 
-run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run server_us lt_us user_share" (CPU per
-  # request; the server is the gateway unless another pid; user_share: the server's user time over its user and
-  # system time from the end of the warm-up on, so the CPU per request splits into its own code and the kernel's)
+run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run server_us lt_us server_system_us" (CPU per
+  # request, the server's system part being the kernel's work for it; the server is the gateway unless another pid)
   local pid=${3:-$GW_PID} mid out
-  ( sleep 3; proc_cpu_ticks "$pid" >"$DIR/ticks"; sleep $((SECONDS_RUN / 2)); rss "$pid" >"$DIR/rss" ) &
+  ( sleep $((SECONDS_RUN / 2 + 3)); rss "$pid" >"$DIR/rss" ) &
   mid=$!
   # --signature: the bare server and nginx answer inference only, no metadata.
   out=$("${LT_PIN[@]}" "$LT" run --url "${2:-http://127.0.0.1:19200}" --model breast-cancer \
@@ -63,21 +62,20 @@ run() { # connections [url [pid]]: prints "req/s p99_ms rss_kb_mid_run server_us
     --duration "$SECONDS_RUN" --warmup 3 --connections "$1" --threads "$threads" --timeout 30 --fail-on-errors --quiet \
     --server-pid "$pid")
   wait "$mid"
-  # "cpu        per request: load tester 9.30 us, server 12.60 us"
-  echo "$out" | awk -v rss="$(cat "$DIR/rss")" -v t0="$(cat "$DIR/ticks")" -v t1="$(proc_cpu_ticks "$pid")" '
-    /^throughput/ {t = $2} /^latency/ {p99 = $9} /^cpu/ {lt = $6; sv = $9}
-    END { split(t0, a); split(t1, b); u = b[1] - a[1]; k = b[2] - a[2]
-      print t, p99, rss, (sv == "" ? "-" : sv), (lt == "" ? "-" : lt), (u + k > 0 ? u / (u + k) : "-") }'
+  # "cpu        per request: load tester 9.30 us, server 12.60 us (system 6.01 us)"
+  echo "$out" | awk -v rss="$(cat "$DIR/rss")" '/^throughput/ {t = $2} /^latency/ {p99 = $9}
+    /^cpu/ {lt = $6; sv = $9; sys = $12}
+    END {print t, p99, rss, (sv == "" ? "-" : sv), (lt == "" ? "-" : lt), (sys == "" ? "-" : sys)}'
 }
 printf '%-6s %14s %10s %12s %14s %10s %12s %8s\n' pair "64: req/s" "p99 ms" "RSS MiB" "$MANY: req/s" "p99 ms" "RSS MiB" ratio
-cpu_line() { # who us1 us2 [share1 share2]: CPU per request at 64 and at many connections, how much it grew, and
-  # (with the user shares) how much of it was the server's own code and how much the kernel's ("-": not read)
-  awk -v w="$1" -v a="$2" -v b="$3" -v sa="${4:--}" -v sb="${5:--}" -v n="$MANY" 'BEGIN {
+cpu_line() { # who us1 us2 [system1 system2]: CPU per request at 64 and at many connections, how much it grew, and
+  # (with the system parts) how much of it was the server's own code and how much the kernel's ("-": not read)
+  awk -v w="$1" -v a="$2" -v b="$3" -v ka="${4:--}" -v kb="${5:--}" -v n="$MANY" 'BEGIN {
     if (a == "-" || b == "-" || a + 0 == 0) { printf "       %-13s CPU per request: not read\n", w; exit }
     printf "       %-13s CPU per request: %.2f us at 64, %.2f us at %d (x %.2f)\n", w, a, b, n, b / a
-    if (sa != "-" && sb != "-")
-      printf "       %-13s   user %.2f -> %.2f us (+%.2f), system %.2f -> %.2f us (+%.2f)\n", "", a * sa, b * sb,
-        b * sb - a * sa, a * (1 - sa), b * (1 - sb), b * (1 - sb) - a * (1 - sa) }'
+    if (ka != "-" && kb != "-")
+      printf "       %-13s   user %.2f -> %.2f us (%+.2f), system %.2f -> %.2f us (%+.2f)\n", "", a - ka, b - kb,
+        (b - kb) - (a - ka), ka, kb, kb - ka }'
 }
 for i in $(seq 1 "$PAIRS"); do
   read -r t1 p1 r1 s1 l1 u1 < <(run 64)
@@ -106,9 +104,10 @@ cpu_line "bare server's" "$bs1" "$bs2" "$bu1" "$bu2"
 cpu_line "load tester's" "$bl1" "$bl2"
 
 # And against nginx answering every request with a fixed body (loadtest/nginx-fixed.conf; one worker process, one
-# thread): no inference, no JSON, no Rust. Its CPU per request is nearly all the kernel's, so this pair shows what
-# the kernel's per-connection cost alone does to a server as the connections grow.
-sed -e "s|@DIR@|$DIR|g" -e "s|@PORT@|19220|" -e "s|@NOFILE@|$(ulimit -n)|g" loadtest/nginx-fixed.conf >"$DIR/nginx.conf"
+# thread): no inference, no JSON, no Rust. Most of its CPU per request is the kernel's, so this pair shows what the
+# kernel's per-connection cost does to a server that adds almost nothing of its own.
+sed -e "s|@DIR@|$DIR|g" -e "s|@PORT@|19220|" -e "s|@NOFILE@|$(ulimit -n)|" \
+  -e "s|@CONNECTIONS@|$need|" loadtest/nginx-fixed.conf >"$DIR/nginx.conf"
 mkdir -p "$DIR/nginx"
 "${server_pin[@]}" "${NGINX:-nginx}" -e stderr -c "$DIR/nginx.conf" -p "$DIR/nginx" >"$DIR/nginx.log" 2>&1 &
 pids+=($!)
@@ -131,8 +130,8 @@ cpu_line "load tester's" "$nl1" "$nl2"
 # server and nginx right after each other); what it showed on this machine is in the README (Against bare servers).
 if [ -n "$CURVE" ]; then
   echo
-  printf '%-11s %13s %7s %10s %7s %13s %7s %10s %7s %7s %7s\n' connections "gateway req/s" "x 64" "us/req" "x 64" \
-    "bare req/s" "x 64" "us/req" "x 64" "nginx" "us x 64"
+  printf '%-11s %13s %7s %10s %7s %13s %7s %10s %7s %10s %7s\n' connections "gateway req/s" "x 64" "us/req" "x 64" \
+    "bare req/s" "x 64" "us/req" "x 64" "nginx x 64" "us x 64"
   for n in 64 $CURVE; do
     # 64 is the curve's base, measured first.
     [ "$n" = 64 ] && [ -n "${gt0:-}" ] && continue
@@ -145,7 +144,7 @@ if [ -n "$CURVE" ]; then
     awk -v n="$n" -v gt="$gt" -v gs="$gs" -v bt="$bt" -v bs="$bs" -v nt="$nt" -v ns="$ns" -v gt0="$gt0" -v gs0="$gs0" \
       -v bt0="$bt0" -v bs0="$bs0" -v nt0="$nt0" -v ns0="$ns0" \
       'function x(a, b) { return (a == "-" || b == "-" || b + 0 == 0) ? "-" : sprintf("%.2f", a / b) }
-      BEGIN { printf "%-11d %13d %7s %10s %7s %13d %7s %10s %7s %7s %7s\n", n, gt, x(gt, gt0), gs, x(gs, gs0), bt,
+      BEGIN { printf "%-11d %13d %7s %10s %7s %13d %7s %10s %7s %10s %7s\n", n, gt, x(gt, gt0), gs, x(gs, gs0), bt,
         x(bt, bt0), bs, x(bs, bs0), x(nt, nt0), x(ns, ns0) }'
   done
 fi

@@ -129,6 +129,7 @@ async fn cpu_per_request_of_the_load_tester_and_a_named_server() {
         return;
     }
     let (lt, server) = (r.cpu.load_tester.expect("own cpu"), r.cpu.server.expect("server cpu"));
+    let (lt, server, system) = (lt.total(), server.total(), server.system);
     // Some thousands of requests (the server's timer rounds each up to 1 ms) cost more than one 10 ms tick.
     assert!(lt >= 0.02, "{lt} s");
     assert!((lt - server).abs() <= 0.025, "{lt} against {server}: one process, read twice in a row");
@@ -136,5 +137,12 @@ async fn cpu_per_request_of_the_load_tester_and_a_named_server() {
     let per = report.cpu_us_per_request.expect("per request");
     assert!((per - lt * 1e6 / r.stats.completed() as f64).abs() < 1e-6, "{per}");
     assert!(report.summary().contains("cpu        per request: load tester"), "{}", report.summary());
-    assert!(report.server_cpu_us_per_request.is_some());
+    let (total, sys) = (report.server_cpu_us_per_request.expect("server"), report.server_system_cpu_us_per_request);
+    assert!((sys.expect("system part") - system * 1e6 / r.stats.completed() as f64).abs() < 1e-6);
+    assert!(sys.is_some_and(|k| (0.0..=total).contains(&k)), "{sys:?} of {total}");
+    // Scripts read the server's figure as the ninth word of this line; the system part follows it.
+    let line = report.summary().lines().find(|l| l.starts_with("cpu ")).expect("cpu line").to_owned();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.get(8), Some(&format!("{total:.2}").as_str()), "{line}");
+    assert!(line.ends_with(&format!("(system {:.2} us)", sys.unwrap_or_default())), "{line}");
 }

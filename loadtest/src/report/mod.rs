@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cputime::Cpu;
 use crate::runner::{Mode, Plan, RunResult};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +79,9 @@ pub struct Report {
     /// CPU time the server (`--server-pid`) spent per completed request in the measured phase, in microseconds.
     #[serde(default)]
     pub server_cpu_us_per_request: Option<f64>,
+    /// The system (kernel) part of `server_cpu_us_per_request`, in microseconds.
+    #[serde(default)]
+    pub server_system_cpu_us_per_request: Option<f64>,
 }
 
 /// Steal at or above this share of the CPU time is flagged in the summary.
@@ -176,8 +180,9 @@ impl Report {
             distribution,
             steal_pct: r.steal.map(|f| f * 100.0),
             steal_high: r.steal.is_some_and(|f| f * 100.0 >= STEAL_WARN_PCT),
-            cpu_us_per_request: per_request(r.cpu.load_tester),
-            server_cpu_us_per_request: per_request(r.cpu.server),
+            cpu_us_per_request: per_request(r.cpu.load_tester.map(Cpu::total)),
+            server_cpu_us_per_request: per_request(r.cpu.server.map(Cpu::total)),
+            server_system_cpu_us_per_request: per_request(r.cpu.server.map(|c| c.system)),
         }
     }
 
@@ -217,7 +222,12 @@ impl Report {
             let _ = writeln!(s, "steal      {p:.1} % of the machine's CPU time{warn}");
         }
         if let Some(lt) = self.cpu_us_per_request {
-            let server = self.server_cpu_us_per_request.map_or_else(String::new, |c| format!(", server {c:.2} us"));
+            // Scripts read the figures by position (the server's is the ninth word): new ones go at the end.
+            let server = match (self.server_cpu_us_per_request, self.server_system_cpu_us_per_request) {
+                (Some(c), Some(k)) => format!(", server {c:.2} us (system {k:.2} us)"),
+                (Some(c), None) => format!(", server {c:.2} us"),
+                _ => String::new(),
+            };
             let _ = writeln!(s, "cpu        per request: load tester {lt:.2} us{server}");
         }
         if !self.errors.is_empty() {
