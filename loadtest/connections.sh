@@ -91,17 +91,24 @@ echo "RSS after the runs: $(( $(rss) / 1024 )) MiB"
 sleep 15
 echo "RSS 15 s later: $(( $(rss) / 1024 )) MiB"
 
+reference() { # label who url pid [memory note]: the same 64/many pair against another server, printed like the
+  # gateway's
+  local t1 p1 r1 s1 l1 k1 t2 p2 r2 s2 l2 k2
+  read -r t1 p1 r1 s1 l1 k1 < <(run 64 "$3" "$4")
+  read -r t2 p2 r2 s2 l2 k2 < <(run "$MANY" "$3" "$4")
+  awk -v w="$1" -v t1="$t1" -v p1="$p1" -v r1="$r1" -v t2="$t2" -v p2="$p2" -v r2="$r2" -v n="$MANY" \
+    -v note="${5:+ ($5)}" 'BEGIN {
+    printf "%s: 64: %d req/s (p99 %s ms), %d: %d req/s (p99 %s ms), ratio %.2f\n", w, t1, p1, n, t2, p2, t2 / t1
+    printf "       memory per connection: %.1f KiB%s\n", (r2 - r1) / (n - 64), note }'
+  cpu_line "$2" "$s1" "$s2" "$k1" "$k2"
+  cpu_line "load tester's" "$l1" "$l2"
+}
+
 # The same pair against the bare server (axum + ONNX Runtime inline, breast-cancer v2 as the gateway's default
 # stable): how much of the loss at many connections is the gateway's, and how much the kernel's and the load
 # tester's on the same two cores.
 start_bare 2 1921
-read -r b1 bp1 br1 bs1 bl1 bu1 < <(run 64 http://127.0.0.1:19210 "$BARE_PID")
-read -r b2 bp2 br2 bs2 bl2 bu2 < <(run "$MANY" http://127.0.0.1:19210 "$BARE_PID")
-awk -v b1="$b1" -v p1="$bp1" -v r1="$br1" -v b2="$b2" -v p2="$bp2" -v r2="$br2" -v n="$MANY" 'BEGIN {
-  printf "bare server: 64: %d req/s (p99 %s ms), %d: %d req/s (p99 %s ms), ratio %.2f\n", b1, p1, n, b2, p2, b2 / b1
-  printf "       memory per connection: %.1f KiB\n", (r2 - r1) / (n - 64) }'
-cpu_line "bare server's" "$bs1" "$bs2" "$bu1" "$bu2"
-cpu_line "load tester's" "$bl1" "$bl2"
+reference "bare server" "bare server's" http://127.0.0.1:19210 "$BARE_PID"
 
 # And against nginx answering every request with a fixed body (loadtest/nginx-fixed.conf; one worker process, one
 # thread): no inference, no JSON, no Rust. Most of its CPU per request is the kernel's, so this pair shows what the
@@ -110,21 +117,16 @@ sed -e "s|@DIR@|$DIR|g" -e "s|@PORT@|19220|" -e "s|@NOFILE@|$(ulimit -n)|" \
   -e "s|@CONNECTIONS@|$need|" loadtest/nginx-fixed.conf >"$DIR/nginx.conf"
 mkdir -p "$DIR/nginx"
 "${server_pin[@]}" "${NGINX:-nginx}" -e stderr -c "$DIR/nginx.conf" -p "$DIR/nginx" >"$DIR/nginx.log" 2>&1 &
-pids+=($!)
+nginx_master=$!
+pids+=("$nginx_master")
+# The master listens before it starts the worker, whose pid is the one that spends the CPU time.
 NGINX_PID=''
-for _ in $(seq 1 100); do
-  NGINX_PID=$(pgrep -P "${pids[-1]}" | head -1) && (exec 3<>/dev/tcp/127.0.0.1/19220) 2>/dev/null && break
-  NGINX_PID=''
-  sleep 0.1
-done
+if listening 19220; then
+  for _ in $(seq 1 100); do NGINX_PID=$(pgrep -P "$nginx_master" | head -1) && break; sleep 0.1; done
+fi
 [ -n "$NGINX_PID" ] || { echo "nginx did not start; its log:" >&2; cat "$DIR/nginx.log" >&2; exit 1; }
-read -r n1 np1 nr1 ns1 nl1 nu1 < <(run 64 http://127.0.0.1:19220 "$NGINX_PID")
-read -r n2 np2 nr2 ns2 nl2 nu2 < <(run "$MANY" http://127.0.0.1:19220 "$NGINX_PID")
-awk -v n1="$n1" -v p1="$np1" -v n2="$n2" -v p2="$np2" -v n="$MANY" 'BEGIN {
-  printf "nginx, fixed answer: 64: %d req/s (p99 %s ms), %d: %d req/s (p99 %s ms), ratio %.2f\n", n1, p1, n, n2, p2,
-    n2 / n1 }'
-cpu_line "nginx's" "$ns1" "$ns2" "$nu1" "$nu2"
-cpu_line "load tester's" "$nl1" "$nl2"
+reference "nginx, fixed answer" "nginx's" http://127.0.0.1:19220 "$NGINX_PID" \
+  "its connection slots are set up at start, so they are not in it"
 
 # The curve: where the cost per request stops being flat, for the three servers (at each point the gateway, the bare
 # server and nginx right after each other); what it showed on this machine is in the README (Against bare servers).

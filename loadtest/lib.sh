@@ -53,9 +53,14 @@ start_bare() { # version, base: the bare baseline on breast-cancer VERSION, HTTP
     >"${LOG_DIR:-$DIR}/bare-$2.log" 2>&1 &
   BARE_PID=$!
   pids+=("$BARE_PID")
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/${2}0") 2>/dev/null && return 0; sleep 0.1; done
+  listening "${2}0" && return 0
   echo "the bare server on port ${2}0 did not start" >&2
   exit 1
+}
+
+listening() { # port: waits up to 10 s for it to accept a connection on loopback
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  return 1
 }
 
 pin_apart() {
